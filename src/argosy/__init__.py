@@ -1,0 +1,3 @@
+"""Argosy: a GitOps MLOps template."""
+
+__version__ = "0.1.0"
