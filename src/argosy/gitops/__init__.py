@@ -1,0 +1,1 @@
+"""Git as the source of truth: overlay pins, promotion, rollback."""

@@ -1,0 +1,111 @@
+"""Read and write the model pin that an overlay's ``model.yaml`` carries.
+
+The pin is a strategic-merge patch of the ``fraud-detector`` InferenceService. Its annotations
+carry the MLflow model version, the run id and the sha256 of ``model.onnx``; the predictor's env
+repeats the sha256 and version so the model server can refuse a file that does not match.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ANNOTATION_PREFIX = "argosy.io/"
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+HEADER = """\
+# The model pinned for the {env} environment.
+# Written only by `argosy promote` (and `argosy rollback`): do not edit by hand.
+# `argosy promote verify` rejects a pin that the MLflow registry and the gate report do not back.
+"""
+
+
+class PinError(ValueError):
+    """A model.yaml that cannot be read as a pin."""
+
+
+@dataclass(frozen=True)
+class ModelPin:
+    """The model an overlay deploys.
+
+    Attributes:
+        name: Registered model name in MLflow.
+        version: MLflow model version (a positive integer, as a string).
+        sha256: sha256 of ``model.onnx``; the server refuses any other file.
+        run_id: MLflow run that produced the model.
+        storage_uri: Where KServe's storage initializer fetches the model directory from.
+    """
+
+    name: str
+    version: str
+    sha256: str
+    run_id: str
+    storage_uri: str
+
+    def __post_init__(self) -> None:
+        if not self.version.isdigit() or int(self.version) < 1:
+            raise PinError(f"model version must be a positive integer, got {self.version!r}")
+        if not SHA256_RE.match(self.sha256):
+            raise PinError(f"sha256 must be 64 lowercase hex characters, got {self.sha256!r}")
+        if not self.name or not self.run_id or not self.storage_uri:
+            raise PinError("name, run_id and storage_uri must be non-empty")
+
+
+def read_pin(path: Path) -> ModelPin | None:
+    """Read the pin from an overlay's ``model.yaml``.
+
+    Args:
+        path: The overlay's ``model.yaml``.
+
+    Returns:
+        The pinned model, or None when the overlay pins no model yet (empty version annotation).
+
+    Raises:
+        PinError: The file is missing, is not YAML, or carries an inconsistent pin.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise PinError(f"{path}: no such file") from exc
+    except yaml.YAMLError as exc:
+        raise PinError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("kind") != "InferenceService":
+        raise PinError(f"{path}: expected an InferenceService patch")
+    annotations = (doc.get("metadata") or {}).get("annotations") or {}
+    version = str(annotations.get(ANNOTATION_PREFIX + "model-version") or "")
+    if not version:
+        return None
+    model = ((doc.get("spec") or {}).get("predictor") or {}).get("model") or {}
+    env = {e.get("name"): str(e.get("value", "")) for e in model.get("env") or []}
+    sha = str(annotations.get(ANNOTATION_PREFIX + "model-sha256") or "")
+    if env.get("ARGOSY_MODEL_SHA256", sha) != sha:
+        raise PinError(f"{path}: annotation sha256 and ARGOSY_MODEL_SHA256 differ")
+    try:
+        return ModelPin(
+            name=str(annotations.get(ANNOTATION_PREFIX + "model-name") or ""),
+            version=version,
+            sha256=sha,
+            run_id=str(annotations.get(ANNOTATION_PREFIX + "mlflow-run-id") or ""),
+            storage_uri=str(model.get("storageUri") or ""),
+        )
+    except PinError as exc:
+        raise PinError(f"{path}: {exc}") from exc
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers see the old or the new file, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
