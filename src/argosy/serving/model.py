@@ -1,0 +1,315 @@
+"""Load the served model directory and turn validated feature matrices into predictions.
+
+The directory is the train stage's contract: ``model.onnx`` (one FP32 input ``[N, F]``; outputs
+``label`` and ``probabilities``, the fraud probability being ``probabilities[:, 1]``) and
+``metadata.json`` (feature order, per-feature NaN and category rules, decision threshold, sha256).
+Loading never raises for a model that fails its integrity check: the caller gets a ``LoadedModel``
+whose ``ready`` is False and whose ``reason`` says why, so the server can stay up, answer health
+probes and tell the operator what is wrong instead of crash-looping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+# onnxmltools names the XGBoost classifier outputs (label, probabilities); the probability tensor is
+# the second output, which is what we read, so a renamed output does not break serving.
+PROBABILITY_OUTPUT_INDEX = 1
+
+
+class ModelLoadError(Exception):
+    """The model directory cannot be served at all (missing or unreadable files)."""
+
+
+class RequestError(Exception):
+    """A request the model cannot answer; carries the HTTP status (4xx) to return.
+
+    Attributes:
+        status: HTTP status code for the response.
+        message: Human-readable reason, returned as the V2 ``error`` field.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Validation rules for one model input column.
+
+    Attributes:
+        name: Feature name, also the V2 tensor name when features are sent one tensor each.
+        allow_nan: Whether a missing value (NaN, or JSON ``null``) is acceptable.
+        categories: For categorical features, the category list; values are indexes into it.
+    """
+
+    name: str
+    allow_nan: bool = False
+    categories: tuple[Any, ...] | None = None
+
+
+@dataclass
+class Metadata:
+    """The parts of ``metadata.json`` the server uses; unknown keys are ignored by design.
+
+    Attributes:
+        name: Model name served under ``/v2/models/{name}``.
+        version: MLflow model version, or None for an unregistered model.
+        features: Ordered feature names (the columns of the ``[N, F]`` input).
+        specs: One ``FeatureSpec`` per feature, in the same order.
+        input_name: Name of the ONNX graph input.
+        threshold: Decision threshold: fraud when score >= threshold.
+        sha256: sha256 of ``model.onnx`` recorded at training time.
+        mlflow_run_id: Training run, for the model metadata endpoint.
+    """
+
+    name: str
+    version: str | None
+    features: list[str]
+    specs: list[FeatureSpec]
+    input_name: str
+    threshold: float
+    sha256: str
+    mlflow_run_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Metadata:
+        """Build from the parsed JSON, failing loudly on a missing or mistyped field.
+
+        Args:
+            doc: Parsed ``metadata.json``.
+
+        Returns:
+            The validated metadata.
+
+        Raises:
+            ModelLoadError: A required key is missing or has the wrong type.
+        """
+        try:
+            features = [str(f) for f in doc["features"]]
+            by_name = {}
+            for spec in doc.get("feature_specs") or []:
+                cats = spec.get("categories")
+                by_name[spec["name"]] = FeatureSpec(
+                    name=str(spec["name"]),
+                    allow_nan=bool(spec.get("allow_nan", False)),
+                    categories=tuple(cats) if cats is not None else None,
+                )
+            unknown = sorted(set(by_name) - set(features))
+            if unknown:
+                raise ModelLoadError(f"feature_specs name features not in 'features': {unknown}")
+            if len(set(features)) != len(features):
+                raise ModelLoadError("'features' lists a name twice")
+            threshold = float(doc["threshold"])
+            if not math.isfinite(threshold):
+                raise ModelLoadError("threshold must be finite")
+            version = doc.get("version")
+            return cls(
+                name=str(doc["name"]),
+                version=None if version is None else str(version),
+                features=features,
+                specs=[by_name.get(f, FeatureSpec(name=f)) for f in features],
+                input_name=str(doc.get("input_name") or "features"),
+                threshold=threshold,
+                sha256=str(doc["sha256"]).lower(),
+                mlflow_run_id=doc.get("mlflow_run_id"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{METADATA_FILE}: invalid or missing field: {exc!r}") from exc
+
+
+def file_sha256(path: Path) -> str:
+    """Hash a file in chunks so a large model never needs to sit in memory twice."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A model directory after the integrity check, ready or not.
+
+    Attributes:
+        metadata: Parsed metadata.
+        version: The version served (pinned value, else metadata's), "" when unknown.
+        sha256: sha256 actually computed from ``model.onnx``.
+        expected_sha256: The pinned value it was compared with.
+        ready: True only when the hashes match and the ONNX session was created.
+        reason: Why the model is not ready ("" when ready).
+    """
+
+    metadata: Metadata
+    version: str
+    sha256: str
+    expected_sha256: str
+    ready: bool
+    reason: str = ""
+    session: Any = field(default=None, repr=False)
+    _nan_forbidden: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _cat_idx: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _cat_size: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _cat_nan_ok: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    feature_index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        specs = self.metadata.specs
+        self.feature_index = {name: i for i, name in enumerate(self.metadata.features)}
+        self._nan_forbidden = np.array([not s.allow_nan for s in specs], dtype=bool)
+        cats = [i for i, s in enumerate(specs) if s.categories is not None]
+        self._cat_idx = np.array(cats, dtype=np.intp)
+        self._cat_size = np.array([len(specs[i].categories or ()) for i in cats], dtype=np.float32)
+        self._cat_nan_ok = np.array([specs[i].allow_nan for i in cats], dtype=bool)
+
+    @property
+    def name(self) -> str:
+        """The model name clients address."""
+        return self.metadata.name
+
+    @property
+    def features(self) -> list[str]:
+        """Ordered feature names."""
+        return self.metadata.features
+
+    def validate(self, x: np.ndarray) -> None:
+        """Reject values the model's feature contract forbids.
+
+        Args:
+            x: FP32 matrix ``[N, F]`` in metadata feature order.
+
+        Raises:
+            RequestError: Infinity anywhere, NaN in a feature that forbids it, or a categorical
+                value that is not an integer index into its category list.
+        """
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad_cols = ~finite.all(axis=0)
+            inf_cols = np.isinf(x).any(axis=0)
+            if inf_cols.any():
+                name = self.features[int(np.argmax(inf_cols))]
+                raise RequestError(f"feature '{name}' is infinite; infinity is never accepted")
+            nan_bad = bad_cols & self._nan_forbidden
+            if nan_bad.any():
+                name = self.features[int(np.argmax(nan_bad))]
+                raise RequestError(
+                    f"feature '{name}' is NaN/null but does not allow missing values"
+                )
+        if self._cat_idx.size:
+            cats = x[:, self._cat_idx]
+            with np.errstate(invalid="ignore"):
+                ok = (cats >= 0) & (cats < self._cat_size) & (cats == np.floor(cats))
+            ok |= np.isnan(cats) & self._cat_nan_ok
+            if not ok.all():
+                col = int(np.argmax(~ok.all(axis=0)))
+                name = self.features[int(self._cat_idx[col])]
+                size = int(self._cat_size[col])
+                raise RequestError(
+                    f"feature '{name}' is categorical: expected an integer index in [0, {size})"
+                )
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Score a validated matrix.
+
+        Args:
+            x: FP32 C-contiguous matrix ``[N, F]``.
+
+        Returns:
+            The fraud probability per row (FP32 ``[N]``).
+        """
+        outputs = self.session.run(None, {self.metadata.input_name: x})
+        return outputs[PROBABILITY_OUTPUT_INDEX][:, 1]
+
+
+def load_model(
+    model_dir: Path,
+    *,
+    expected_sha256: str | None = None,
+    version: str | None = None,
+    intra_op_threads: int = 1,
+) -> LoadedModel:
+    """Read metadata, verify the model file's sha256 and open an ONNX Runtime session.
+
+    Args:
+        model_dir: Directory holding ``model.onnx`` and ``metadata.json``.
+        expected_sha256: The pinned hash (from the overlay); defaults to metadata's ``sha256``.
+        version: The pinned model version; defaults to metadata's ``version``.
+        intra_op_threads: ONNX Runtime intra-op threads. One is fastest for small tree models
+            on a small pod: more threads spin and steal the CPU the event loop needs.
+
+    Returns:
+        The loaded model; ``ready`` is False with a ``reason`` when the hash does not match or
+        the session cannot be created.
+
+    Raises:
+        ModelLoadError: ``metadata.json`` or ``model.onnx`` is missing or unreadable.
+    """
+    meta_path = model_dir / METADATA_FILE
+    onnx_path = model_dir / MODEL_FILE
+    try:
+        metadata = Metadata.from_dict(json.loads(meta_path.read_text()))
+        actual = file_sha256(onnx_path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read model directory {model_dir}: {exc}") from exc
+    expected = (expected_sha256 or metadata.sha256).strip().lower()
+    served_version = version or metadata.version or ""
+    model = LoadedModel(
+        metadata=metadata,
+        version=served_version,
+        sha256=actual,
+        expected_sha256=expected,
+        ready=False,
+    )
+    if actual != expected:
+        model.reason = (
+            f"integrity check failed: sha256 of {onnx_path} is {actual}, pinned value is {expected}"
+        )
+        log.error("model not ready: %s", model.reason)
+        return model
+    import onnxruntime as ort  # imported here: the integrity check must not wait for it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    try:
+        model.session = ort.InferenceSession(
+            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own unexported exception types
+        model.reason = f"ONNX Runtime cannot load {onnx_path}: {exc}"
+        log.error("model not ready: %s", model.reason)
+        return model
+    inputs = model.session.get_inputs()
+    n_features = len(metadata.features)
+    if [i.name for i in inputs] != [metadata.input_name]:
+        model.reason = f"model inputs {[i.name for i in inputs]} != [{metadata.input_name!r}]"
+    elif len(model.session.get_outputs()) <= PROBABILITY_OUTPUT_INDEX:
+        model.reason = "model has no probability output (expected label, probabilities)"
+    elif inputs[0].shape[-1] not in (n_features, None) and not isinstance(inputs[0].shape[-1], str):
+        model.reason = f"model expects {inputs[0].shape[-1]} features, metadata lists {n_features}"
+    if model.reason:
+        log.error("model not ready: %s", model.reason)
+        return model
+    model.ready = True
+    log.info(
+        "model %s version %r ready (sha256 %s, %d features)",
+        metadata.name,
+        served_version,
+        actual,
+        n_features,
+    )
+    return model

@@ -1,0 +1,355 @@
+"""Asynchronous prediction log in Parquet, read later by the drift monitor.
+
+Layout: ``<root>/date=YYYY-MM-DD/part-<UTC timestamp>-<uuid>.parquet`` where ``root`` is a
+local directory or any fsspec URI (``s3://bucket/predictions``, ``memory://...``). Hive-style
+``date=`` partitions let a reader prune by day; files are written whole (a temporary name renamed
+into place on local disks, a single PUT on object stores) and temporary names start with ``.``,
+which Parquet dataset readers skip, so a reader never sees half a file.
+
+Columns, in order (``prediction_log_columns(features)`` returns the list):
+
+=================  ========================  ==============================================
+column             Arrow type                meaning
+=================  ========================  ==============================================
+``request_id``     string                    the V2 request id (client's or server-assigned)
+``timestamp``      timestamp[us, tz=UTC]     when the server answered the request
+``model_name``     string                    ``metadata.json`` name
+``model_version``  string                    the served (pinned) version; "" if unregistered
+``transaction_id`` string, nullable          the request's optional ``transaction_id`` tensor
+one per feature    float32                   named exactly as ``metadata.json`` ``features``
+``score``          float32                   fraud probability
+``decision``       int8                      1 when score >= threshold, else 0
+=================  ========================  ==============================================
+
+Back-pressure: ``PredictionLogger.submit`` never blocks. Records wait in a queue bounded in rows
+(``capacity_rows``); when it is full the request's rows are dropped and counted, so a slow or
+stalled sink costs log completeness, never latency or memory. Rows still held by the writer count
+against the bound until they are written, so memory stays within ``capacity_rows``. Sampling is
+per row, at ``sample_rate``. A batch the sink fails to write is dropped and counted as failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PREDICTION_LOG_ID_COLUMNS = (
+    "request_id",
+    "timestamp",
+    "model_name",
+    "model_version",
+    "transaction_id",
+)
+PREDICTION_LOG_OUTPUT_COLUMNS = ("score", "decision")
+PARTITION_KEY = "date"
+
+
+def prediction_log_columns(features: Sequence[str]) -> list[str]:
+    """The prediction log's column names, in file order, for a model's feature list."""
+    return [*PREDICTION_LOG_ID_COLUMNS, *features, *PREDICTION_LOG_OUTPUT_COLUMNS]
+
+
+def prediction_log_schema(features: Sequence[str]) -> Any:
+    """The Arrow schema of the prediction log (imports pyarrow, so call it off the hot path).
+
+    Args:
+        features: Ordered feature names from ``metadata.json``.
+
+    Returns:
+        A ``pyarrow.Schema``.
+    """
+    import pyarrow as pa
+
+    fields = [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("transaction_id", pa.string(), nullable=True),
+        *(pa.field(f, pa.float32()) for f in features),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("decision", pa.int8(), nullable=False),
+    ]
+    return pa.schema(fields)
+
+
+Sink = Callable[[Any, str], None]
+"""Writes one ``pyarrow.Table`` for one UTC date (``YYYY-MM-DD``)."""
+
+
+class ParquetSink:
+    """Write each batch as one Parquet file under ``<root>/date=<day>/``.
+
+    Args:
+        root: Local directory or fsspec URI.
+    """
+
+    def __init__(self, root: str) -> None:
+        import fsspec
+        import pyarrow.parquet as pq
+
+        self._pq = pq
+        self.fs, self.root = fsspec.core.url_to_fs(root)
+        self._local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
+
+    def __call__(self, table: Any, day: str) -> None:
+        """Write ``table`` into the partition for ``day``."""
+        directory = f"{self.root.rstrip('/')}/{PARTITION_KEY}={day}"
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+        self.fs.makedirs(directory, exist_ok=True)
+        final = f"{directory}/{name}"
+        target = f"{directory}/.{name}.tmp" if self._local else final
+        with self.fs.open(target, "wb") as fh:
+            self._pq.write_table(table, fh, compression="zstd")
+        if self._local:
+            self.fs.mv(target, final)
+
+
+@dataclass
+class _Entry:
+    request_id: str
+    ts_us: int
+    transaction_ids: list[str] | None
+    x: np.ndarray
+    scores: np.ndarray
+    decisions: np.ndarray
+
+
+class PredictionLogger:
+    """Queue predictions on the request path; write them in Parquet batches on a thread.
+
+    Args:
+        sink: Writes a table for a day; ``ParquetSink(root)`` in production. When None, a
+            ``ParquetSink`` for ``root`` is created on the writer thread (keeping pyarrow and
+            fsspec imports off the server's start-up path).
+        features: Ordered feature names.
+        model_name: Logged with every row.
+        model_version: Logged with every row.
+        root: Where the default sink writes (ignored when ``sink`` is given).
+        sample_rate: Fraction of rows logged, in [0, 1].
+        capacity_rows: Most rows held in memory (queued or being written).
+        batch_rows: Rows per written file at most.
+        flush_interval_s: Longest a queued row waits before it is written.
+    """
+
+    def __init__(
+        self,
+        *,
+        features: Sequence[str],
+        model_name: str,
+        model_version: str,
+        sink: Sink | None = None,
+        root: str | None = None,
+        sample_rate: float = 1.0,
+        capacity_rows: int = 100_000,
+        batch_rows: int = 10_000,
+        flush_interval_s: float = 10.0,
+    ) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in [0, 1], got {sample_rate}")
+        if sink is None and root is None:
+            raise ValueError("give a sink or a root")
+        if capacity_rows < 1 or batch_rows < 1:
+            raise ValueError("capacity_rows and batch_rows must be positive")
+        self.features = list(features)
+        self.model_name = model_name
+        self.model_version = model_version
+        self.sample_rate = sample_rate
+        self.capacity_rows = capacity_rows
+        self.batch_rows = min(batch_rows, capacity_rows)
+        self.flush_interval_s = flush_interval_s
+        self._sink = sink
+        self._root = root
+        self._queue: deque[_Entry] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._held_rows = 0  # queued plus being written: the memory bound
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._rng = random.Random()  # noqa: S311  (sampling, not security)
+        self.written_rows = 0
+        self.dropped_rows = 0
+        self.sampled_out_rows = 0
+        self.failed_rows = 0
+        self.write_errors = 0
+
+    @property
+    def held_rows(self) -> int:
+        """Rows currently in memory (queued or being written)."""
+        return self._held_rows
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread = threading.Thread(target=self._run, name="argosy-predlog", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        request_id: str,
+        transaction_ids: list[str] | None,
+        x: np.ndarray,
+        scores: np.ndarray,
+        decisions: np.ndarray,
+    ) -> None:
+        """Queue one request's rows, or drop them when the queue is full. Never blocks on I/O.
+
+        Args:
+            request_id: Request id (one per request, repeated on each row).
+            transaction_ids: One id per row, or None.
+            x: The request's ``[N, F]`` matrix (not modified afterwards by the caller).
+            scores: ``[N]`` fraud probabilities.
+            decisions: ``[N]`` INT8 decisions.
+        """
+        n = len(scores)
+        if self.sample_rate < 1.0:
+            if n == 1:
+                if self._rng.random() >= self.sample_rate:
+                    self.sampled_out_rows += 1
+                    return
+            else:
+                keep = np.fromiter((self._rng.random() < self.sample_rate for _ in range(n)), bool)
+                kept = int(keep.sum())
+                self.sampled_out_rows += n - kept
+                if not kept:
+                    return
+                x, scores, decisions = x[keep], scores[keep], decisions[keep]
+                if transaction_ids is not None:
+                    transaction_ids = [t for t, k in zip(transaction_ids, keep, strict=True) if k]
+                n = kept
+        entry = _Entry(request_id, time.time_ns() // 1000, transaction_ids, x, scores, decisions)
+        with self._cond:
+            if self._closing or self._held_rows + n > self.capacity_rows:
+                self.dropped_rows += n
+                return
+            self._held_rows += n
+            self._queue.append(entry)
+            if len(self._queue) == 1 or self._held_rows >= self.batch_rows:
+                self._cond.notify()
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Write what is queued and stop the writer.
+
+        Args:
+            timeout_s: Longest to wait for the final writes.
+
+        Returns:
+            True when everything queued was written (or failed and was counted) in time.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is None:
+            return not self._queue
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def metric_samples(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+        """Row counters by outcome, for ``argosy_prediction_log_rows_total``."""
+        return [
+            ((("outcome", "written"),), self.written_rows),
+            ((("outcome", "dropped"),), self.dropped_rows),
+            ((("outcome", "sampled_out"),), self.sampled_out_rows),
+            ((("outcome", "failed"),), self.failed_rows),
+        ]
+
+    def _take(self) -> list[_Entry]:
+        """Wait for a batch (or the flush interval, or close) and return it, oldest first."""
+        with self._cond:
+            deadline = None
+            while True:
+                if self._closing:
+                    break
+                if self._held_rows >= self.batch_rows:
+                    break
+                if self._queue:
+                    now = time.monotonic()
+                    deadline = deadline or now + self.flush_interval_s
+                    if now >= deadline:
+                        break
+                    self._cond.wait(deadline - now)
+                else:
+                    deadline = None
+                    self._cond.wait()
+            batch: list[_Entry] = []
+            rows = 0
+            while self._queue and rows < self.batch_rows:
+                entry = self._queue.popleft()
+                batch.append(entry)
+                rows += len(entry.scores)
+            return batch
+
+    def _run(self) -> None:
+        if self._sink is None:
+            try:
+                self._sink = ParquetSink(self._root or "")
+            except Exception:  # an unusable root must not kill the thread: count and drop
+                log.exception(
+                    "prediction log: cannot open %s; rows will be counted as failed", self._root
+                )
+                self._sink = _failing_sink
+        schema = prediction_log_schema(self.features)
+        while True:
+            batch = self._take()
+            if batch:
+                self._write(batch, schema)
+            elif self._closing:
+                return
+
+    def _write(self, batch: list[_Entry], schema: Any) -> None:
+        import pyarrow as pa
+
+        rows = sum(len(e.scores) for e in batch)
+        try:
+            x = np.concatenate([e.x for e in batch]) if len(batch) > 1 else batch[0].x
+            ts = np.concatenate([np.full(len(e.scores), e.ts_us, dtype=np.int64) for e in batch])
+            request_ids = [e.request_id for e in batch for _ in range(len(e.scores))]
+            txn: list[str | None] = []
+            for e in batch:
+                txn.extend(e.transaction_ids or [None] * len(e.scores))
+            scores = np.concatenate([e.scores for e in batch]).astype(np.float32, copy=False)
+            decisions = np.concatenate([e.decisions for e in batch]).astype(np.int8, copy=False)
+            days = ts // 86_400_000_000
+            for day in np.unique(days):
+                sel = days == day if len(np.unique(days)) > 1 else slice(None)
+                pick = np.flatnonzero(sel) if not isinstance(sel, slice) else None
+                n = len(ts[sel])
+                columns = [
+                    pa.array(request_ids if pick is None else [request_ids[i] for i in pick]),
+                    pa.array(ts[sel], type=pa.timestamp("us", tz="UTC")),
+                    pa.array([self.model_name] * n, pa.string()),
+                    pa.array([self.model_version] * n, pa.string()),
+                    pa.array(txn if pick is None else [txn[i] for i in pick], pa.string()),
+                    *(pa.array(x[sel, j]) for j in range(x.shape[1])),
+                    pa.array(scores[sel]),
+                    pa.array(decisions[sel]),
+                ]
+                table = pa.Table.from_arrays(columns, schema=schema)
+                date = dt.datetime.fromtimestamp(int(day) * 86_400, dt.UTC).strftime("%Y-%m-%d")
+                assert self._sink is not None  # noqa: S101  (set at thread start)
+                self._sink(table, date)
+            self.written_rows += rows
+        except Exception:  # any sink failure: count, drop, keep serving
+            self.write_errors += 1
+            self.failed_rows += rows
+            log.exception("prediction log: failed to write %d rows; dropped", rows)
+        finally:
+            with self._cond:
+                self._held_rows -= rows
+
+
+def _failing_sink(table: Any, day: str) -> None:
+    raise OSError("prediction log sink is unavailable (see the error logged at start)")

@@ -1,0 +1,480 @@
+"""The HTTP/1.1 transport and the V2 routes, on asyncio (uvloop when installed) and httptools.
+
+Why not an ASGI framework: a tree model answers in tens of microseconds, so per-request framework
+overhead (scope dicts, middleware, coroutine hops, header objects) would dominate. Here a request is
+parsed by httptools' C parser and answered synchronously inside ``data_received``: one event-loop
+callback per request, no task, no thread hop. ONNX Runtime runs inline with one intra-op thread;
+a pod scales out by replicas (KServe's autoscaler), not by threads inside one process.
+
+Shutdown (SIGTERM or SIGINT): stop accepting connections and report not-ready, let every request
+already being received finish and be answered (with ``Connection: close``), close idle keep-alive
+connections, then flush the prediction log and exit 0; ``grace_s`` bounds the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+import numpy as np
+
+from argosy import __version__
+from argosy.serving.metrics import Metrics
+from argosy.serving.model import LoadedModel, RequestError
+from argosy.serving.predlog import PredictionLogger
+from argosy.serving.v2 import decode_infer_request, encode_infer_response, model_metadata
+
+log = logging.getLogger(__name__)
+
+JSON = b"application/json"
+TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, bytes]:
+    return status, json.dumps({"error": message}).encode(), JSON
+
+
+def _ok(doc: Any) -> tuple[int, bytes, bytes]:
+    return 200, json.dumps(doc, separators=(",", ":")).encode(), JSON
+
+
+@dataclass
+class Limits:
+    """Request limits.
+
+    Attributes:
+        max_batch: Most rows in one infer request.
+        max_body_bytes: Largest request body accepted (checked before it is read when the client
+            sends Content-Length, and while streaming otherwise).
+        request_timeout_s: Longest a client may take to send one request.
+        keepalive_timeout_s: Idle keep-alive connections are closed after this long.
+    """
+
+    max_batch: int = 1000
+    max_body_bytes: int = 4 * 1024 * 1024
+    request_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 60.0
+
+
+class App:
+    """Routes a complete HTTP request to a V2 handler and returns status, body and content type.
+
+    Args:
+        model: The loaded model (ready or not).
+        metrics: Metric families to update.
+        limits: Request limits.
+        predlog: Prediction logger, or None to log nothing.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        metrics: Metrics,
+        limits: Limits,
+        predlog: PredictionLogger | None = None,
+    ) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.limits = limits
+        self.predlog = predlog
+        self.shutting_down = False
+        self.threshold = np.float32(model.metadata.threshold)
+        name = model.name
+        base = f"/v2/models/{name}"
+        # Exact-match fast path for the paths clients actually call.
+        self._routes: dict[bytes, tuple[str, str]] = {
+            b"/v2/health/live": ("live", "GET"),
+            b"/v2/health/ready": ("ready", "GET"),
+            b"/v2": ("server_metadata", "GET"),
+            b"/v2/": ("server_metadata", "GET"),
+            b"/metrics": ("metrics", "GET"),
+            f"{base}/infer".encode(): ("infer", "POST"),
+            f"{base}/ready".encode(): ("model_ready", "GET"),
+            base.encode(): ("model_metadata", "GET"),
+        }
+        if model.version:
+            vbase = f"{base}/versions/{model.version}"
+            self._routes[f"{vbase}/infer".encode()] = ("infer", "POST")
+            self._routes[f"{vbase}/ready".encode()] = ("model_ready", "GET")
+            self._routes[vbase.encode()] = ("model_metadata", "GET")
+
+    @property
+    def ready(self) -> bool:
+        """Ready to serve: model loaded and verified, and not shutting down."""
+        return self.model.ready and not self.shutting_down
+
+    def not_ready_reason(self) -> str:
+        """Why the server is not ready ("" when it is)."""
+        if self.shutting_down:
+            return "server is shutting down"
+        return self.model.reason
+
+    def route(self, path: bytes) -> tuple[str, str] | tuple[int, str]:
+        """Resolve a path to (endpoint, method), or (status, error) for an unknown path."""
+        hit = self._routes.get(path)
+        if hit is not None:
+            return hit
+        try:
+            parts = path.decode().strip("/").split("/")
+        except UnicodeDecodeError:
+            return 404, "path is not valid UTF-8"
+        if len(parts) >= 3 and parts[0] == "v2" and parts[1] == "models":
+            name = parts[2]
+            if name != self.model.name:
+                return 404, f"unknown model '{name}'; this server serves '{self.model.name}'"
+            rest = parts[3:]
+            if len(rest) >= 2 and rest[0] == "versions":
+                if rest[1] != self.model.version:
+                    served = self.model.version or "(unversioned)"
+                    return 404, f"unknown version '{rest[1]}' of '{name}'; serving {served}"
+                rest = rest[2:]
+            if not rest:
+                return "model_metadata", "GET"
+            if rest == ["ready"]:
+                return "model_ready", "GET"
+            if rest == ["infer"]:
+                return "infer", "POST"
+        return 404, f"no such endpoint: {path.decode(errors='replace')}"
+
+    def handle(self, method: bytes, path: bytes, body: bytes) -> tuple[int, bytes, bytes, str]:
+        """Answer one request.
+
+        Args:
+            method: HTTP method.
+            path: Request target without the query string.
+            body: Request body.
+
+        Returns:
+            Status, body, content type, and the endpoint label for metrics.
+        """
+        resolved = self.route(path)
+        if isinstance(resolved[0], int):
+            status, message = resolved
+            return (*_error(status, str(message)), "unknown")
+        endpoint, allowed = resolved
+        if method.decode() != allowed and not (method == b"HEAD" and allowed == "GET"):
+            return (*_error(405, f"{endpoint} expects {allowed}, got {method.decode()}"), endpoint)
+        try:
+            if endpoint == "infer":
+                return (*self.infer(body), endpoint)
+            if endpoint == "live":
+                return (*_ok({"live": True}), endpoint)
+            if endpoint in ("ready", "model_ready"):
+                if self.ready:
+                    return (*_ok({"ready": True}), endpoint)
+                # V2: "a 4xx status code indicates false"; the body says why.
+                doc = {"ready": False, "error": f"not ready: {self.not_ready_reason()}"}
+                return 400, json.dumps(doc).encode(), JSON, endpoint
+            if endpoint == "server_metadata":
+                return (
+                    *_ok({"name": "argosy", "version": __version__, "extensions": []}),
+                    endpoint,
+                )
+            if endpoint == "model_metadata":
+                return (*_ok(model_metadata(self.model)), endpoint)
+            return 200, self.metrics.render(), TEXT, endpoint
+        except RequestError as exc:
+            return (*_error(exc.status, exc.message), endpoint)
+        except Exception as exc:  # a bug must cost one request, not the server
+            log.exception("internal error on %s", endpoint)
+            return (*_error(500, f"internal error: {type(exc).__name__}"), endpoint)
+
+    def infer(self, body: bytes) -> tuple[int, bytes, bytes]:
+        """The V2 infer handler.
+
+        Raises:
+            RequestError: The request is malformed or violates the feature contract.
+        """
+        if not self.ready:
+            return _error(503, f"model not ready: {self.not_ready_reason()}")
+        model = self.model
+        req = decode_infer_request(body, model, self.limits.max_batch)
+        model.validate(req.x)
+        scores = model.predict(req.x)
+        decisions = (scores >= self.threshold).astype(np.int8)
+        request_id = req.id or uuid.uuid4().hex
+        out = encode_infer_response(model, request_id, req.outputs, scores, decisions)
+        n = len(scores)
+        metrics = self.metrics
+        if n == 1:
+            metrics.batch_size.observe(1)
+            metrics.scores.observe(float(scores[0]))
+        else:
+            metrics.batch_size.observe(n)
+            metrics.scores.observe_many(scores)
+        if self.predlog is not None:
+            self.predlog.submit(request_id, req.transaction_ids, req.x, scores, decisions)
+        return 200, out, JSON
+
+
+class _Conn(asyncio.Protocol):
+    """One HTTP/1.1 connection: httptools parser callbacks answer each request inline."""
+
+    def __init__(self, server: ModelServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.limits = server.app.limits
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+        self.body_len = 0
+        self.busy = False
+        self.closing = False
+        self.started = 0.0
+        self.last_active = time.monotonic()
+
+    # asyncio.Protocol -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.busy:
+            self.busy = False
+            self.server.app.metrics.inflight -= 1
+        self.closing = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_active = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.reject(400, "protocol upgrade is not supported")
+        except httptools.HttpParserError as exc:
+            self.reject(400, f"malformed HTTP request: {exc}")
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    # httptools callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+        self.body_len = 0
+        self.busy = True
+        self.started = time.monotonic()
+        self.app.metrics.inflight += 1
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = 0
+            if length > self.limits.max_body_bytes:
+                self.reject(
+                    413,
+                    f"request body of {length} bytes exceeds the limit of "
+                    f"{self.limits.max_body_bytes}",
+                )
+        elif lower == b"expect" and value.lower() == b"100-continue" and not self.closing:
+            assert self.transport is not None  # noqa: S101  (set in connection_made)
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.closing:
+            return
+        self.body_len += len(body)
+        if self.body_len > self.limits.max_body_bytes:
+            self.reject(
+                413, f"request body exceeds the limit of {self.limits.max_body_bytes} bytes"
+            )
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.closing:
+            return
+        t0 = time.perf_counter()
+        path = self.url.split(b"?", 1)[0]
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        method = self.parser.get_method()
+        status, payload, ctype, endpoint = self.app.handle(method, path, body)
+        keep_alive = self.parser.should_keep_alive() and not self.app.shutting_down
+        self.respond(status, payload, ctype, keep_alive, head=method == b"HEAD")
+        self.app.metrics.observe_request(endpoint, status, time.perf_counter() - t0)
+
+    # helpers ----------------------------------------------------------------------------------
+    def respond(
+        self, status: int, payload: bytes, ctype: bytes, keep_alive: bool, head: bool = False
+    ) -> None:
+        """Write one response; close the connection after it unless it is kept alive."""
+        if self.busy:
+            self.busy = False
+            self.app.metrics.inflight -= 1
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        reason = _REASONS.get(status, b"")
+        conn = b"" if keep_alive else b"connection: close\r\n"
+        transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n%s"
+            % (status, reason, ctype, len(payload), conn, b"" if head else payload)
+        )
+        if not keep_alive:
+            self.closing = True
+            transport.close()
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer an error and close: used when the request cannot be read to its end."""
+        if self.closing:
+            return
+        _, payload, ctype = _error(status, message)
+        self.respond(status, payload, ctype, keep_alive=False)
+        self.app.metrics.observe_request("http", status, 0.0)
+
+    def close_if_idle(self) -> bool:
+        """Close the connection unless a request is being received; True when closed."""
+        if self.busy:
+            return False
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+        return True
+
+
+class ModelServer:
+    """Owns the listening socket, the connections and the shutdown sequence.
+
+    Args:
+        app: The request handler.
+        host: Address to bind.
+        port: Port to bind (0 picks a free one; see ``port`` after ``start``).
+        grace_s: Longest to wait for in-flight requests at shutdown.
+    """
+
+    def __init__(self, app: App, host: str, port: int, grace_s: float = 20.0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.grace_s = grace_s
+        self.connections: set[_Conn] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._stop: asyncio.Event | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._server = await self.loop.create_server(
+            lambda: _Conn(self), self.host, self.port, reuse_address=True, backlog=2048
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = self.loop.create_task(self._sweep())
+        self.app.metrics.ready = self.app.ready
+
+    def request_stop(self) -> None:
+        """Begin shutdown; safe to call from a signal handler or another thread."""
+        if self.loop is not None and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+
+    async def run_until_stopped(self) -> None:
+        """Serve until ``request_stop``; then drain in-flight requests and close."""
+        assert self._stop is not None  # noqa: S101  (start() must run first)
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop listening, answer in-flight requests, close every connection."""
+        app = self.app
+        app.shutting_down = True
+        app.metrics.ready = False
+        busy = sum(c.busy for c in self.connections)
+        log.info(
+            "shutting down: %d connection(s), %d request(s) in flight", len(self.connections), busy
+        )
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + self.grace_s
+        while True:
+            for conn in list(self.connections):
+                conn.close_if_idle()
+            if not any(c.busy for c in self.connections) or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort() if conn.busy else conn.transport.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.sleep(0)  # let transports run connection_lost
+
+    async def _sweep(self) -> None:
+        """Close connections that stall mid-request or sit idle too long (slowloris guard)."""
+        limits = self.app.limits
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.busy and now - conn.started > limits.request_timeout_s:
+                    conn.reject(408, "request not received in time")
+                elif not conn.busy and now - conn.last_active > limits.keepalive_timeout_s:
+                    conn.close_if_idle()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """Return a uvloop event loop when installed (it is in ``argosy[serve]``), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover  (uvloop is a dependency of the serve extra)
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(server: ModelServer, predlog: PredictionLogger | None, flush_timeout_s: float) -> None:
+    """Run ``server`` on a fresh event loop until SIGTERM/SIGINT, then flush the log.
+
+    Args:
+        server: The server to run.
+        predlog: The prediction logger to flush after the last request, if any.
+        flush_timeout_s: Longest to wait for the final prediction-log write.
+    """
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(server.start())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_stop)
+        log.info(
+            "listening on http://%s:%d (model %s, %s)",
+            server.host,
+            server.port,
+            server.app.model.name,
+            "ready" if server.app.ready else f"NOT READY: {server.app.model.reason}",
+        )
+        loop.run_until_complete(server.run_until_stopped())
+    finally:
+        if predlog is not None:
+            flushed = predlog.close(flush_timeout_s)
+            log.info(
+                "prediction log %s: %d rows written, %d dropped, %d failed",
+                "flushed" if flushed else "NOT fully flushed (timeout)",
+                predlog.written_rows,
+                predlog.dropped_rows,
+                predlog.failed_rows,
+            )
+        loop.close()
