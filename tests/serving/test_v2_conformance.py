@@ -1,0 +1,163 @@
+"""The server against the Open Inference Protocol (V2) REST shapes.
+
+Reference: kserve/open-inference-protocol, specification/protocol/inference_rest.md: health
+(200 = true, 4xx = false), server metadata {name, version, extensions}, model metadata
+{name, versions, platform, inputs, outputs} with tensors {name, datatype, shape}, infer request
+{id?, inputs[{name, shape, datatype, data}], outputs?} and response {model_name, model_version?,
+id, outputs[{name, shape, datatype, data}]}, errors {"error": string}.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import FEATURES, MODEL_VERSION, THRESHOLD, Client, infer_body, valid_rows
+
+INFER = "/v2/models/fraud-detector/infer"
+
+
+def reference_scores(model_dir: Path, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"features": x})[1][:, 1]
+
+
+def assert_tensor(t: dict, name: str, datatype: str, shape: list[int]) -> None:
+    assert t["name"] == name
+    assert t["datatype"] == datatype
+    assert t["shape"] == shape
+    assert len(t["data"]) == int(np.prod(shape))
+
+
+def test_health_endpoints_answer_200_true(client: Client) -> None:
+    assert client.json("GET", "/v2/health/live") == (200, {"live": True})
+    assert client.json("GET", "/v2/health/ready") == (200, {"ready": True})
+    assert client.json("GET", "/v2/models/fraud-detector/ready") == (200, {"ready": True})
+    path = f"/v2/models/fraud-detector/versions/{MODEL_VERSION}/ready"
+    assert client.json("GET", path) == (200, {"ready": True})
+
+
+def test_server_metadata_has_name_version_extensions(client: Client) -> None:
+    status, doc = client.json("GET", "/v2")
+    assert status == 200
+    assert doc["name"] == "argosy"
+    assert isinstance(doc["version"], str)
+    assert isinstance(doc["extensions"], list)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/models/fraud-detector", f"/v2/models/fraud-detector/versions/{MODEL_VERSION}"]
+)
+def test_model_metadata_describes_tensors(client: Client, path: str) -> None:
+    status, doc = client.json("GET", path)
+    assert status == 200
+    assert doc["name"] == "fraud-detector"
+    assert doc["versions"] == [MODEL_VERSION]
+    assert doc["platform"] == "onnxruntime_onnx"
+    assert doc["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, len(FEATURES)]}]
+    assert {o["name"] for o in doc["outputs"]} == {"probability", "decision"}
+    assert doc["parameters"]["features"] == FEATURES
+
+
+def test_infer_single_tensor_matches_onnxruntime(client: Client, model_dir: Path) -> None:
+    # Given five valid rows sent as one [N, F] tensor with a client id
+    x = valid_rows(5)
+    # When they are scored
+    status, doc = client.json("POST", INFER, infer_body(x, id="req-1"))
+    # Then the response carries the V2 shape, the id, and ONNX Runtime's probabilities
+    assert status == 200
+    assert doc["model_name"] == "fraud-detector"
+    assert doc["model_version"] == MODEL_VERSION
+    assert doc["id"] == "req-1"
+    prob, decision = doc["outputs"]
+    assert_tensor(prob, "probability", "FP32", [5])
+    assert_tensor(decision, "decision", "INT8", [5])
+    expected = reference_scores(model_dir, x)
+    np.testing.assert_allclose(prob["data"], expected, rtol=1e-6)
+    assert decision["data"] == [int(p >= THRESHOLD) for p in np.float32(expected)]
+
+
+def test_infer_named_tensors_equal_single_tensor(client: Client) -> None:
+    # Given the same rows sent once as one tensor and once as one tensor per feature (shuffled)
+    x = valid_rows(4, seed=3)
+    named = [
+        {"name": f, "datatype": "FP32", "shape": [4], "data": x[:, j].tolist()}
+        for j, f in enumerate(FEATURES)
+    ][::-1]
+    # When both are scored
+    _, single = client.json("POST", INFER, infer_body(x))
+    status, by_name = client.json("POST", INFER, {"inputs": named})
+    # Then they score identically
+    assert status == 200
+    assert by_name["outputs"] == single["outputs"]
+
+
+def test_infer_accepts_nested_data_versions_path_and_fp64(client: Client) -> None:
+    x = valid_rows(2, seed=4)
+    body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [2, 30], "data": x.tolist()}]}
+    _, flat = client.json("POST", INFER, infer_body(x))
+    status, nested = client.json(
+        "POST", f"/v2/models/fraud-detector/versions/{MODEL_VERSION}/infer", body
+    )
+    assert status == 200
+    assert nested["outputs"] == flat["outputs"]
+
+
+def test_infer_assigns_unique_ids_and_honours_requested_outputs(client: Client) -> None:
+    x = valid_rows(1)
+    _, a = client.json("POST", INFER, infer_body(x))
+    _, b = client.json("POST", INFER, infer_body(x, outputs=[{"name": "decision"}]))
+    assert a["id"] and b["id"] and a["id"] != b["id"]
+    assert [o["name"] for o in b["outputs"]] == ["decision"]
+
+
+def test_infer_accepts_transaction_id_and_null_for_nan_allowed_feature(client: Client) -> None:
+    x = valid_rows(2)
+    x[0, FEATURES.index("f03")] = np.nan  # f03 allows missing values
+    body = infer_body(x)
+    body["inputs"].append(
+        {"name": "transaction_id", "datatype": "BYTES", "shape": [2], "data": ["t1", "t2"]}
+    )
+    status, doc = client.json("POST", INFER, body)
+    assert status == 200
+    assert doc["outputs"][0]["shape"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v2/models/other-model", 404),
+        ("POST", "/v2/models/other-model/infer", 404),
+        ("GET", "/v2/models/fraud-detector/versions/999/ready", 404),
+        ("GET", "/v2/nothing-here", 404),
+        ("GET", INFER, 405),
+        ("POST", "/v2/health/live", 405),
+    ],
+)
+def test_errors_use_the_v2_error_object(
+    client: Client, method: str, path: str, status: int
+) -> None:
+    code, headers, data = client.request(method, path, raw=b"{}" if method == "POST" else None)
+    assert code == status
+    assert headers["content-type"] == "application/json"
+    doc = json.loads(data)
+    assert set(doc) == {"error"}
+    assert isinstance(doc["error"], str) and doc["error"]
+
+
+def test_unknown_model_error_names_it(client: Client) -> None:
+    status, doc = client.json("POST", "/v2/models/other-model/infer", {"inputs": []})
+    assert status == 404
+    assert "other-model" in doc["error"]
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(client: Client) -> None:
+    body = infer_body(valid_rows(1))
+    for _ in range(50):
+        status, _, _ = client.request("POST", INFER, body)
+        assert status == 200
+    # the http.client connection was reused: still the same socket
+    assert client.conn.sock is not None
