@@ -89,9 +89,7 @@ def infer_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:
     """A V2 request with one ``features`` tensor."""
     data = [None if np.isnan(v) else float(v) for v in x.reshape(-1)]
     return {
-        "inputs": [
-            {"name": "features", "datatype": "FP32", "shape": list(x.shape), "data": data}
-        ],
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": list(x.shape), "data": data}],
         **extra,
     }
 

@@ -49,9 +49,29 @@ CASES: list[tuple[str, bytes | dict[str, Any], int, str]] = [
     ("data not list", features([1, 30], {"a": 1}), 400, "JSON array"),
     ("empty batch", features([0, 30], []), 400, "empty batch"),
     ("batch over limit", features([101, 30], ROW * 101), 400, "exceeds the limit of 100"),
-    ("unknown feature name", {"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [1]}]}, 400, "unknown input"),
-    ("missing features", {"inputs": [{"name": "f10", "datatype": "FP32", "shape": [1], "data": [1]}]}, 400, "missing feature"),
-    ("both forms", {"inputs": [*features([1, 30], ROW)["inputs"], {"name": "f10", "datatype": "FP32", "shape": [1], "data": [1]}]}, 400, "not both"),
+    (
+        "unknown feature name",
+        {"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [1]}]},
+        400,
+        "unknown input",
+    ),
+    (
+        "missing features",
+        {"inputs": [{"name": "f10", "datatype": "FP32", "shape": [1], "data": [1]}]},
+        400,
+        "missing feature",
+    ),
+    (
+        "both forms",
+        {
+            "inputs": [
+                *features([1, 30], ROW)["inputs"],
+                {"name": "f10", "datatype": "FP32", "shape": [1], "data": [1]},
+            ]
+        },
+        400,
+        "not both",
+    ),
     ("duplicate input", {"inputs": features([1, 30], ROW)["inputs"] * 2}, 400, "appears twice"),
     ("NaN where forbidden", one_row(f10=None), 400, "'f10'"),
     ("NaN literal where forbidden", b"", 400, "'f11'"),  # body built below
@@ -60,9 +80,34 @@ CASES: list[tuple[str, bytes | dict[str, Any], int, str]] = [
     ("negative category", one_row(f02=-1.0), 400, "'f02' is categorical"),
     ("fractional category", one_row(f00=1.5), 400, "'f00' is categorical"),
     ("NaN category forbidden", one_row(f00=None), 400, "'f00'"),
-    ("txn wrong length", {"inputs": [*features([1, 30], ROW)["inputs"], {"name": "transaction_id", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]}, 400, "1 rows"),
-    ("txn wrong dtype", {"inputs": [*features([1, 30], ROW)["inputs"], {"name": "transaction_id", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, 400, "BYTES"),
-    ("unknown output", {**features([1, 30], ROW), "outputs": [{"name": "label"}]}, 400, "unknown output"),
+    (
+        "txn wrong length",
+        {
+            "inputs": [
+                *features([1, 30], ROW)["inputs"],
+                {"name": "transaction_id", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
+            ]
+        },
+        400,
+        "1 rows",
+    ),
+    (
+        "txn wrong dtype",
+        {
+            "inputs": [
+                *features([1, 30], ROW)["inputs"],
+                {"name": "transaction_id", "datatype": "FP32", "shape": [1], "data": [1.0]},
+            ]
+        },
+        400,
+        "BYTES",
+    ),
+    (
+        "unknown output",
+        {**features([1, 30], ROW), "outputs": [{"name": "label"}]},
+        400,
+        "unknown output",
+    ),
 ]
 
 

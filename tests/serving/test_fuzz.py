@@ -19,8 +19,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=6)
-    | st.dictionaries(st.text(max_size=8), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=6)
+    ),
     max_leaves=12,
 )
 names = st.sampled_from(["features", "transaction_id", "f00", "f03", "f10", "nope", ""])
@@ -48,7 +49,9 @@ def mutate(body: bytes, rnd: random.Random) -> bytes:
         elif op == 2:
             b[i:i] = b[i : i + rnd.randint(1, 32)]
         else:
-            b[i:i] = rnd.choice([b"NaN", b"-Infinity", b"null", b"1e999", b"[", b"}", b'"', b"\xff"])
+            b[i:i] = rnd.choice(
+                [b"NaN", b"-Infinity", b"null", b"1e999", b"[", b"}", b'"', b"\xff"]
+            )
     return bytes(b)
 
 

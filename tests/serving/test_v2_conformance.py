@@ -97,7 +97,9 @@ def test_infer_named_tensors_equal_single_tensor(client: Client) -> None:
 
 def test_infer_accepts_nested_data_versions_path_and_fp64(client: Client) -> None:
     x = valid_rows(2, seed=4)
-    body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [2, 30], "data": x.tolist()}]}
+    body = {
+        "inputs": [{"name": "features", "datatype": "FP64", "shape": [2, 30], "data": x.tolist()}]
+    }
     _, flat = client.json("POST", INFER, infer_body(x))
     status, nested = client.json(
         "POST", f"/v2/models/fraud-detector/versions/{MODEL_VERSION}/infer", body

@@ -170,19 +170,6 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
             flush_interval_s=opts["log_flush_seconds"],
         )
         predlog.start()
-        metrics.add_family(
-            "argosy_prediction_log_rows_total",
-            "counter",
-            "Prediction-log rows by outcome (written, dropped when the queue is full, "
-            "sampled_out, failed to write).",
-            predlog.metric_samples,
-        )
-        metrics.add_family(
-            "argosy_prediction_log_held_rows",
-            "gauge",
-            "Prediction-log rows in memory (queued or being written).",
-            lambda: [((), predlog.held_rows)],
-        )
     limits = Limits(max_batch=opts["max_batch"], max_body_bytes=opts["max_body_bytes"])
     app = App(model, metrics, limits, predlog)
     server = ModelServer(app, host, port, grace_s=opts["grace_seconds"])

@@ -88,6 +88,20 @@ class App:
         self.predlog = predlog
         self.shutting_down = False
         self.threshold = np.float32(model.metadata.threshold)
+        if predlog is not None:
+            metrics.add_family(
+                "argosy_prediction_log_rows_total",
+                "counter",
+                "Prediction-log rows by outcome (written, dropped when the queue is full, "
+                "sampled_out, failed to write).",
+                predlog.metric_samples,
+            )
+            metrics.add_family(
+                "argosy_prediction_log_held_rows",
+                "gauge",
+                "Prediction-log rows in memory (queued or being written).",
+                lambda: [((), predlog.held_rows)],
+            )
         name = model.name
         base = f"/v2/models/{name}"
         # Exact-match fast path for the paths clients actually call.
@@ -194,8 +208,8 @@ class App:
         Raises:
             RequestError: The request is malformed or violates the feature contract.
         """
-        if not self.ready:
-            return _error(503, f"model not ready: {self.not_ready_reason()}")
+        if not self.model.ready:  # while draining, requests already received are still served
+            return _error(503, f"model not ready: {self.model.reason}")
         model = self.model
         req = decode_infer_request(body, model, self.limits.max_batch)
         model.validate(req.x)

@@ -1,0 +1,175 @@
+"""The prediction log: its Parquet contract, sampling, and back-pressure from a stalled sink."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from conftest import FEATURES, infer_body, make_app, start_in_process, stop_in_process, valid_rows
+
+from argosy.serving.predlog import (
+    PREDICTION_LOG_ID_COLUMNS,
+    PredictionLogger,
+    prediction_log_columns,
+    prediction_log_schema,
+)
+
+INFER = "/v2/models/fraud-detector/infer"
+PART_RE = re.compile(r"date=\d{4}-\d{2}-\d{2}/part-\d{8}T\d{12}Z-[0-9a-f]{32}\.parquet$")
+
+
+def logger(**kw: Any) -> PredictionLogger:
+    return PredictionLogger(features=FEATURES, model_name="fraud-detector", model_version="7", **kw)
+
+
+def submit(log: PredictionLogger, n: int, rid: str = "r", txn: list[str] | None = None) -> None:
+    x = valid_rows(n)
+    scores = np.linspace(0, 1, n, dtype=np.float32)
+    log.submit(rid, txn, x, scores, (scores >= 0.5).astype(np.int8))
+
+
+def test_columns_follow_the_contract() -> None:
+    cols = prediction_log_columns(FEATURES)
+    assert cols == [
+        "request_id", "timestamp", "model_name", "model_version", "transaction_id",
+        *FEATURES, "score", "decision",
+    ]  # fmt: skip
+    schema = prediction_log_schema(FEATURES)
+    assert schema.names == cols
+    assert schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("decision").type == pa.int8()
+    assert schema.field("transaction_id").nullable
+    assert all(schema.field(f).type == pa.float32() for f in FEATURES)
+    assert PREDICTION_LOG_ID_COLUMNS[0] == "request_id"
+
+
+def test_rows_are_written_as_date_partitioned_parquet(tmp_path: Path) -> None:
+    # Given a logger writing to a directory
+    log = logger(root=str(tmp_path / "log"), flush_interval_s=0.05)
+    log.start()
+    before = time.time()
+    # When two requests are submitted, one with transaction ids
+    submit(log, 3, "req-a", ["t1", "t2", "t3"])
+    submit(log, 2, "req-b")
+    # Then after close they are in Parquet files under date=YYYY-MM-DD/part-<ts>-<uuid>.parquet
+    assert log.close(10)
+    files = sorted(p for p in (tmp_path / "log").rglob("*") if p.is_file())
+    assert files and all(PART_RE.search(p.as_posix()) for p in files), files
+    table = ds.dataset(tmp_path / "log", format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 5
+    rows = pq.read_table(files[0]).schema
+    assert rows.names == prediction_log_columns(FEATURES)
+    data = table.sort_by("request_id").to_pydict()
+    assert data["request_id"] == ["req-a"] * 3 + ["req-b"] * 2
+    assert data["transaction_id"] == ["t1", "t2", "t3", None, None]
+    assert set(data["model_version"]) == {"7"}
+    assert data["decision"] == [0, 1, 1, 0, 1]
+    ts = data["timestamp"][0].timestamp()
+    assert before - 1 <= ts <= time.time() + 1
+    assert log.written_rows == 5 and log.dropped_rows == 0
+
+
+def test_fsspec_uri_root(tmp_path: Path) -> None:
+    log = logger(root="memory://argosy-test/predictions", flush_interval_s=0.05)
+    log.start()
+    submit(log, 4)
+    assert log.close(10)
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    files = fs.glob("/argosy-test/predictions/date=*/part-*.parquet")
+    assert len(files) == 1
+    with fs.open(files[0], "rb") as fh:
+        assert pq.read_table(fh).num_rows == 4
+
+
+def test_sampling_rate_keeps_about_that_fraction(tmp_path: Path) -> None:
+    written: list[int] = []
+    log = logger(sink=lambda t, day: written.append(t.num_rows), sample_rate=0.25)
+    log.start()
+    for _ in range(400):
+        submit(log, 10)
+    assert log.close(10)
+    assert log.written_rows + log.sampled_out_rows == 4000
+    assert 800 <= sum(written) <= 1200  # 1000 expected; ±6 sigma is ~±165
+    nothing = logger(sink=lambda t, day: written.append(-1), sample_rate=0.0)
+    nothing.start()
+    submit(nothing, 5)
+    assert nothing.close(5)
+    assert nothing.sampled_out_rows == 5 and -1 not in written
+
+
+def test_sink_failure_is_counted_and_logging_continues(tmp_path: Path) -> None:
+    calls = []
+
+    def flaky(table: Any, day: str) -> None:
+        calls.append(table.num_rows)
+        if len(calls) == 1:
+            raise OSError("bucket unavailable")
+
+    log = logger(sink=flaky, flush_interval_s=0.05)
+    log.start()
+    submit(log, 3)
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    submit(log, 2)
+    assert log.close(10)
+    assert log.failed_rows == 3 and log.write_errors == 1 and log.written_rows == 2
+
+
+def test_stalled_sink_drops_and_counts_without_blocking_or_growing(model_dir: Path) -> None:
+    # Given a server whose prediction-log sink hangs on its first write
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stalled(table: Any, day: str) -> None:
+        entered.set()
+        release.wait(60)
+
+    capacity = 500
+    log = logger(sink=stalled, capacity_rows=capacity, batch_rows=100, flush_interval_s=0.01)
+    log.start()
+    srv = start_in_process(make_app(model_dir, predlog=log))
+    client = srv.client()
+    try:
+        body = infer_body(valid_rows(100))
+        assert client.request("POST", INFER, body)[0] == 200
+        assert entered.wait(10), "the sink was never called"
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        # When many more rows are served than the log may hold
+        n_requests = 300  # 30,000 rows: 3.6 MB of features if nothing were dropped
+        slowest = 0.0
+        for _ in range(n_requests):
+            t0 = time.perf_counter()
+            status, _, _ = client.request("POST", INFER, body)
+            slowest = max(slowest, time.perf_counter() - t0)
+            # Then every request is still answered
+            assert status == 200
+        grown = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        # And the request path did not wait for the sink (it is still stalled)
+        assert not release.is_set()
+        assert slowest < 1.0
+        # And memory stays within the bound: held rows never exceed the capacity
+        assert log.held_rows <= capacity
+        assert grown < 1_000_000, f"traced memory grew by {grown} bytes"
+        # And drops are counted, in the logger and in /metrics
+        assert log.dropped_rows >= n_requests * 100 - capacity
+        metrics = client.request("GET", "/metrics")[2].decode()
+        assert f'outcome="dropped"}} {log.dropped_rows}' in metrics
+    finally:
+        release.set()
+        client.close()
+        stop_in_process(srv)
+    assert log.close(10)
+    assert log.written_rows + log.dropped_rows == (n_requests + 1) * 100
