@@ -217,12 +217,18 @@ def spawn_server(
     env: dict[str, str] | None = None,
     python: str = sys.executable,
     timeout: float = 30.0,
+    use_source_tree: bool = True,
 ) -> Subprocess:
-    """Start the server on a free port and wait until it listens (not until it is ready)."""
+    """Start the server on a free port and wait until it listens (not until it is ready).
+
+    With ``use_source_tree`` the child imports this checkout's ``src/``; without it, whatever
+    ``python`` has installed (the fresh-virtualenv test).
+    """
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
     full_env = {**os.environ, **(env or {})}
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    full_env["PYTHONPATH"] = src + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.pop("PYTHONPATH", None)
+    if use_source_tree:
+        full_env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
     with log_path.open("wb") as fh:
         proc = subprocess.Popen(
             [python, "-m", "argosy.serving", "--model-dir", str(model_dir), "--port", "0", *args],
