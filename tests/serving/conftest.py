@@ -1,5 +1,6 @@
 """Fixtures for the serving tests: a small model directory that follows the train-stage contract,
-servers in-process (fast, injectable) and as subprocesses (signals, integrity, cold start)."""
+servers in-process (fast, injectable) and as subprocesses (signals, integrity, cold start).
+"""
 
 from __future__ import annotations
 

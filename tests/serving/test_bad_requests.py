@@ -1,5 +1,6 @@
 """Every class of bad request gets a 4xx with a JSON error naming the problem, and the server
-keeps serving afterwards."""
+keeps serving afterwards.
+"""
 
 from __future__ import annotations
 

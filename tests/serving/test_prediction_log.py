@@ -74,7 +74,8 @@ def test_rows_are_written_as_date_partitioned_parquet(tmp_path: Path) -> None:
     assert data["decision"] == [0, 1, 1, 0, 1]
     ts = data["timestamp"][0].timestamp()
     assert before - 1 <= ts <= time.time() + 1
-    assert log.written_rows == 5 and log.dropped_rows == 0
+    assert log.written_rows == 5
+    assert log.dropped_rows == 0
 
 
 def test_fsspec_uri_root(tmp_path: Path) -> None:
@@ -104,7 +105,8 @@ def test_sampling_rate_keeps_about_that_fraction(tmp_path: Path) -> None:
     nothing.start()
     submit(nothing, 5)
     assert nothing.close(5)
-    assert nothing.sampled_out_rows == 5 and -1 not in written
+    assert nothing.sampled_out_rows == 5
+    assert -1 not in written
 
 
 def test_sink_failure_is_counted_and_logging_continues(tmp_path: Path) -> None:
@@ -123,7 +125,9 @@ def test_sink_failure_is_counted_and_logging_continues(tmp_path: Path) -> None:
         time.sleep(0.01)
     submit(log, 2)
     assert log.close(10)
-    assert log.failed_rows == 3 and log.write_errors == 1 and log.written_rows == 2
+    assert log.failed_rows == 3
+    assert log.write_errors == 1
+    assert log.written_rows == 2
 
 
 def test_stalled_sink_drops_and_counts_without_blocking_or_growing(model_dir: Path) -> None:

@@ -112,7 +112,9 @@ def test_infer_assigns_unique_ids_and_honours_requested_outputs(client: Client) 
     x = valid_rows(1)
     _, a = client.json("POST", INFER, infer_body(x))
     _, b = client.json("POST", INFER, infer_body(x, outputs=[{"name": "decision"}]))
-    assert a["id"] and b["id"] and a["id"] != b["id"]
+    assert a["id"]
+    assert b["id"]
+    assert a["id"] != b["id"]
     assert [o["name"] for o in b["outputs"]] == ["decision"]
 
 
@@ -147,7 +149,8 @@ def test_errors_use_the_v2_error_object(
     assert headers["content-type"] == "application/json"
     doc = json.loads(data)
     assert set(doc) == {"error"}
-    assert isinstance(doc["error"], str) and doc["error"]
+    assert isinstance(doc["error"], str)
+    assert doc["error"]
 
 
 def test_unknown_model_error_names_it(client: Client) -> None:

@@ -1,0 +1,5 @@
+"""``python -m argosy`` runs the same CLI as the ``argosy`` script."""
+
+from argosy.cli import main
+
+main()

@@ -1,0 +1,232 @@
+"""The ``argosy`` command line: one subcommand per pipeline stage, plus data, serving and GitOps.
+
+Each command parses its options, loads and validates ``params.yaml`` and calls a pure function; the
+same command runs under ``dvc repro`` locally and in each Argo task in the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+
+app = typer.Typer(
+    name="argosy",
+    help="Argosy: a GitOps MLOps loop. Stages run under `dvc repro` and in Argo Workflows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="params.yaml to read (validated before any work).")
+]
+DataDir = Annotated[Path, typer.Option(help="Directory of raw transaction Parquet files.")]
+PreparedDir = Annotated[Path, typer.Option(help="Directory holding train/valid/test splits.")]
+ModelDir = Annotated[Path, typer.Option(help="Model directory (model.onnx + metadata.json).")]
+ReportsDir = Annotated[Path, typer.Option(help="Where reports are written.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def params_or_exit(path: Path) -> Params:
+    """Load params.yaml or exit 2 with the message naming each bad key."""
+    try:
+        return load_params(path)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def simulate(
+    rows: Annotated[int | None, typer.Option(help="Transactions to generate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same bytes).")] = None,
+    start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (UTC).")] = None,
+    days: Annotated[int | None, typer.Option(help="Length of the window in days.")] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="Drift scenario: baseline, merchant_mix, amount_inflation, "
+                     "channel_shift or new_fraud_pattern."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("data"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Generate synthetic card transactions; unset options come from params.yaml `simulate:`."""
+    from argosy.data.simulate import SimulationError, SimulationSpec, parse_start, simulate_to
+
+    defaults = params_or_exit(params).simulate
+    try:
+        spec = SimulationSpec(
+            rows=defaults.rows if rows is None else rows,
+            seed=defaults.seed if seed is None else seed,
+            start=parse_start(start or defaults.start),
+            days=defaults.days if days is None else days,
+            scenario=scenario or defaults.scenario,
+        )
+    except SimulationError as exc:
+        fail(str(exc), code=2)
+    path = simulate_to(spec, out)
+    typer.echo(f"wrote {spec.rows} transactions ({spec.scenario}) to {path}")
+
+
+@app.command("ensure-data")
+def ensure_data(params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Regenerate data/ from the pinned seed when it is missing, and check it against data.dvc."""
+    from argosy.data.pinned import ensure_pinned_data
+
+    try:
+        typer.echo(ensure_pinned_data(Path.cwd(), params_or_exit(params).simulate))
+    except RuntimeError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def validate(
+    data: DataDir = Path("data"),
+    reports: ReportsDir = Path("reports/validation"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Run the Great Expectations suite on the raw data; exit 1 naming each failed expectation."""
+    from argosy.validation.suite import DataValidationError, validate_dir
+
+    config = params_or_exit(params)
+    try:
+        outcome = validate_dir(data, config.validate_, reports)
+    except DataValidationError as exc:
+        fail(f"{exc}\nreport: {reports / 'result.json'}, Data Docs: {reports / 'data_docs'}")
+    typer.echo(outcome.message())
+
+
+@app.command()
+def prepare(
+    data: DataDir = Path("data"),
+    out: PreparedDir = Path("artifacts/prepared"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Split the validated data by time into train/valid/test plus a drift reference sample."""
+    from argosy.data.prepare import prepare as run_prepare
+
+    sizes = run_prepare(data, out, params_or_exit(params).prepare)
+    typer.echo(f"train {sizes.train}, valid {sizes.valid}, test {sizes.test} rows in {out}")
+
+
+@app.command()
+def train(
+    prepared: PreparedDir = Path("artifacts/prepared"),
+    model: ModelDir = Path("models"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Train XGBoost, export ONNX (parity-checked) and log the run to MLflow."""
+    from argosy.training.train import TrainingError
+    from argosy.training.train import train as run_train
+
+    config = params_or_exit(params)
+    try:
+        result = run_train(prepared, model, config.train)
+    except TrainingError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"model {result.sha256[:12]} on {result.device}: best iteration {result.best_iteration}, "
+        f"valid PR-AUC {result.valid_pr_auc:.4f}, ONNX max diff {result.onnx_max_abs_diff:.2g}, "
+        f"MLflow run {result.run_id}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: ModelDir = Path("models"),
+    prepared: PreparedDir = Path("artifacts/prepared"),
+    reports: ReportsDir = Path("reports"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Score the test split: PR-AUC, ROC-AUC, recall@FPR, precision@k, Brier, slices, latency."""
+    from argosy.evaluation.metrics import ModelFileError, run_evaluate
+
+    try:
+        metrics = run_evaluate(model, prepared, reports, params_or_exit(params).evaluate)
+    except ModelFileError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"PR-AUC {metrics['pr_auc']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}, "
+        f"recall@FPR {metrics['recall_at_fpr']:.4f}, {metrics['latency_us_per_row']:.2f} µs/row"
+    )
+
+
+@app.command()
+def gate(
+    model: ModelDir = Path("models"),
+    prepared: PreparedDir = Path("artifacts/prepared"),
+    metrics: Annotated[Path, typer.Option(help="Challenger metrics from evaluate.")] = Path(
+        "reports/metrics.json"
+    ),
+    production: Annotated[Path, typer.Option(help="The production overlay's model pin.")] = Path(
+        "manifests/overlays/production/model.yaml"
+    ),
+    reports: ReportsDir = Path("reports"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Compare the challenger with the production champion; write gate.json and gate.md."""
+    import mlflow
+
+    from argosy.evaluation.gate import GateError, run_gate
+    from argosy.evaluation.metrics import ModelFileError
+    from argosy.gitops.pin import PinError
+    from argosy.tracking import tracking_uri
+
+    config = params_or_exit(params)
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        report = run_gate(
+            model, prepared, metrics, production, reports, config.gate, config.evaluate
+        )
+    except (GateError, ModelFileError, PinError) as exc:
+        fail(str(exc))
+    typer.echo(f"gate decision: {report['decision']} ({'; '.join(report['reasons'])})")
+
+
+@app.command()
+def summary(reports: ReportsDir = Path("reports")) -> None:
+    """Print the gate decision, the metric table and where the reports are."""
+    path = reports / "gate.json"
+    if not path.exists():
+        fail(f"{path}: no gate report yet (run the pipeline first)")
+    report = json.loads(path.read_text())
+    markdown = (reports / "gate.md").read_text().split("### Slices")[0]
+    typer.echo(markdown.rstrip())
+    typer.echo("")
+    typer.echo("Reports:")
+    for label, target in (
+        ("gate (PR body)", reports / "gate.md"),
+        ("gate (JSON)", path),
+        ("metrics", reports / "metrics.json"),
+        ("data validation", reports / "validation" / "data_docs" / "index.html"),
+        ("PR curve / calibration", reports / "plots"),
+    ):
+        typer.echo(f"  {label:<24} {target}")
+    typer.echo(f"\nDecision: {report['decision'].upper()}")
+
+
+def main() -> None:
+    """Entry point of the ``argosy`` script."""
+    app()

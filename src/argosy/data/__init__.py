@@ -1,0 +1,1 @@
+"""Synthetic transactions, the feature contract and the train/valid/test split."""

@@ -1,0 +1,1 @@
+"""Metrics for an imbalanced problem, and the champion/challenger gate."""

@@ -1,0 +1,222 @@
+"""Metrics that matter when one transaction in a hundred is fraud.
+
+Accuracy and ROC-AUC flatter a model on imbalanced data, so the headline metric is PR-AUC, with
+recall at a fixed false-positive budget (what an operations team can review), precision in the top-k
+alerts, the Brier score for calibration, per-slice PR-AUC and the ONNX latency per row. A metric that
+is undefined on the data (a slice with no fraud, a split with one class) is NaN, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from argosy.config import EvaluateParams
+from argosy.data import schema
+
+#: Metrics reported for every model, in table order.
+METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
+
+
+class ModelFileError(RuntimeError):
+    """A model directory is incomplete or its file does not match its recorded sha256."""
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def score_metrics(
+    scores: np.ndarray, labels: np.ndarray, fpr: float, top_k: int, threshold: float | None = None
+) -> dict[str, float]:
+    """Ranking, calibration and decision metrics of ``scores`` against binary ``labels``."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = int(labels.sum())
+    out: dict[str, float] = {"rows": float(len(labels)), "positives": float(positives)}
+    both_classes = 0 < positives < len(labels)
+    if both_classes:
+        out["pr_auc"] = float(average_precision_score(labels, scores))
+        out["roc_auc"] = float(roc_auc_score(labels, scores))
+        curve_fpr, curve_tpr, _ = roc_curve(labels, scores)
+        out["recall_at_fpr"] = float(curve_tpr[curve_fpr <= fpr].max())
+    else:
+        out["pr_auc"] = out["roc_auc"] = out["recall_at_fpr"] = math.nan
+    k = min(top_k, len(scores))
+    top = np.argsort(-scores, kind="stable")[:k]
+    out["precision_at_k"] = float(labels[top].mean()) if k else math.nan
+    out["brier"] = float(brier_score_loss(labels, scores)) if len(labels) else math.nan
+    if threshold is not None:
+        flagged = scores >= threshold
+        out["precision_at_threshold"] = (
+            float(labels[flagged].mean()) if flagged.any() else math.nan
+        )
+        out["recall_at_threshold"] = float(flagged[labels == 1].mean()) if positives else math.nan
+        negatives = labels == 0
+        out["fpr_at_threshold"] = float(flagged[negatives].mean()) if negatives.any() else math.nan
+    return out
+
+
+def slice_metrics(
+    frame: pd.DataFrame, scores: np.ndarray, fpr: float, top_k: int, threshold: float | None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``score_metrics`` for every value of every slice column."""
+    labels = frame[schema.LABEL_COLUMN].to_numpy()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for column in schema.SLICE_COLUMNS:
+        values = frame[column].to_numpy()
+        out[column] = {
+            str(value): score_metrics(
+                scores[values == value], labels[values == value], fpr, top_k, threshold
+            )
+            for value in sorted(pd.unique(values))
+        }
+    return out
+
+
+def pr_curve_points(scores: np.ndarray, labels: np.ndarray, points: int = 200) -> list[dict]:
+    """A down-sampled precision-recall curve for DVC plots."""
+    from sklearn.metrics import precision_recall_curve
+
+    if labels.sum() == 0:
+        return []
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    index = np.unique(np.linspace(0, len(precision) - 1, points).astype(int))
+    return [
+        {"recall": round(float(recall[i]), 6), "precision": round(float(precision[i]), 6)}
+        for i in index
+    ]
+
+
+def calibration_points(scores: np.ndarray, labels: np.ndarray, bins: int) -> list[dict]:
+    """Mean predicted vs observed fraud rate per score quantile bin."""
+    order = np.argsort(scores, kind="stable")
+    out = []
+    for i, chunk in enumerate(np.array_split(order, bins)):
+        if len(chunk):
+            out.append(
+                {
+                    "bin": i,
+                    "predicted": round(float(scores[chunk].mean()), 6),
+                    "observed": round(float(labels[chunk].mean()), 6),
+                }
+            )
+    return out
+
+
+class OnnxModel:
+    """An exported model directory: ``model.onnx`` checked against ``metadata.json``'s sha256."""
+
+    def __init__(self, model_dir: Path, expected_sha256: str | None = None) -> None:
+        """Load and verify the model.
+
+        Raises:
+            ModelFileError: A file is missing, or the model's sha256 differs from the expected one.
+        """
+        import onnxruntime as ort
+
+        from argosy.training.train import sha256_file
+
+        onnx_path, meta_path = model_dir / "model.onnx", model_dir / "metadata.json"
+        for path in (onnx_path, meta_path):
+            if not path.exists():
+                raise ModelFileError(f"{path}: missing from the model directory")
+        self.metadata: dict[str, Any] = json.loads(meta_path.read_text())
+        expected = expected_sha256 or self.metadata.get("sha256")
+        actual = sha256_file(onnx_path)
+        if actual != expected:
+            raise ModelFileError(
+                f"{onnx_path}: sha256 {actual} does not match the pinned {expected}; "
+                "refusing to score a model that is not the one recorded"
+            )
+        self.sha256 = actual
+        self.features: list[str] = list(self.metadata["features"])
+        self.threshold = float(self.metadata["threshold"])
+        self._session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        self._input = self.metadata.get("input_name", "features")
+        self._output = self.metadata.get("output_name", "probabilities")
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode ``frame`` in the feature order this model expects.
+
+        Raises:
+            ModelFileError: The model expects a feature the current schema does not define.
+        """
+        unknown = [f for f in self.features if f not in schema.FEATURES_BY_NAME]
+        if unknown:
+            raise ModelFileError(f"model expects features the schema lacks: {unknown}")
+        full = schema.to_matrix(frame)
+        if self.features == list(schema.FEATURES):
+            return full
+        return np.ascontiguousarray(full[:, [schema.FEATURES.index(f) for f in self.features]])
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Fraud probabilities for an encoded matrix."""
+        return np.asarray(self._session.run([self._output], {self._input: matrix})[0])[:, 1]
+
+    def latency_us_per_row(self, matrix: np.ndarray, repeats: int) -> dict[str, float]:
+        """Median wall time per row for a batch, and for single rows, in microseconds."""
+        batch_times, single_times = [], []
+        self.predict(matrix[:1])
+        for _ in range(repeats):
+            started = time.perf_counter()
+            self.predict(matrix)
+            batch_times.append((time.perf_counter() - started) / len(matrix))
+            started = time.perf_counter()
+            self.predict(matrix[:1])
+            single_times.append(time.perf_counter() - started)
+        return {
+            "latency_us_per_row": float(np.median(batch_times) * 1e6),
+            "latency_us_single_row": float(np.median(single_times) * 1e6),
+        }
+
+
+def evaluate_model(
+    model: OnnxModel, test: pd.DataFrame, params: EvaluateParams
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Every metric of ``model`` on ``test``; returns the metrics and the scores."""
+    matrix = model.matrix(test)
+    scores = model.predict(matrix)
+    labels = test[schema.LABEL_COLUMN].to_numpy()
+    metrics: dict[str, Any] = score_metrics(
+        scores, labels, params.fpr, params.top_k, model.threshold
+    )
+    sample = matrix[: min(params.latency_rows, len(matrix))]
+    metrics |= model.latency_us_per_row(sample, params.latency_repeats)
+    metrics["slices"] = slice_metrics(test, scores, params.fpr, params.top_k, model.threshold)
+    return metrics, scores
+
+
+def to_json(value: Any) -> Any:
+    """Replace NaN/inf with None so the JSON is strict and NaN reads as 'missing'."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, float):
+        return _finite(value)
+    return value
+
+
+def run_evaluate(model_dir: Path, prepared_dir: Path, reports_dir: Path, params: EvaluateParams) -> dict:
+    """The evaluate stage: metrics.json, slices and the PR / calibration plots."""
+    model = OnnxModel(model_dir)
+    test = pd.read_parquet(prepared_dir / "test.parquet")
+    metrics, scores = evaluate_model(model, test, params)
+    labels = test[schema.LABEL_COLUMN].to_numpy()
+    plots = reports_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "metrics.json").write_text(json.dumps(to_json(metrics), indent=2) + "\n")
+    (plots / "pr_curve.json").write_text(json.dumps(pr_curve_points(scores, labels)) + "\n")
+    (plots / "calibration.json").write_text(
+        json.dumps(calibration_points(scores, labels, params.calibration_bins)) + "\n"
+    )
+    return metrics

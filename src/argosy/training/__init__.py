@@ -1,0 +1,1 @@
+"""XGBoost training, ONNX export with a parity check, and MLflow tracking."""

@@ -1,0 +1,287 @@
+"""Train the XGBoost fraud model, export it to ONNX and record the run in MLflow.
+
+The export is trusted only after a parity check: ONNX and native predictions on the test split must
+agree within ``train.onnx_tolerance``. The deployable directory (``model.onnx`` + ``metadata.json``)
+is written atomically, so a failed run leaves the previous model untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from argosy import tracking
+from argosy.config import TrainParams
+from argosy.data import schema
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a trustworthy model."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    model_dir: Path
+    sha256: str
+    run_id: str
+    device: str
+    best_iteration: int
+    threshold: float
+    onnx_max_abs_diff: float
+    valid_pr_auc: float
+
+
+def cuda_available() -> bool:
+    """Whether XGBoost was built with CUDA and a GPU is visible."""
+    import xgboost
+
+    if not xgboost.build_info().get("USE_CUDA"):
+        return False
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listed.returncode == 0 and "GPU" in listed.stdout
+
+
+def resolve_device(requested: str) -> str:
+    """Map ``auto|cpu|cuda`` to the device XGBoost will use.
+
+    Raises:
+        TrainingError: ``cuda`` was requested and no GPU is usable.
+    """
+    if requested == "cpu":
+        return "cpu"
+    available = cuda_available()
+    if requested == "cuda" and not available:
+        raise TrainingError(
+            "train.device is 'cuda' but no GPU is visible to XGBoost (nvidia-smi -L failed or "
+            "XGBoost lacks CUDA support); use 'auto' or 'cpu'"
+        )
+    return "cuda" if available else "cpu"
+
+
+def booster_params(params: TrainParams, device: str) -> dict[str, Any]:
+    """The XGBoost parameters for ``params`` on ``device``."""
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": ["logloss", "aucpr"],
+        "tree_method": "hist",
+        "device": device,
+        "max_depth": params.max_depth,
+        "learning_rate": params.learning_rate,
+        "subsample": params.subsample,
+        "colsample_bytree": params.colsample_bytree,
+        "min_child_weight": params.min_child_weight,
+        "reg_lambda": params.reg_lambda,
+        "max_bin": params.max_bin,
+        "seed": params.seed,
+    }
+
+
+def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
+    """The lowest score threshold whose false-positive rate on ``labels == 0`` is at most ``fpr``."""
+    negatives = np.sort(scores[labels == 0])
+    if len(negatives) == 0:
+        raise TrainingError("the validation split has no legitimate transactions")
+    allowed = int(np.floor(fpr * len(negatives)))
+    # Scores strictly above the (allowed+1)-th highest negative flag at most `allowed` negatives.
+    cutoff = negatives[len(negatives) - allowed - 1]
+    return float(np.nextafter(np.float32(cutoff), np.float32(np.inf)))
+
+
+def export_onnx(booster: Any, n_features: int) -> bytes:
+    """Convert a binary:logistic booster to an ONNX model with one FP32 ``features`` input."""
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    model = onnxmltools.convert_xgboost(
+        booster, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))]
+    )
+    return model.SerializeToString()
+
+
+def onnx_scores(model_bytes: bytes, matrix: np.ndarray) -> np.ndarray:
+    """Fraud probabilities from the ONNX model."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    outputs = session.run([OUTPUT_NAME], {INPUT_NAME: matrix})
+    return np.asarray(outputs[0])[:, 1]
+
+
+def check_parity(native: np.ndarray, exported: np.ndarray, tolerance: float) -> float:
+    """Return the largest difference, or raise when it exceeds ``tolerance``.
+
+    Raises:
+        TrainingError: The ONNX model does not reproduce the native predictions.
+    """
+    if native.shape != exported.shape:
+        raise TrainingError(f"ONNX returned {exported.shape} scores for {native.shape} rows")
+    diff = float(np.nanmax(np.abs(native - exported))) if len(native) else 0.0
+    if not np.isfinite(diff) or diff > tolerance:
+        raise TrainingError(
+            f"ONNX parity check failed: max |onnx - native| = {diff:.3g} > {tolerance:.1g}"
+        )
+    return diff
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _input_example(matrix: np.ndarray, rows: int = 5) -> np.ndarray:
+    complete = matrix[~np.isnan(matrix).any(axis=1)]
+    return (complete if len(complete) else np.nan_to_num(matrix))[:rows]
+
+
+def train(
+    prepared_dir: Path, model_dir: Path, params: TrainParams, root: Path | None = None
+) -> TrainResult:
+    """Train, export, check and log the model.
+
+    Args:
+        prepared_dir: Holds ``train/valid/test.parquet`` from ``prepare``.
+        model_dir: Receives ``model.onnx``, ``metadata.json`` and ``model.ubj``.
+        params: The ``train`` section of params.yaml.
+        root: Repository root for provenance and the embedded MLflow store (default: cwd).
+
+    Raises:
+        TrainingError: The GPU is missing, the data is unusable or the ONNX export is not faithful.
+    """
+    import mlflow
+    import onnx
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    root = root or Path.cwd()
+    splits = {s: pd.read_parquet(prepared_dir / f"{s}.parquet") for s in ("train", "valid", "test")}
+    matrices = {s: schema.to_matrix(f) for s, f in splits.items()}
+    labels = {s: f[schema.LABEL_COLUMN].to_numpy() for s, f in splits.items()}
+    for name in ("train", "valid"):
+        if labels[name].sum() == 0:
+            raise TrainingError(f"the {name} split has no fraud labels to learn from")
+
+    device = resolve_device(params.device)
+    log.info("training on %s: %d rows, %d features", device, *matrices["train"].shape)
+    dtrain = xgb.DMatrix(matrices["train"], label=labels["train"])
+    dvalid = xgb.DMatrix(matrices["valid"], label=labels["valid"])
+    evals_result: dict[str, Any] = {}
+    started = time.perf_counter()
+    booster = xgb.train(
+        booster_params(params, device),
+        dtrain,
+        num_boost_round=params.n_estimators,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=params.early_stopping_rounds,
+        evals_result=evals_result,
+        verbose_eval=50,
+    )
+    train_seconds = time.perf_counter() - started
+    best = int(booster.best_iteration)
+    booster = booster[: best + 1]
+    booster.set_param({"device": "cpu"})
+
+    valid_scores = booster.predict(dvalid)
+    threshold = threshold_at_fpr(valid_scores, labels["valid"], params.threshold_fpr)
+    model_bytes = export_onnx(booster, len(schema.FEATURES))
+    test_native = booster.predict(xgb.DMatrix(matrices["test"]))
+    diff = check_parity(test_native, onnx_scores(model_bytes, matrices["test"]), params.onnx_tolerance)
+    valid_pr_auc = float(evals_result["valid"]["aucpr"][best])
+
+    commit, dirty = tracking.git_commit(root)
+    data_hash = tracking.data_hash(root)
+    mlflow.set_tracking_uri(tracking.tracking_uri(root))
+    experiment_id = tracking.ensure_experiment(params.experiment, root)
+    with tempfile.TemporaryDirectory(dir=model_dir.parent if model_dir.parent.exists() else None) as tmp:
+        staged = Path(tmp) / "model"
+        staged.mkdir()
+        (staged / "model.onnx").write_bytes(model_bytes)
+        booster.save_model(staged / "model.ubj")
+        sha = sha256_file(staged / "model.onnx")
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_params({k: v for k, v in params.model_dump().items()} | {"device": device})
+            mlflow.set_tags(
+                {
+                    "argosy.data_hash": data_hash,
+                    "argosy.git_commit": commit,
+                    "argosy.git_dirty": str(dirty).lower(),
+                    "argosy.sha256": sha,
+                    "argosy.model_name": params.model_name,
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    "best_iteration": best,
+                    "valid_pr_auc": valid_pr_auc,
+                    "threshold": threshold,
+                    "onnx_max_abs_diff": diff,
+                    "train_seconds": train_seconds,
+                    "train_rows": len(matrices["train"]),
+                }
+            )
+            example = _input_example(matrices["test"])
+            info = mlflow.onnx.log_model(
+                onnx.load_from_string(model_bytes),
+                name="model",
+                signature=infer_signature(example, onnx_scores(model_bytes, example)),
+                input_example=example,
+                save_as_external_data=False,
+            )
+            metadata = {
+                "name": params.model_name,
+                "version": None,
+                "features": list(schema.FEATURES),
+                "feature_specs": schema.feature_specs(),
+                "input_name": INPUT_NAME,
+                "output_name": OUTPUT_NAME,
+                "threshold": threshold,
+                "sha256": sha,
+                "mlflow_run_id": run.info.run_id,
+                "mlflow_model_uri": info.model_uri,
+                "data_hash": data_hash,
+                "git_commit": commit,
+                "device": device,
+                "best_iteration": best,
+                "xgboost_version": xgb.__version__,
+            }
+            (staged / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+            mlflow.log_artifacts(str(staged), artifact_path="serving")
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.move(str(staged), model_dir)
+    result = TrainResult(
+        model_dir=model_dir,
+        sha256=sha,
+        run_id=run.info.run_id,
+        device=device,
+        best_iteration=best,
+        threshold=threshold,
+        onnx_max_abs_diff=diff,
+        valid_pr_auc=valid_pr_auc,
+    )
+    log.info("trained %s", asdict(result))
+    return result

@@ -1,0 +1,255 @@
+"""Build and run the Great Expectations 1.x suite that guards the raw transactions.
+
+The suite is derived from ``argosy.data.schema`` (columns, dtypes, nulls, ranges, categories) and the
+``validate`` params (row count, label-rate bounds, timestamp range). A run writes a JSON summary and
+Data Docs HTML; a failure names each failing expectation and how many rows broke it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from argosy.config import ValidateParams
+from argosy.data import schema
+
+log = logging.getLogger(__name__)
+
+SUITE_NAME = "transactions"
+_INT_TYPES = ["int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64"]
+_FLOAT_TYPES = ["float32", "float64", "Float32", "Float64"]
+_STRING_TYPES = ["object", "string", "str"]
+
+
+class DataValidationError(RuntimeError):
+    """The data failed the suite; the message names every failing expectation."""
+
+
+@dataclass
+class ValidationOutcome:
+    """What a validation run found.
+
+    Attributes:
+        success: Whether every expectation held and every file was readable.
+        rows: Number of rows validated.
+        failures: One entry per failing expectation or unreadable file.
+        evaluated: Number of expectations evaluated.
+    """
+
+    success: bool
+    rows: int
+    evaluated: int
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def message(self) -> str:
+        """A human summary listing each failure and the rows it affected."""
+        if self.success:
+            return f"data validation passed: {self.evaluated} expectations on {self.rows} rows"
+        lines = [f"data validation failed: {len(self.failures)} problem(s) in {self.rows} rows"]
+        for failure in self.failures:
+            lines.append(f"  - {failure['summary']}")
+        return "\n".join(lines)
+
+
+def _dtype_expectation(gx: Any, name: str) -> Any:
+    if name == schema.TIMESTAMP_COLUMN:
+        return gx.expectations.ExpectColumnValuesToBeInTypeList(
+            column=name, type_list=["Timestamp", "datetime64[us, UTC]", "datetime64[ns, UTC]"]
+        )
+    if name in schema.FEATURES_BY_NAME:
+        feature = schema.FEATURES_BY_NAME[name]
+        if feature.categorical:
+            types = _STRING_TYPES
+        elif feature.integer and not feature.allow_nan:
+            types = _INT_TYPES
+        else:
+            types = _FLOAT_TYPES
+    elif name == "amount":
+        types = _FLOAT_TYPES
+    elif name == schema.LABEL_COLUMN:
+        types = _INT_TYPES
+    else:
+        types = _STRING_TYPES
+    return gx.expectations.ExpectColumnValuesToBeInTypeList(column=name, type_list=types)
+
+
+def build_expectations(params: ValidateParams) -> list[Any]:
+    """The expectations of the suite, in report order."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    out: list[Any] = [
+        e.ExpectTableColumnsToMatchSet(column_set=list(schema.RAW_COLUMNS), exact_match=True),
+        e.ExpectTableRowCountToBeBetween(min_value=params.min_rows, max_value=params.max_rows),
+    ]
+    for name in schema.RAW_COLUMNS:
+        out.append(_dtype_expectation(gx, name))
+        feature = schema.FEATURES_BY_NAME.get(name)
+        if feature is None or not feature.allow_nan:
+            out.append(e.ExpectColumnValuesToNotBeNull(column=name))
+        if feature is not None and feature.categories is not None:
+            out.append(e.ExpectColumnValuesToBeInSet(column=name, value_set=list(feature.categories)))
+        elif feature is not None:
+            out.append(
+                e.ExpectColumnValuesToBeBetween(
+                    column=name, min_value=feature.minimum, max_value=feature.maximum
+                )
+            )
+    out += [
+        e.ExpectColumnValuesToBeUnique(column=params.id_column),
+        e.ExpectColumnValuesToBeBetween(column="amount", min_value=0.0, max_value=1e9),
+        e.ExpectColumnValuesToBeInSet(column=schema.LABEL_COLUMN, value_set=[0, 1]),
+        e.ExpectColumnMeanToBeBetween(
+            column=schema.LABEL_COLUMN,
+            min_value=params.label_rate_min,
+            max_value=params.label_rate_max,
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column=schema.TIMESTAMP_COLUMN,
+            min_value=datetime.fromisoformat(params.timestamp_min).replace(tzinfo=timezone.utc),
+            max_value=datetime.fromisoformat(params.timestamp_max).replace(tzinfo=timezone.utc),
+        ),
+    ]
+    return out
+
+
+def read_raw(data_dir: Path) -> tuple[pd.DataFrame | None, list[dict[str, Any]]]:
+    """Read every Parquet file under ``data_dir``.
+
+    Returns:
+        The concatenated frame (None when nothing could be read) and one failure per unreadable file.
+    """
+    files = sorted(data_dir.glob("*.parquet")) if data_dir.is_dir() else []
+    if not files:
+        return None, [_failure("readable_data", f"{data_dir}: no Parquet files found", 0)]
+    tables, failures = [], []
+    for path in files:
+        try:
+            tables.append(pq.read_table(path))
+        except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+            failures.append(
+                _failure("readable_parquet", f"{path}: not a readable Parquet file ({exc})", 0)
+            )
+    if failures or not tables:
+        return None, failures
+    try:
+        table = pa.concat_tables(tables, promote_options="default")
+    except pa.ArrowInvalid as exc:
+        return None, [_failure("consistent_files", f"files disagree on their schema ({exc})", 0)]
+    return table.to_pandas(), []
+
+
+def _failure(expectation: str, summary: str, rows: int, **extra: Any) -> dict[str, Any]:
+    return {"expectation": expectation, "summary": summary, "unexpected_count": rows, **extra}
+
+
+def _describe(result: Any) -> dict[str, Any]:
+    config = result.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id",)}
+    column = kwargs.get("column")
+    label = f"{config.type}({column})" if column else config.type
+    info = result.result or {}
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        message = result.exception_info.get("exception_message", "raised an exception")
+        return _failure(config.type, f"{label}: could not be evaluated: {message}", 0, column=column)
+    count = int(info.get("unexpected_count") or 0)
+    if config.type == "expect_table_columns_to_match_set":
+        observed = set(info.get("observed_value") or [])
+        missing = sorted(set(schema.RAW_COLUMNS) - observed)
+        extra = sorted(observed - set(schema.RAW_COLUMNS))
+        detail = f"missing columns {missing}" if missing else ""
+        detail += (", " if detail and extra else "") + (f"unexpected columns {extra}" if extra else "")
+        return _failure(config.type, f"{label}: {detail}", 0, missing=missing, extra=extra)
+    if count:
+        percent = info.get("unexpected_percent") or 0.0
+        sample = [str(v) for v in (info.get("partial_unexpected_list") or [])[:5]]
+        summary = f"{label}: {count} rows ({percent:.3f}%) broke it, e.g. {sample}"
+        return _failure(config.type, summary, count, column=column, sample=sample)
+    observed = info.get("observed_value")
+    bounds = {k: kwargs.get(k) for k in ("min_value", "max_value", "type_list") if k in kwargs}
+    summary = f"{label}: observed {observed!r}, expected {bounds}"
+    return _failure(config.type, summary, 0, column=column, observed=str(observed))
+
+
+def validate_frame(
+    frame: pd.DataFrame, params: ValidateParams, docs_dir: Path | None = None
+) -> ValidationOutcome:
+    """Run the suite on ``frame``; build Data Docs HTML into ``docs_dir`` when given."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    if docs_dir is not None:
+        shutil.rmtree(docs_dir, ignore_errors=True)
+        docs_dir.mkdir(parents=True)
+        context.add_data_docs_site(
+            site_name="argosy",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir.resolve()),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    source = context.data_sources.add_pandas("argosy")
+    batch_definition = source.add_dataframe_asset(SUITE_NAME).add_batch_definition_whole_dataframe(
+        "all"
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
+    for expectation in build_expectations(params):
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=SUITE_NAME, data=batch_definition, suite=suite)
+    )
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data-docs")] if docs_dir else []
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=SUITE_NAME,
+            validation_definitions=[definition],
+            actions=actions,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    (run,) = result.run_results.values()
+    failures = [_describe(r) for r in run.results if not r.success]
+    return ValidationOutcome(
+        success=not failures, rows=len(frame), evaluated=len(run.results), failures=failures
+    )
+
+
+def validate_dir(data_dir: Path, params: ValidateParams, report_dir: Path) -> ValidationOutcome:
+    """Validate every file under ``data_dir``; write ``result.json`` and Data Docs to ``report_dir``.
+
+    Raises:
+        DataValidationError: The data failed; the reports are written first.
+    """
+    report_dir.mkdir(parents=True, exist_ok=True)
+    frame, read_failures = read_raw(data_dir)
+    if frame is None:
+        outcome = ValidationOutcome(success=False, rows=0, evaluated=0, failures=read_failures)
+        shutil.rmtree(report_dir / "data_docs", ignore_errors=True)
+    else:
+        log.info("validating %d rows from %s", len(frame), data_dir)
+        outcome = validate_frame(frame, params, report_dir / "data_docs")
+    payload = {
+        "success": outcome.success,
+        "rows": outcome.rows,
+        "evaluated_expectations": outcome.evaluated,
+        "failures": outcome.failures,
+        "data_docs": "data_docs/index.html" if frame is not None else None,
+    }
+    (report_dir / "result.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    if not outcome.success:
+        raise DataValidationError(outcome.message())
+    return outcome
