@@ -109,3 +109,41 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None = None) -> str:
+    """The text of an overlay's ``model.yaml`` pinning ``pin``.
+
+    Args:
+        pin: The model to deploy.
+        env: Environment name, for the header comment.
+        extra_annotations: More annotations (provenance, ``link.argocd.argoproj.io/*`` links).
+
+    Returns:
+        YAML text that :func:`read_pin` reads back as ``pin``.
+    """
+    annotations = {
+        ANNOTATION_PREFIX + "model-name": pin.name,
+        ANNOTATION_PREFIX + "model-version": pin.version,
+        ANNOTATION_PREFIX + "model-sha256": pin.sha256,
+        ANNOTATION_PREFIX + "mlflow-run-id": pin.run_id,
+        **(extra_annotations or {}),
+    }
+    doc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "fraud-detector", "annotations": annotations},
+        "spec": {
+            "predictor": {
+                "model": {
+                    "storageUri": pin.storage_uri,
+                    "env": [
+                        {"name": "ARGOSY_MODEL_SHA256", "value": pin.sha256},
+                        {"name": "ARGOSY_MODEL_VERSION", "value": pin.version},
+                    ],
+                }
+            }
+        },
+    }
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+    return HEADER.format(env=env) + body

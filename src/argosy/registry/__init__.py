@@ -1,0 +1,1 @@
+"""MLflow model registry: versions, provenance tags, and aliases that follow the overlays."""

@@ -1,0 +1,366 @@
+"""Model versions in the MLflow registry: registration of gate-passed models, checks, aliases.
+
+The registry follows git, never the reverse: versions are registered here with their provenance
+(sha256, gate decision, data hash, git commit) and the gate report itself, but which version is
+``staging`` or ``production`` is decided by the overlays and copied here by :func:`sync_aliases`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; mlflow is imported lazily (heavy)
+    from mlflow import MlflowClient
+
+    from argosy.gitops.pin import ModelPin
+
+TAG_SHA256 = "argosy.sha256"
+TAG_DATA_HASH = "argosy.data_hash"
+TAG_GIT_COMMIT = "argosy.git_commit"
+TAG_GATE = "argosy.gate_decision"
+TAG_STORAGE_URI = "argosy.storage_uri"
+TAG_ROLLED_BACK = "argosy.rolled_back"
+METRIC_TAG_PREFIX = "argosy.metric."
+GATE_ARTIFACT_DIR = "gate"
+SERVING_ARTIFACT_DIR = "serving"
+CANDIDATE = "candidate"
+ENV_ALIASES = ("staging", "production")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation was refused or failed; the message says why and what to do."""
+
+
+class GateError(RegistryError):
+    """The gate report is missing, malformed, or did not pass."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version with the provenance Argosy records on it."""
+
+    name: str
+    version: str
+    run_id: str
+    sha256: str
+    data_hash: str
+    git_commit: str
+    gate_decision: str
+    storage_uri: str
+    rolled_back: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def client(tracking_uri: str | None = None) -> MlflowClient:
+    """An MLflow client for ``tracking_uri`` (default: Argosy's, see :mod:`argosy.tracking`)."""
+    from mlflow import MlflowClient
+
+    from argosy.tracking import tracking_uri as default_uri
+
+    uri = tracking_uri or default_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def load_gate(path: Path) -> dict[str, Any]:
+    """Read ``reports/gate.json`` and check the fields promotion relies on.
+
+    Raises:
+        GateError: The file is missing or not a usable gate report.
+    """
+    try:
+        gate = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise GateError(
+            f"{path}: no gate report. Run the pipeline (`dvc repro` or `make run`) first; "
+            "only a model that passed the gate can be registered or promoted."
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise GateError(f"{path}: not valid JSON: {exc}") from exc
+    model = gate.get("model") if isinstance(gate, dict) else None
+    if not isinstance(model, dict) or gate.get("decision") not in ("promote", "reject"):
+        raise GateError(f"{path}: not a gate report (needs decision and model)")
+    missing = [k for k in ("uri", "sha256", "run_id") if not model.get(k)]
+    if missing:
+        raise GateError(f"{path}: model is missing {', '.join(missing)}")
+    return gate
+
+
+def require_promote(gate: dict[str, Any], path: Path) -> None:
+    """Refuse a gate report whose decision is not ``promote``."""
+    if gate["decision"] != "promote":
+        reasons = "; ".join(gate.get("reasons") or []) or "no reason given"
+        raise GateError(f"{path}: the gate rejected this model ({reasons}); refusing to continue")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _version(mlflow_version: Any, storage_default: str = "") -> RegisteredVersion:
+    tags = dict(mlflow_version.tags or {})
+    metrics = {
+        k.removeprefix(METRIC_TAG_PREFIX): float(v)
+        for k, v in tags.items()
+        if k.startswith(METRIC_TAG_PREFIX)
+    }
+    return RegisteredVersion(
+        name=mlflow_version.name,
+        version=str(mlflow_version.version),
+        run_id=mlflow_version.run_id or "",
+        sha256=tags.get(TAG_SHA256, ""),
+        data_hash=tags.get(TAG_DATA_HASH, ""),
+        git_commit=tags.get(TAG_GIT_COMMIT, ""),
+        gate_decision=tags.get(TAG_GATE, ""),
+        storage_uri=tags.get(TAG_STORAGE_URI, storage_default),
+        rolled_back=tags.get(TAG_ROLLED_BACK, "").lower() == "true",
+        metrics=metrics,
+    )
+
+
+def register(gate_path: Path, mlflow_client: MlflowClient) -> RegisteredVersion:
+    """Register the model a passed gate report names, with provenance tags and alias ``candidate``.
+
+    Registering the same run twice returns the existing version (no duplicate). The gate report
+    (``gate.json`` and ``gate.md`` when present) is logged to the run under ``gate/`` so that
+    ``argosy promote verify`` can later re-check it from the registry alone.
+
+    Args:
+        gate_path: ``reports/gate.json``.
+        mlflow_client: Client of the tracking server and registry.
+
+    Returns:
+        The registered version.
+
+    Raises:
+        GateError: The gate report is missing, malformed or rejected the model.
+        RegistryError: The run does not match the gate report or lacks the serving artifacts.
+    """
+    from mlflow.exceptions import MlflowException
+
+    gate = load_gate(gate_path)
+    require_promote(gate, gate_path)
+    model = gate["model"]
+    name, run_id, sha = model.get("name") or "fraud-detector", model["run_id"], model["sha256"]
+    try:
+        run = mlflow_client.get_run(run_id)
+    except MlflowException as exc:
+        raise RegistryError(f"run {run_id} named by {gate_path} is not in MLflow: {exc}") from exc
+    run_tags = run.data.tags
+    if run_tags.get(TAG_SHA256) != sha:
+        raise RegistryError(
+            f"run {run_id} logged sha256 {run_tags.get(TAG_SHA256)!r}, the gate saw {sha!r}; "
+            "the gate report does not describe this run's model"
+        )
+    data_hash = gate.get("data_hash") or run_tags.get(TAG_DATA_HASH, "")
+    if run_tags.get(TAG_DATA_HASH, data_hash) != data_hash:
+        raise RegistryError(
+            f"run {run_id} trained on data {run_tags.get(TAG_DATA_HASH)!r}, "
+            f"the gate evaluated data {data_hash!r}"
+        )
+    served = {a.path for a in mlflow_client.list_artifacts(run_id, SERVING_ARTIFACT_DIR)}
+    if f"{SERVING_ARTIFACT_DIR}/model.onnx" not in served:
+        raise RegistryError(f"run {run_id} has no {SERVING_ARTIFACT_DIR}/model.onnx artifact")
+    storage_uri = f"{run.info.artifact_uri.rstrip('/')}/{SERVING_ARTIFACT_DIR}"
+
+    for path in (gate_path, gate_path.with_suffix(".md")):
+        if path.exists():
+            mlflow_client.log_artifact(run_id, str(path), GATE_ARTIFACT_DIR)
+
+    tags = {
+        TAG_SHA256: sha,
+        TAG_GATE: gate["decision"],
+        TAG_DATA_HASH: data_hash,
+        TAG_GIT_COMMIT: gate.get("git_commit") or run_tags.get(TAG_GIT_COMMIT, ""),
+        TAG_STORAGE_URI: storage_uri,
+        **{
+            METRIC_TAG_PREFIX + k: str(v)
+            for k, v in (gate.get("challenger") or {}).items()
+            if isinstance(v, int | float)
+        },
+    }
+    existing = [
+        v
+        for v in mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        if (v.tags or {}).get(TAG_SHA256) == sha
+    ]
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+    else:
+        try:
+            mlflow_client.get_registered_model(name)
+        except MlflowException:
+            mlflow_client.create_registered_model(name)
+        version = mlflow_client.create_model_version(
+            name, source=model["uri"], run_id=run_id, tags=tags
+        )
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version.version), key, value)
+    mlflow_client.set_registered_model_alias(name, CANDIDATE, str(version.version))
+    return get_version(mlflow_client, name, str(version.version))
+
+
+def get_version(mlflow_client: MlflowClient, name: str, version_or_alias: str) -> RegisteredVersion:
+    """Look a version up by number or alias.
+
+    Raises:
+        RegistryError: No such version or alias.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version_or_alias.isdigit():
+            found = mlflow_client.get_model_version(name, version_or_alias)
+        else:
+            found = mlflow_client.get_model_version_by_alias(name, version_or_alias)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"{name} {version_or_alias!r} is not in the MLflow registry "
+            f"({exc.error_code}); register it with `argosy register` first"
+        ) from exc
+    return _version(found)
+
+
+def read_gate_artifact(mlflow_client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The gate report logged on a run at registration, or None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow_client.download_artifacts(run_id, f"{GATE_ARTIFACT_DIR}/gate.json", tmp)
+        except (MlflowException, OSError):
+            return None
+        try:
+            return json.loads(Path(local).read_text())
+        except json.JSONDecodeError:
+            return None
+
+
+def verify_pin(
+    pin: ModelPin, mlflow_client: MlflowClient, check_artifact: bool = True
+) -> list[str]:
+    """Re-check a pin against the registry and the gate report logged with the model.
+
+    Args:
+        pin: What an overlay pins.
+        mlflow_client: Client of the registry.
+        check_artifact: Also download ``model.onnx`` from the pinned storage and hash it.
+
+    Returns:
+        Problems found; empty when the registry and the gate back the pin.
+    """
+    from mlflow.exceptions import MlflowException
+
+    label = f"{pin.name} v{pin.version}"
+    try:
+        version = get_version(mlflow_client, pin.name, pin.version)
+    except RegistryError as exc:
+        return [str(exc)]
+    problems = []
+    if version.run_id != pin.run_id:
+        problems.append(f"{label}: pinned run {pin.run_id}, registry has run {version.run_id}")
+    if version.sha256 != pin.sha256:
+        problems.append(f"{label}: pinned sha256 {pin.sha256}, registry has {version.sha256!r}")
+    if version.gate_decision != "promote":
+        problems.append(f"{label}: gate decision is {version.gate_decision!r}, not 'promote'")
+    if version.rolled_back:
+        problems.append(f"{label}: marked rolled back; it must not be deployed again")
+    if version.storage_uri != pin.storage_uri:
+        problems.append(
+            f"{label}: pinned storage {pin.storage_uri}, registry has {version.storage_uri!r}"
+        )
+    try:
+        run = mlflow_client.get_run(version.run_id)
+    except MlflowException as exc:
+        return [*problems, f"{label}: run {version.run_id} is not in MLflow ({exc.error_code})"]
+    if run.data.tags.get(TAG_SHA256) != pin.sha256:
+        problems.append(f"{label}: the run logged sha256 {run.data.tags.get(TAG_SHA256)!r}")
+    gate = read_gate_artifact(mlflow_client, version.run_id)
+    if gate is None:
+        problems.append(f"{label}: no gate report logged with the model (not registered by argosy)")
+    else:
+        if gate.get("decision") != "promote":
+            problems.append(f"{label}: its gate report says {gate.get('decision')!r}")
+        if (gate.get("model") or {}).get("sha256") != pin.sha256:
+            problems.append(f"{label}: its gate report evaluated a different model")
+        seen = gate.get("data_hash")
+        if seen != version.data_hash or seen != run.data.tags.get(TAG_DATA_HASH, seen):
+            problems.append(
+                f"{label}: gate saw data {seen!r}, registry has {version.data_hash!r}, "
+                f"run has {run.data.tags.get(TAG_DATA_HASH)!r}"
+            )
+    if check_artifact:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow_client.download_artifacts(
+                    version.run_id, f"{SERVING_ARTIFACT_DIR}/model.onnx", tmp
+                )
+                actual = sha256_file(Path(local))
+            except (MlflowException, OSError) as exc:
+                problems.append(f"{label}: cannot read model.onnx from the run: {exc}")
+            else:
+                if actual != pin.sha256:
+                    problems.append(f"{label}: the stored model.onnx has sha256 {actual}")
+    return problems
+
+
+def sync_aliases(
+    pins: dict[str, ModelPin | None], mlflow_client: MlflowClient, name: str = "fraud-detector"
+) -> dict[str, str | None]:
+    """Point each environment's alias at the version its overlay pins (git is the truth).
+
+    Every pin is checked to exist (with the pinned sha256) before any alias moves, so a bad pin
+    changes nothing. An environment that pins no model loses its alias.
+
+    Returns:
+        Environment -> version now aliased (None where the alias was removed).
+
+    Raises:
+        RegistryError: A pinned version is missing or does not match its pin.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for env, pin in pins.items():
+        if pin is None:
+            continue
+        version = get_version(mlflow_client, pin.name, pin.version)
+        if version.sha256 != pin.sha256:
+            raise RegistryError(
+                f"{env} pins {pin.name} v{pin.version} with sha256 {pin.sha256}, "
+                f"registry has {version.sha256!r}; no alias changed"
+            )
+    result: dict[str, str | None] = {}
+    for env, pin in pins.items():
+        if pin is None:
+            # No alias (or no registered model yet) means there is nothing to remove.
+            with contextlib.suppress(MlflowException):
+                mlflow_client.delete_registered_model_alias(name, env)
+            result[env] = None
+        else:
+            mlflow_client.set_registered_model_alias(pin.name, env, pin.version)
+            result[env] = pin.version
+    return result
+
+
+def mark_rolled_back(mlflow_client: MlflowClient, name: str, version: str, reason: str) -> None:
+    """Tag a version rolled back so promotion refuses it; drop ``candidate`` if it points here."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client.set_model_version_tag(name, version, TAG_ROLLED_BACK, "true")
+    mlflow_client.set_model_version_tag(name, version, TAG_ROLLED_BACK + "_reason", reason)
+    try:
+        current = mlflow_client.get_model_version_by_alias(name, CANDIDATE)
+    except MlflowException:
+        return
+    if str(current.version) == version:
+        mlflow_client.delete_registered_model_alias(name, CANDIDATE)
