@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+from argosy.gitops.cli import promote_app, register, registry_app, rollback
 
 app = typer.Typer(
     name="argosy",
@@ -226,6 +227,13 @@ def summary(reports: ReportsDir = Path("reports")) -> None:
     ):
         typer.echo(f"  {label:<24} {target}")
     typer.echo(f"\nDecision: {report['decision'].upper()}")
+
+
+# GitOps: registration, promotion through git, verification, rollback, registry sync.
+app.command()(register)
+app.add_typer(promote_app, name="promote")
+app.command()(rollback)
+app.add_typer(registry_app, name="registry")
 
 
 def main() -> None:
