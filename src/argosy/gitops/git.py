@@ -154,13 +154,10 @@ def _push(tree: Path, remote: str, refspec: str, *extra: str) -> None:
         return
     detail = (result.stderr + result.stdout).strip()
     # "[rejected] ... (fetch first)" / "(non-fast-forward)" / "(stale info)": the remote moved on.
-    # "[remote rejected]" (a hook, a protected branch) is final and is not retried.
-    lines = detail.splitlines()
-    moved = any(
-        ("[rejected]" in line or line.startswith("!")) and "remote rejected" not in line
-        for line in lines
-    ) and any(s in detail for s in ("fetch first", "non-fast-forward", "stale info"))
-    if moved:
+    # "cannot lock ref" / "(failed to update ref)": another push is updating the branch right now.
+    # Any other "[remote rejected]" (a hook, a protected branch) is final and is not retried.
+    transient = ("fetch first", "non-fast-forward", "stale info", "cannot lock ref")
+    if any(s in detail for s in transient) or "(failed to update ref)" in detail:
         raise PushRejected(f"push of {refspec} to {remote} rejected: {detail}")
     raise GitError(f"push of {refspec} to {remote} failed: {detail}")
 
