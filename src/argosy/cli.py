@@ -68,8 +68,10 @@ def simulate(
     days: Annotated[int | None, typer.Option(help="Length of the window in days.")] = None,
     scenario: Annotated[
         str | None,
-        typer.Option(help="Drift scenario: baseline, merchant_mix, amount_inflation, "
-                     "channel_shift or new_fraud_pattern."),
+        typer.Option(
+            help="Drift scenario: baseline, merchant_mix, amount_inflation, "
+            "channel_shift or new_fraud_pattern."
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("data"),
     params: ParamsOption = DEFAULT_PARAMS,

@@ -139,6 +139,134 @@ class GateParams(_Section):
         return floors
 
 
+K8sName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+ImageByDigest = Annotated[str, Field(pattern=r"^[a-z0-9.:/_-]+@sha256:[0-9a-f]{64}$")]
+Duration = Annotated[str, Field(pattern=r"^[0-9]+(s|m|h)$")]
+
+
+class SecretKeyParams(_Section):
+    """A reference to one key of a Kubernetes Secret (the value never appears in git)."""
+
+    name: K8sName
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class DvcRemoteParams(_Section):
+    """The S3-compatible DVC remote that carries data between tasks, with the run-cache."""
+
+    url: Annotated[str, Field(pattern=r"^s3://[a-z0-9.-]+(/.*)?$")]
+    endpoint: str | None = None
+
+
+class WorkflowSecretsParams(_Section):
+    """Secret references the pipeline pods read; every value lives in the cluster only."""
+
+    storage_access_key: SecretKeyParams
+    storage_secret_key: SecretKeyParams
+    mlflow_tracking_uri: SecretKeyParams
+    github_token: SecretKeyParams
+    git_username: SecretKeyParams
+    git_password: SecretKeyParams
+
+
+class TolerationParams(_Section):
+    """One Kubernetes toleration."""
+
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class GpuParams(_Section):
+    """Where GPU stages run; every other stage gets none of this, so it never lands on GPU nodes."""
+
+    stages: list[str]
+    node_selector: dict[str, str]
+    tolerations: list[TolerationParams]
+    resource: Annotated[str, Field(pattern=r"^nvidia\.com/[-.a-z0-9]+$")] = "nvidia.com/gpu"
+    count: Positive = 1
+
+
+class TaskResourcesParams(_Section):
+    """Requests (and the memory limit) of every pipeline container."""
+
+    cpu: str
+    memory: str
+
+
+class RetryParams(_Section):
+    """Retries of transient errors (never of failures of the training code itself)."""
+
+    limit: Annotated[int, Field(ge=0, le=10)]
+    backoff: Duration
+    factor: Annotated[int, Field(ge=1, le=10)]
+    max_backoff: Duration
+
+
+class DriftMonitorScheduleParams(_Section):
+    """When the drift-monitor CronWorkflow runs and which window of predictions it reads."""
+
+    schedule: Annotated[str, Field(pattern=r"^\S+( \S+){4}$")]
+    timezone: str
+    window: Duration
+    starting_deadline_seconds: Positive
+
+
+class GithubEventsParams(_Section):
+    """The GitHub push webhook that starts training."""
+
+    owner: str
+    repository: str
+    webhook_url: Annotated[str, Field(pattern=r"^https://")]
+    webhook_secret: SecretKeyParams
+    api_token: SecretKeyParams
+
+
+class DataEventsParams(_Section):
+    """Where new data batches land: a MinIO/S3 bucket notification, SQS, or a Kafka topic."""
+
+    source: Literal["minio", "sqs", "kafka"]
+    bucket: str
+    prefix: str = ""
+    endpoint: str = ""
+    region: str = "us-east-1"
+    queue: str = ""
+    kafka_url: str = ""
+    kafka_topic: str = ""
+
+    @model_validator(mode="after")
+    def _complete(self) -> DataEventsParams:
+        needed = {"minio": ("endpoint",), "sqs": ("queue",), "kafka": ("kafka_url", "kafka_topic")}
+        missing = [name for name in needed[self.source] if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"source {self.source!r} needs {', '.join(missing)}")
+        return self
+
+
+class WorkflowParams(_Section):
+    """Cluster settings of the Argo workflows generated from dvc.yaml (not read by any stage)."""
+
+    namespace: K8sName
+    service_account: K8sName
+    submitter_service_account: K8sName
+    image: ImageByDigest
+    repository_url: Annotated[str, Field(pattern=r"^https://")]
+    branch: str
+    dvc_remote: DvcRemoteParams
+    secrets: WorkflowSecretsParams
+    resources: TaskResourcesParams
+    gpu: GpuParams
+    retry: RetryParams
+    active_deadline_seconds: Positive
+    task_deadline_seconds: Positive
+    ttl_after_success_seconds: Positive
+    ttl_after_failure_seconds: Positive
+    drift_monitor: DriftMonitorScheduleParams
+    github: GithubEventsParams
+    data_events: DataEventsParams
+
+
 class Params(BaseModel):
     """The whole of params.yaml. Sections other stages own (workflow, monitor) are optional."""
 
@@ -150,6 +278,7 @@ class Params(BaseModel):
     train: TrainParams
     evaluate: EvaluateParams
     gate: GateParams
+    workflow: WorkflowParams | None = None
 
 
 def _describe(error: ValidationError, path: Path) -> str:

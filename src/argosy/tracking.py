@@ -51,7 +51,7 @@ def data_hash(root: Path | None = None) -> str:
 
 
 def git_commit(root: Path | None = None) -> tuple[str, bool]:
-    """The HEAD commit and whether the work tree differs from it (("unknown", False) outside git)."""
+    """The HEAD commit and whether the tree differs from it ("unknown", False outside git)."""
     cwd = root or Path.cwd()
     try:
         head = subprocess.run(

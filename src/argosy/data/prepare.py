@@ -42,8 +42,8 @@ def split_by_time(frame: pd.DataFrame, params: PrepareParams) -> dict[str, pd.Da
         [schema.TIMESTAMP_COLUMN, schema.ID_COLUMN], kind="stable"
     ).reset_index(drop=True)
     n = len(ordered)
-    n_test = int(round(n * params.test_fraction))
-    n_valid = int(round(n * params.valid_fraction))
+    n_test = round(n * params.test_fraction)
+    n_valid = round(n * params.valid_fraction)
     n_train = n - n_valid - n_test
     if min(n_train, n_valid, n_test) < 1:
         raise ValueError(f"{n} rows are too few to split into train/valid/test")

@@ -10,7 +10,7 @@ at a low rate. The same arguments always give the same bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,7 @@ def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     return (rng.random(len(probs))[:, None] > cumulative).sum(axis=1)
 
 
-def simulate(spec: SimulationSpec) -> pd.DataFrame:  # noqa: PLR0915 - one linear generative story
+def simulate(spec: SimulationSpec) -> pd.DataFrame:
     """Generate the transactions that ``spec`` describes, ordered by time.
 
     Args:
@@ -128,7 +128,9 @@ def simulate(spec: SimulationSpec) -> pd.DataFrame:  # noqa: PLR0915 - one linea
     merchant_category = rng.choice(
         len(schema.MERCHANT_CATEGORIES), size=n_merchants, p=_BASE_CATEGORY_MIX
     )
-    merchant_risk = np.clip(rng.beta(1.2, 40.0, n_merchants) * _CATEGORY_RISK[merchant_category], 0, 1)
+    merchant_risk = np.clip(
+        rng.beta(1.2, 40.0, n_merchants) * _CATEGORY_RISK[merchant_category], 0, 1
+    )
     merchant_age = np.minimum(rng.exponential(1500.0, n_merchants) + 10, 20000).round()
 
     # Time: uniform days, diurnal hours, ordered.
@@ -137,7 +139,7 @@ def simulate(spec: SimulationSpec) -> pd.DataFrame:  # noqa: PLR0915 - one linea
     seconds = day * 86_400 + hour * 3_600 + rng.integers(0, 3_600, n)
     order = np.argsort(seconds, kind="stable")
     seconds, hour, customer = seconds[order], hour[order], customer[order]
-    start = datetime.combine(spec.start, datetime.min.time(), tzinfo=timezone.utc)
+    start = datetime.combine(spec.start, datetime.min.time(), tzinfo=UTC)
     timestamp = pd.to_datetime(start) + pd.to_timedelta(seconds, unit="s")
     day_of_week = timestamp.dayofweek.to_numpy()
 

@@ -203,7 +203,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{_fmt(_value(ours, 'pr_auc'))} |"
             )
     lines += ["", "### Checks", ""]
-    lines += [f"- {'✅' if c['passed'] else '❌'} `{c['name']}`: {c['detail']}" for c in report["checks"]]
+    lines += [
+        f"- {'✅' if c['passed'] else '❌'} `{c['name']}`: {c['detail']}" for c in report["checks"]
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -2,8 +2,9 @@
 
 Accuracy and ROC-AUC flatter a model on imbalanced data, so the headline metric is PR-AUC, with
 recall at a fixed false-positive budget (what an operations team can review), precision in the top-k
-alerts, the Brier score for calibration, per-slice PR-AUC and the ONNX latency per row. A metric that
-is undefined on the data (a slice with no fraud, a split with one class) is NaN, never a guess.
+alerts, the Brier score for calibration, per-slice PR-AUC and the ONNX latency per row.
+A metric that is undefined on the data (a slice with no fraud, a split with one class) is NaN,
+never a guess.
 """
 
 from __future__ import annotations
@@ -56,9 +57,7 @@ def score_metrics(
     out["brier"] = float(brier_score_loss(labels, scores)) if len(labels) else math.nan
     if threshold is not None:
         flagged = scores >= threshold
-        out["precision_at_threshold"] = (
-            float(labels[flagged].mean()) if flagged.any() else math.nan
-        )
+        out["precision_at_threshold"] = float(labels[flagged].mean()) if flagged.any() else math.nan
         out["recall_at_threshold"] = float(flagged[labels == 1].mean()) if positives else math.nan
         negatives = labels == 0
         out["fpr_at_threshold"] = float(flagged[negatives].mean()) if negatives.any() else math.nan
@@ -138,6 +137,7 @@ class OnnxModel:
                 "refusing to score a model that is not the one recorded"
             )
         self.sha256 = actual
+        self.onnx_path = onnx_path
         self.features: list[str] = list(self.metadata["features"])
         self.threshold = float(self.metadata["threshold"])
         self._session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -206,7 +206,9 @@ def to_json(value: Any) -> Any:
     return value
 
 
-def run_evaluate(model_dir: Path, prepared_dir: Path, reports_dir: Path, params: EvaluateParams) -> dict:
+def run_evaluate(
+    model_dir: Path, prepared_dir: Path, reports_dir: Path, params: EvaluateParams
+) -> dict:
     """The evaluate stage: metrics.json, slices and the PR / calibration plots."""
     model = OnnxModel(model_dir)
     test = pd.read_parquet(prepared_dir / "test.parquet")

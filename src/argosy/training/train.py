@@ -98,7 +98,7 @@ def booster_params(params: TrainParams, device: str) -> dict[str, Any]:
 
 
 def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
-    """The lowest score threshold whose false-positive rate on ``labels == 0`` is at most ``fpr``."""
+    """The lowest threshold whose false-positive rate on negatives is at most ``fpr``."""
     negatives = np.sort(scores[labels == 0])
     if len(negatives) == 0:
         raise TrainingError("the validation split has no legitimate transactions")
@@ -209,14 +209,18 @@ def train(
     threshold = threshold_at_fpr(valid_scores, labels["valid"], params.threshold_fpr)
     model_bytes = export_onnx(booster, len(schema.FEATURES))
     test_native = booster.predict(xgb.DMatrix(matrices["test"]))
-    diff = check_parity(test_native, onnx_scores(model_bytes, matrices["test"]), params.onnx_tolerance)
+    diff = check_parity(
+        test_native, onnx_scores(model_bytes, matrices["test"]), params.onnx_tolerance
+    )
     valid_pr_auc = float(evals_result["valid"]["aucpr"][best])
 
     commit, dirty = tracking.git_commit(root)
     data_hash = tracking.data_hash(root)
     mlflow.set_tracking_uri(tracking.tracking_uri(root))
     experiment_id = tracking.ensure_experiment(params.experiment, root)
-    with tempfile.TemporaryDirectory(dir=model_dir.parent if model_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        dir=model_dir.parent if model_dir.parent.exists() else None
+    ) as tmp:
         staged = Path(tmp) / "model"
         staged.mkdir()
         (staged / "model.onnx").write_bytes(model_bytes)

@@ -1,6 +1,7 @@
 """Build and run the Great Expectations 1.x suite that guards the raw transactions.
 
-The suite is derived from ``argosy.data.schema`` (columns, dtypes, nulls, ranges, categories) and the
+The suite is derived from ``argosy.data.schema`` (columns, dtypes, nulls, ranges, categories)
+and the
 ``validate`` params (row count, label-rate bounds, timestamp range). A run writes a JSON summary and
 Data Docs HTML; a failure names each failing expectation and how many rows broke it.
 """
@@ -11,7 +12,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def build_expectations(params: ValidateParams) -> list[Any]:
         if feature is None or not feature.allow_nan:
             out.append(e.ExpectColumnValuesToNotBeNull(column=name))
         if feature is not None and feature.categories is not None:
-            out.append(e.ExpectColumnValuesToBeInSet(column=name, value_set=list(feature.categories)))
+            out.append(
+                e.ExpectColumnValuesToBeInSet(column=name, value_set=list(feature.categories))
+            )
         elif feature is not None:
             out.append(
                 e.ExpectColumnValuesToBeBetween(
@@ -114,8 +117,8 @@ def build_expectations(params: ValidateParams) -> list[Any]:
         ),
         e.ExpectColumnValuesToBeBetween(
             column=schema.TIMESTAMP_COLUMN,
-            min_value=datetime.fromisoformat(params.timestamp_min).replace(tzinfo=timezone.utc),
-            max_value=datetime.fromisoformat(params.timestamp_max).replace(tzinfo=timezone.utc),
+            min_value=datetime.fromisoformat(params.timestamp_min).replace(tzinfo=UTC),
+            max_value=datetime.fromisoformat(params.timestamp_max).replace(tzinfo=UTC),
         ),
     ]
     return out
@@ -125,7 +128,7 @@ def read_raw(data_dir: Path) -> tuple[pd.DataFrame | None, list[dict[str, Any]]]
     """Read every Parquet file under ``data_dir``.
 
     Returns:
-        The concatenated frame (None when nothing could be read) and one failure per unreadable file.
+        The concatenated frame (None when nothing was readable) and one failure per bad file.
     """
     files = sorted(data_dir.glob("*.parquet")) if data_dir.is_dir() else []
     if not files:
@@ -159,14 +162,18 @@ def _describe(result: Any) -> dict[str, Any]:
     info = result.result or {}
     if result.exception_info and result.exception_info.get("raised_exception"):
         message = result.exception_info.get("exception_message", "raised an exception")
-        return _failure(config.type, f"{label}: could not be evaluated: {message}", 0, column=column)
+        return _failure(
+            config.type, f"{label}: could not be evaluated: {message}", 0, column=column
+        )
     count = int(info.get("unexpected_count") or 0)
     if config.type == "expect_table_columns_to_match_set":
         observed = set(info.get("observed_value") or [])
         missing = sorted(set(schema.RAW_COLUMNS) - observed)
         extra = sorted(observed - set(schema.RAW_COLUMNS))
         detail = f"missing columns {missing}" if missing else ""
-        detail += (", " if detail and extra else "") + (f"unexpected columns {extra}" if extra else "")
+        detail += (", " if detail and extra else "") + (
+            f"unexpected columns {extra}" if extra else ""
+        )
         return _failure(config.type, f"{label}: {detail}", 0, missing=missing, extra=extra)
     if count:
         percent = info.get("unexpected_percent") or 0.0
@@ -174,6 +181,7 @@ def _describe(result: Any) -> dict[str, Any]:
         summary = f"{label}: {count} rows ({percent:.3f}%) broke it, e.g. {sample}"
         return _failure(config.type, summary, count, column=column, sample=sample)
     observed = info.get("observed_value")
+    observed = observed.item() if hasattr(observed, "item") else observed
     bounds = {k: kwargs.get(k) for k in ("min_value", "max_value", "type_list") if k in kwargs}
     summary = f"{label}: observed {observed!r}, expected {bounds}"
     return _failure(config.type, summary, 0, column=column, observed=str(observed))
@@ -228,7 +236,7 @@ def validate_frame(
 
 
 def validate_dir(data_dir: Path, params: ValidateParams, report_dir: Path) -> ValidationOutcome:
-    """Validate every file under ``data_dir``; write ``result.json`` and Data Docs to ``report_dir``.
+    """Validate the files under ``data_dir``; write ``result.json`` and Data Docs to ``report_dir``.
 
     Raises:
         DataValidationError: The data failed; the reports are written first.

@@ -1,0 +1,171 @@
+"""The Great Expectations suite catches each class of bad data, naming the expectation and rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from argosy.config import Params
+from argosy.data.simulate import write_parquet
+from argosy.validation.suite import DataValidationError, validate_dir
+
+from ..conftest import REPO, venv_env
+
+
+@pytest.fixture(scope="module")
+def good(small_frame: pd.DataFrame) -> pd.DataFrame:
+    return small_frame.iloc[:4000].copy()
+
+
+def run(tmp_path: Path, frame: pd.DataFrame | None, params: Params, raw: bytes | None = None):
+    data = tmp_path / "data"
+    data.mkdir()
+    if frame is not None:
+        write_parquet(frame, data / "transactions.parquet")
+    if raw is not None:
+        (data / "transactions.parquet").write_bytes(raw)
+    reports = tmp_path / "reports"
+    return data, reports, lambda: validate_dir(data, params.validate_, reports)
+
+
+def test_good_data_passes_with_data_docs(
+    tmp_path: Path, good: pd.DataFrame, params: Params
+) -> None:
+    _, reports, validate = run(tmp_path, good, params)
+    outcome = validate()
+    assert outcome.success
+    assert outcome.rows == 4000
+    assert outcome.evaluated > 60
+    result = json.loads((reports / "result.json").read_text())
+    assert result["success"] is True
+    assert result["failures"] == []
+    assert (reports / "data_docs" / "index.html").stat().st_size > 1000
+
+
+def _drop(f: pd.DataFrame) -> pd.DataFrame:
+    return f.drop(columns=["cvv_match"])
+
+
+def _dtype(f: pd.DataFrame) -> pd.DataFrame:
+    f["amount_usd"] = f["amount_usd"].astype(str)
+    return f
+
+
+def _nulls(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.index[:7], "merchant_id"] = None
+    return f
+
+
+def _range(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.index[:3], "hour_of_day"] = 27
+    return f
+
+
+def _category(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.index[:4], "channel"] = "carrier_pigeon"
+    return f
+
+
+def _duplicates(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.index[1:6], "transaction_id"] = f["transaction_id"].iloc[0]
+    return f
+
+
+def _label_rate(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.index[: len(f) // 5], "is_fraud"] = 1
+    return f
+
+
+def _timestamps(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.index[:2], "timestamp"] = pd.Timestamp("2035-01-01", tz="UTC")
+    return f
+
+
+def _empty(f: pd.DataFrame) -> pd.DataFrame:
+    return f.iloc[:0]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_drop, r"expect_table_columns_to_match_set: missing columns \['cvv_match'\]"),
+        (_dtype, r"expect_column_values_to_be_in_type_list\(amount_usd\)"),
+        (_nulls, r"expect_column_values_to_not_be_null\(merchant_id\): 7 rows"),
+        (_range, r"expect_column_values_to_be_between\(hour_of_day\): 3 rows"),
+        (_category, r"expect_column_values_to_be_in_set\(channel\): 4 rows .*carrier_pigeon"),
+        (_duplicates, r"expect_column_values_to_be_unique\(transaction_id\): 6 rows"),
+        (_label_rate, r"expect_column_mean_to_be_between\(is_fraud\): observed 0\.2"),
+        (_timestamps, r"expect_column_values_to_be_between\(timestamp\): 2 rows"),
+        (_empty, r"expect_table_row_count_to_be_between: observed 0"),
+    ],
+    ids=[
+        "missing-column",
+        "wrong-dtype",
+        "nulls",
+        "out-of-range",
+        "unknown-category",
+        "duplicate-ids",
+        "label-rate",
+        "timestamp-range",
+        "empty-file",
+    ],
+)
+def test_each_class_of_bad_data_is_named(
+    tmp_path: Path,
+    good: pd.DataFrame,
+    params: Params,
+    mutate: Callable[[pd.DataFrame], pd.DataFrame],
+    expected: str,
+) -> None:
+    # Given good data with one class of defect
+    _, reports, validate = run(tmp_path, mutate(good.copy()), params)
+    # When validated / Then it fails, naming the expectation and how many rows broke it
+    with pytest.raises(DataValidationError, match=expected):
+        validate()
+    result = json.loads((reports / "result.json").read_text())
+    assert result["success"] is False
+    assert result["failures"]
+
+
+@pytest.mark.parametrize(
+    "cut", [0, 100, -200], ids=["zero-bytes", "truncated-head", "truncated-tail"]
+)
+def test_corrupt_parquet(tmp_path: Path, good: pd.DataFrame, params: Params, cut: int) -> None:
+    # Given a Parquet file cut short
+    write_parquet(good, tmp_path / "whole.parquet")
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    _, reports, validate = run(tmp_path, None, params, raw=whole[:cut] if cut else b"")
+    # Then validation names the file as unreadable and writes no Data Docs
+    with pytest.raises(DataValidationError, match=r"transactions\.parquet: not a readable Parquet"):
+        validate()
+    assert not (reports / "data_docs").exists()
+
+
+def test_cli_exit_code_and_message(tmp_path: Path, good: pd.DataFrame) -> None:
+    # Given bad data on disk / When `argosy validate` runs
+    data, reports, _ = run(tmp_path, _category(good.copy()), None)  # type: ignore[arg-type]
+    proc = subprocess.run(
+        [
+            "argosy",
+            "validate",
+            "--data",
+            str(data),
+            "--reports",
+            str(reports),
+            "--params",
+            str(REPO / "params.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=venv_env(),
+        timeout=300,
+    )
+    # Then it exits 1 and stderr names the expectation and the report
+    assert proc.returncode == 1
+    assert "expect_column_values_to_be_in_set(channel): 4 rows" in proc.stderr
+    assert "result.json" in proc.stderr
