@@ -1,5 +1,7 @@
-"""Fixtures for the serving tests: a small model directory that follows the train-stage contract,
-servers in-process (fast, injectable) and as subprocesses (signals, integrity, cold start).
+"""Fixtures for the serving tests.
+
+A small model directory that follows the train-stage contract, servers in-process (fast,
+injectable) and as subprocesses (signals, integrity, cold start).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def valid_rows(n: int, seed: int = 1) -> np.ndarray:
-    """Rows that satisfy the feature contract (categorical codes in range, NaN only where allowed)."""
+    """Rows that satisfy the feature contract (categorical codes in range, no NaN)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
     for name, cats in CATEGORICAL.items():
@@ -105,6 +107,7 @@ class Client:
     def request(
         self, method: str, path: str, body: Any = None, raw: bytes | None = None
     ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; return status, lower-cased headers and body."""
         payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         headers = {"content-type": "application/json"} if payload is not None else {}
         try:
@@ -119,10 +122,12 @@ class Client:
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
     def json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Send one request; return status and the decoded JSON body."""
         status, _, data = self.request(method, path, body)
         return status, json.loads(data)
 
     def close(self) -> None:
+        """Close the connection."""
         self.conn.close()
 
 
@@ -136,9 +141,11 @@ class InProcess:
 
     @property
     def port(self) -> int:
+        """The bound port."""
         return self.server.port
 
     def client(self) -> Client:
+        """A new keep-alive client."""
         return Client(self.port)
 
 
@@ -201,12 +208,15 @@ class Subprocess:
     log_path: Path
 
     def log(self) -> str:
+        """The server's log so far."""
         return self.log_path.read_text()
 
     def client(self) -> Client:
+        """A new keep-alive client."""
         return Client(self.port)
 
     def terminate(self, timeout: float = 30.0) -> int:
+        """Send SIGTERM and return the exit status."""
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 

@@ -1,5 +1,6 @@
-"""Every class of bad request gets a 4xx with a JSON error naming the problem, and the server
-keeps serving afterwards.
+"""Every class of bad request gets a 4xx with a JSON error naming the problem.
+
+The server keeps serving on the same connection afterwards.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from conftest import FEATURES, Client, InProcess, infer_body, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"

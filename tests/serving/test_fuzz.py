@@ -1,4 +1,4 @@
-"""Fuzz the server with thousands of random and mutated bodies: never a 5xx, always healthy after."""
+"""Fuzz the server with thousands of random and mutated bodies: never a 5xx, healthy after."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import random
 import socket
 from typing import Any
 
-from conftest import FEATURES, Client, InProcess, infer_body, valid_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import FEATURES, Client, InProcess, infer_body, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 

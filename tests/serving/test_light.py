@@ -11,6 +11,7 @@ import venv
 from pathlib import Path
 
 import pytest
+
 from conftest import Client, Subprocess, infer_body, spawn_server, valid_rows
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from conftest import FEATURES, infer_body, make_app, start_in_process, stop_in_process, valid_rows
 
 from argosy.serving.predlog import (
     PREDICTION_LOG_ID_COLUMNS,
@@ -21,6 +20,7 @@ from argosy.serving.predlog import (
     prediction_log_columns,
     prediction_log_schema,
 )
+from conftest import FEATURES, infer_body, make_app, start_in_process, stop_in_process, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 PART_RE = re.compile(r"date=\d{4}-\d{2}-\d{2}/part-\d{8}T\d{12}Z-[0-9a-f]{32}\.parquet$")
@@ -62,7 +62,8 @@ def test_rows_are_written_as_date_partitioned_parquet(tmp_path: Path) -> None:
     # Then after close they are in Parquet files under date=YYYY-MM-DD/part-<ts>-<uuid>.parquet
     assert log.close(10)
     files = sorted(p for p in (tmp_path / "log").rglob("*") if p.is_file())
-    assert files and all(PART_RE.search(p.as_posix()) for p in files), files
+    assert files
+    assert all(PART_RE.search(p.as_posix()) for p in files), files
     table = ds.dataset(tmp_path / "log", format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 5
     rows = pq.read_table(files[0]).schema

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from conftest import FEATURES, MODEL_VERSION, THRESHOLD, Client, infer_body, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"

@@ -141,11 +141,16 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         raise TypeError(f"unknown serve() options: {sorted(unknown)}")
     opts = {**defaults, **options}
 
+    import numpy as np
+
     from argosy.serving.metrics import Metrics
     from argosy.serving.model import ModelLoadError, load_model
     from argosy.serving.predlog import PredictionLogger
     from argosy.serving.server import App, Limits, ModelServer, run
 
+    # Out-of-range request values become inf/NaN and are rejected with a 400 by validation;
+    # the warning numpy would print for each such cast adds nothing.
+    np.seterr(over="ignore", invalid="ignore")
     try:
         model = load_model(
             Path(model_dir),

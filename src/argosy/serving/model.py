@@ -166,6 +166,7 @@ class LoadedModel:
     _cat_size: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _cat_nan_ok: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     feature_index: dict[str, int] = field(default_factory=dict, repr=False)
+    _cat_rules: list[tuple[float, bool, int]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         specs = self.metadata.specs
@@ -175,6 +176,9 @@ class LoadedModel:
         self._cat_idx = np.array(cats, dtype=np.intp)
         self._cat_size = np.array([len(specs[i].categories or ()) for i in cats], dtype=np.float32)
         self._cat_nan_ok = np.array([specs[i].allow_nan for i in cats], dtype=bool)
+        self._cat_rules = [
+            (float(len(specs[i].categories or ())), specs[i].allow_nan, i) for i in cats
+        ]
 
     @property
     def name(self) -> str:
@@ -196,19 +200,22 @@ class LoadedModel:
             RequestError: Infinity anywhere, NaN in a feature that forbids it, or a categorical
                 value that is not an integer index into its category list.
         """
-        finite = np.isfinite(x)
-        if not finite.all():
-            bad_cols = ~finite.all(axis=0)
-            inf_cols = np.isinf(x).any(axis=0)
-            if inf_cols.any():
-                name = self.features[int(np.argmax(inf_cols))]
-                raise RequestError(f"feature '{name}' is infinite; infinity is never accepted")
-            nan_bad = bad_cols & self._nan_forbidden
-            if nan_bad.any():
-                name = self.features[int(np.argmax(nan_bad))]
-                raise RequestError(
-                    f"feature '{name}' is NaN/null but does not allow missing values"
-                )
+        if x.shape[0] <= 4:
+            # Few rows (the online case): plain Python floats beat a dozen tiny numpy calls, and
+            # measured here, a numpy reduction right before ONNX Runtime slows the run by ~30 us.
+            for row in x.tolist():
+                total = sum(row)  # NaN or inf anywhere makes the sum non-finite
+                if total - total != 0.0:
+                    self._check_finite(np.asarray([row], dtype=np.float32))
+                for size, nan_ok, col in self._cat_rules:
+                    v = row[col]
+                    if not (0.0 <= v < size and v.is_integer()) and not (v != v and nan_ok):
+                        raise RequestError(
+                            f"feature '{self.features[col]}' is categorical: expected an "
+                            f"integer index in [0, {int(size)})"
+                        )
+            return
+        self._check_finite(x)
         if self._cat_idx.size:
             cats = x[:, self._cat_idx]
             with np.errstate(invalid="ignore"):
@@ -221,6 +228,20 @@ class LoadedModel:
                 raise RequestError(
                     f"feature '{name}' is categorical: expected an integer index in [0, {size})"
                 )
+
+    def _check_finite(self, x: np.ndarray) -> None:
+        """Reject infinity anywhere and NaN in features that forbid it."""
+        finite = np.isfinite(x)
+        if finite.all():
+            return
+        inf_cols = np.isinf(x).any(axis=0)
+        if inf_cols.any():
+            name = self.features[int(np.argmax(inf_cols))]
+            raise RequestError(f"feature '{name}' is infinite; infinity is never accepted")
+        nan_bad = ~finite.all(axis=0) & self._nan_forbidden
+        if nan_bad.any():
+            name = self.features[int(np.argmax(nan_bad))]
+            raise RequestError(f"feature '{name}' is NaN/null but does not allow missing values")
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Score a validated matrix.

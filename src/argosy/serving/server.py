@@ -14,6 +14,7 @@ connections, then flush the prediction log and exit 0; ``grace_s`` bounds the wa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import signal
@@ -87,7 +88,12 @@ class App:
         self.limits = limits
         self.predlog = predlog
         self.shutting_down = False
-        self.threshold = np.float32(model.metadata.threshold)
+        # Compared in FP32, like the model's output, so a score equal to the threshold decides 1.
+        self.threshold = float(np.float32(model.metadata.threshold))
+        # Server-assigned request ids: a random per-process prefix and a counter (unique across
+        # replicas for log joins, and far cheaper than a uuid per request).
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count(1)
         if predlog is not None:
             metrics.add_family(
                 "argosy_prediction_log_rows_total",
@@ -214,17 +220,19 @@ class App:
         req = decode_infer_request(body, model, self.limits.max_batch)
         model.validate(req.x)
         scores = model.predict(req.x)
-        decisions = (scores >= self.threshold).astype(np.int8)
-        request_id = req.id or uuid.uuid4().hex
-        out = encode_infer_response(model, request_id, req.outputs, scores, decisions)
         n = len(scores)
         metrics = self.metrics
-        if n == 1:
+        if n == 1:  # the common online case: Python scalars beat numpy calls on 1-element arrays
+            score = float(scores[0])
+            decisions = np.array([score >= self.threshold], dtype=np.int8)
             metrics.batch_size.observe(1)
-            metrics.scores.observe(float(scores[0]))
+            metrics.scores.observe(score)
         else:
+            decisions = (scores >= self.threshold).astype(np.int8)
             metrics.batch_size.observe(n)
             metrics.scores.observe_many(scores)
+        request_id = req.id or f"{self._id_prefix}-{next(self._ids)}"
+        out = encode_infer_response(model, request_id, req.outputs, scores, decisions)
         if self.predlog is not None:
             self.predlog.submit(request_id, req.transaction_ids, req.x, scores, decisions)
         return 200, out, JSON

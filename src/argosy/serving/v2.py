@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from argosy.serving.model import LoadedModel, RequestError
 
@@ -87,8 +88,9 @@ def _numeric(
         raise RequestError(
             f"input '{name}': shape {shape} needs {expected} values, 'data' has {arr.size}"
         )
-    with np.errstate(over="ignore", invalid="ignore"):
-        flat = arr.astype(np.float32, copy=False).reshape(-1)
+    # Values beyond FP32 become inf here and are rejected by validation (serve() silences
+    # numpy's overflow warning once for the process instead of paying for errstate per request).
+    flat = arr.astype(np.float32, copy=False).reshape(-1)
     return flat, shape
 
 
@@ -146,9 +148,14 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
             naming the problem.
     """
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise RequestError(f"request body is not valid JSON: {exc}") from None
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Slow path: the stdlib also reads NaN/Infinity tokens (Python clients write them for
+        # missing values) and integers beyond 64 bits; anything else is reported from here.
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise RequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RequestError("request body must be a JSON object")
     inputs = doc.get("inputs")
@@ -271,7 +278,7 @@ def encode_infer_response(
         "id": request_id,
         "outputs": tensors,
     }
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)
 
 
 def model_metadata(model: LoadedModel) -> dict[str, Any]:
