@@ -1,0 +1,76 @@
+# Argosy: `make run` runs the whole local pipeline, `make test` runs the tests.
+# Both create or update .venv from uv.lock by themselves; `make help` lists every target.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export PATH := $(BIN):$(PATH)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	touch $@
+
+.PHONY: help venv run data data-pin test lint format ci lock check-lock clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(VENV)/.synced ## Create or update .venv from uv.lock
+
+run: venv ## Run the whole local pipeline (data, validate, prepare, train, evaluate, gate) and summarise
+	$(BIN)/argosy ensure-data
+	$(BIN)/dvc repro
+	$(BIN)/argosy summary
+
+data: venv ## Regenerate data/ from the pinned seed when missing (checked against data.dvc)
+	$(BIN)/argosy ensure-data
+
+data-pin: venv ## Regenerate data/ from params.yaml `simulate:` and pin it anew in data.dvc
+	rm -rf data
+	$(BIN)/argosy simulate
+	$(BIN)/dvc add data
+
+test: venv ## Run the test suite
+	$(BIN)/pytest
+
+lint: venv ## Ruff lint and format check
+	$(BIN)/ruff check src tests workflows bench
+	$(BIN)/ruff format --check src tests workflows bench
+
+format: venv ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix src tests workflows bench
+	$(BIN)/ruff format src tests workflows bench
+
+ci: lint test check-lock ## Everything hosted CI runs: lint, tests, lock and codegen checks
+
+lock: $(UV) ## Re-resolve uv.lock from pyproject.toml
+	$(UV) lock --python $(PYTHON)
+
+check-lock: $(UV) ## Fail when uv.lock is out of date with pyproject.toml
+	$(UV) lock --check --python $(PYTHON)
+
+clean: ## Remove pipeline outputs (keeps data/, the venv and MLflow)
+	rm -rf artifacts models reports
+
+.PHONY: serve bench-serve
+
+## Serve models/ (the pipeline's model) over the V2 protocol on 127.0.0.1:8080
+serve: venv ## Serve models/ over the Open Inference Protocol on 127.0.0.1:8080
+	$(BIN)/python -m argosy.serving --model-dir models --host 127.0.0.1 --port 8080
+
+## Benchmark the model server vs MLServer, mlflow models serve and KServe (~10 min; writes docs/benchmarks.md)
+bench-serve: venv ## Benchmark Argosy's server vs MLServer, mlflow serve, KServe (~10 min)
+	$(BIN)/python bench/serve/bench.py
