@@ -23,7 +23,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --all-extras --python $(PYTHON)
 	touch $@
 
-.PHONY: help venv run data data-pin test lint format ci lock check-lock clean
+.PHONY: help venv run data data-pin test lint format ci lock check-lock clean workflows check-codegen pin-images
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,7 +54,7 @@ format: venv ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests workflows bench
 	$(BIN)/ruff format src tests workflows bench
 
-ci: lint test check-lock ## Everything hosted CI runs: lint, tests, lock and codegen checks
+ci: lint test check-lock check-codegen ## Everything hosted CI runs: lint, tests, lock and codegen checks
 
 lock: $(UV) ## Re-resolve uv.lock from pyproject.toml
 	$(UV) lock --python $(PYTHON)
@@ -74,3 +74,16 @@ serve: venv ## Serve models/ over the Open Inference Protocol on 127.0.0.1:8080
 ## Benchmark the model server vs MLServer, mlflow models serve and KServe (~10 min; writes docs/benchmarks.md)
 bench-serve: venv ## Benchmark Argosy's server vs MLServer, mlflow serve, KServe (~10 min)
 	$(BIN)/python bench/serve/bench.py
+
+workflows: venv ## Regenerate workflows/generated/ from workflows/*.py, dvc.yaml and params.yaml
+	$(BIN)/argosy workflows generate
+
+check-codegen: workflows ## Fail when workflows/generated/ differs from what the Hera modules produce
+	git diff --exit-code -- workflows/generated
+	@test -z "$$(git status --porcelain --untracked-files=all -- workflows/generated)" || \
+		{ echo "untracked files in workflows/generated:"; git status --short -- workflows/generated; exit 1; }
+
+# Usage: make pin-images SERVE_DIGEST=sha256:... PIPELINE_DIGEST=sha256:... (what images.yaml runs)
+pin-images: venv ## Record pushed image digests (serve: manifests/base, pipeline: params.yaml) and regenerate
+	$(BIN)/argosy pin-images $(if $(SERVE_DIGEST),--serve $(SERVE_DIGEST)) $(if $(PIPELINE_DIGEST),--pipeline $(PIPELINE_DIGEST))
+	$(MAKE) workflows

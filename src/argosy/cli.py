@@ -16,6 +16,8 @@ import typer
 
 from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
 from argosy.gitops.cli import promote_app, register, registry_app, rollback
+from argosy.images import pin_images_command
+from argosy.workflows.cli import workflows_app
 
 app = typer.Typer(
     name="argosy",
@@ -236,6 +238,10 @@ app.command()(register)
 app.add_typer(promote_app, name="promote")
 app.command()(rollback)
 app.add_typer(registry_app, name="registry")
+
+# Argo workflows: codegen, in-pod task runner, commit status, submission.
+app.add_typer(workflows_app, name="workflows")
+app.command("pin-images")(pin_images_command)
 
 
 def main() -> None:
