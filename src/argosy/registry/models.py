@@ -201,8 +201,15 @@ def register(gate_path: Path, mlflow_client: MlflowClient) -> RegisteredVersion:
             mlflow_client.get_registered_model(name)
         except MlflowException:
             mlflow_client.create_registered_model(name)
+        from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
+        # MLflow 3 logged models ("models:/m-...") must be registered with their model id.
         version = mlflow_client.create_model_version(
-            name, source=model["uri"], run_id=run_id, tags=tags
+            name,
+            source=model["uri"],
+            run_id=run_id,
+            tags=tags,
+            model_id=_parse_model_id_if_present(model["uri"]),
         )
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version.version), key, value)

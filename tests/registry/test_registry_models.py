@@ -1,0 +1,178 @@
+"""Registration and alias sync against real MLflow: SQLite in tmp_path and a real `mlflow server`.
+
+The server test starts `mlflow server` on a free port of 127.0.0.1, waits for /health (bounded),
+and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gitops_fixtures import Pipeline
+from typer.testing import CliRunner
+
+from argosy.cli import app
+from argosy.gitops.pin import ModelPin
+from argosy.registry import models
+
+
+def pin_of(version: models.RegisteredVersion) -> ModelPin:
+    return ModelPin(
+        name=version.name,
+        version=version.version,
+        sha256=version.sha256,
+        run_id=version.run_id,
+        storage_uri=version.storage_uri,
+    )
+
+
+def test_register_tags_the_version_and_sets_candidate(pipeline: Pipeline, mlflow_client) -> None:
+    # Given a run and a passed gate report, as the pipeline writes them
+    model = pipeline.train()
+    # When it is registered
+    version = models.register(model.gate_json, mlflow_client)
+    # Then the version carries the provenance tags and the candidate alias
+    mv = mlflow_client.get_model_version("fraud-detector", version.version)
+    assert mv.tags[models.TAG_SHA256] == model.sha256
+    assert mv.tags[models.TAG_GATE] == "promote"
+    assert mv.tags[models.TAG_DATA_HASH] == model.data_hash
+    assert mv.tags[models.TAG_GIT_COMMIT] == "c" * 40
+    assert mv.tags[models.TAG_STORAGE_URI] == f"{model.artifact_uri}/serving"
+    assert version.metrics["pr_auc"] == pytest.approx(0.81)
+    alias = mlflow_client.get_model_version_by_alias("fraud-detector", "candidate")
+    assert str(alias.version) == version.version
+    # And the gate report travels with the run
+    assert models.read_gate_artifact(mlflow_client, model.run_id)["decision"] == "promote"
+
+
+def test_register_twice_reuses_the_version(pipeline: Pipeline, mlflow_client) -> None:
+    # Given a registered model
+    model = pipeline.train()
+    first = models.register(model.gate_json, mlflow_client)
+    # When the same gate report is registered again
+    second = models.register(model.gate_json, mlflow_client)
+    # Then no second version appears
+    assert first.version == second.version
+    assert len(mlflow_client.search_model_versions("name='fraud-detector'")) == 1
+
+
+def test_register_refuses_a_missing_gate_report(tmp_path: Path, mlflow_client) -> None:
+    # Given no gate report
+    missing = tmp_path / "reports" / "gate.json"
+    # When registration is attempted through the CLI
+    result = CliRunner().invoke(app, ["register", "--gate", str(missing)])
+    # Then it fails with a message that says what to do, and registers nothing
+    assert result.exit_code == 1
+    assert "no gate report" in result.output
+    assert "dvc repro" in result.output
+    assert mlflow_client.search_model_versions("name='fraud-detector'") == []
+
+
+def test_register_refuses_a_gate_about_another_model(pipeline: Pipeline, mlflow_client) -> None:
+    # Given a gate report whose sha256 is not the one the run logged
+    model = pipeline.train()
+    gate = json.loads(model.gate_json.read_text())
+    gate["model"]["sha256"] = "e" * 64
+    model.gate_json.write_text(json.dumps(gate))
+    # When it is registered
+    with pytest.raises(models.RegistryError, match="does not describe this run's model"):
+        models.register(model.gate_json, mlflow_client)
+    # Then nothing is registered
+    assert mlflow_client.search_model_versions("name='fraud-detector'") == []
+
+
+def test_sync_sets_aliases_from_pins_and_refuses_bad_pins(
+    pipeline: Pipeline, mlflow_client
+) -> None:
+    # Given two registered versions, staging pinning v2 and production v1
+    v1 = models.register(pipeline.train().gate_json, mlflow_client)
+    v2 = models.register(pipeline.train().gate_json, mlflow_client)
+    # When aliases are synced from the pins
+    result = models.sync_aliases({"staging": pin_of(v2), "production": pin_of(v1)}, mlflow_client)
+    # Then the aliases follow git
+    assert result == {"staging": v2.version, "production": v1.version}
+    get = mlflow_client.get_model_version_by_alias
+    assert str(get("fraud-detector", "production").version) == v1.version
+    # When a pin names an unknown version, nothing moves
+    bad = ModelPin("fraud-detector", "99", v1.sha256, v1.run_id, v1.storage_uri)
+    with pytest.raises(models.RegistryError, match="not in the MLflow registry"):
+        models.sync_aliases({"staging": pin_of(v1), "production": bad}, mlflow_client)
+    assert str(get("fraud-detector", "staging").version) == v2.version
+    # When staging pins nothing, its alias is removed
+    models.sync_aliases({"staging": None, "production": pin_of(v1)}, mlflow_client)
+    with pytest.raises(Exception, match="alias"):
+        get("fraud-detector", "staging")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (SQLite + served artifacts), stopped afterwards."""
+    port = _free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [
+            *(str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port)),
+            *("--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"),
+            *("--artifacts-destination", str(tmp_path / "server-artifacts")),
+            *("--workers", "1"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not become healthy (exit {proc.poll()})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.slow
+def test_register_verify_and_sync_against_a_real_server(
+    tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run logged to a real tracking server over HTTP
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    pipeline = Pipeline(root=tmp_path / "pipeline", tracking_uri=mlflow_server)
+    model = pipeline.train()
+    client = models.client(mlflow_server)
+    # When it is registered, its pin verified (artifact downloaded) and aliases synced
+    version = models.register(model.gate_json, client)
+    problems = models.verify_pin(pin_of(version), client)
+    models.sync_aliases({"staging": pin_of(version), "production": None}, client)
+    # Then the server holds the version, the pin checks out, and staging points at it
+    assert version.storage_uri.endswith("/serving")
+    assert problems == []
+    assert str(client.get_model_version_by_alias("fraud-detector", "staging").version) == "1"
