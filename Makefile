@@ -87,3 +87,24 @@ check-codegen: workflows ## Fail when workflows/generated/ differs from what the
 pin-images: venv ## Record pushed image digests (serve: manifests/base, pipeline: params.yaml) and regenerate
 	$(BIN)/argosy pin-images $(if $(SERVE_DIGEST),--serve $(SERVE_DIGEST)) $(if $(PIPELINE_DIGEST),--pipeline $(PIPELINE_DIGEST))
 	$(MAKE) workflows
+
+.PHONY: schemas validate-manifests
+
+# Pinned copy of the public CRDs catalog (strict JSON schemas of custom resources).
+CRDS_CATALOG_COMMIT := 7b1e26ef9deea49293714d204c1a2270aab1178f
+CRDS_CATALOG_GROUPS := argoproj.io serving.kserve.io serving.knative.dev monitoring.coreos.com karpenter.sh external-secrets.io keda.sh kueue.x-k8s.io nvidia.com bitnami.com kyverno.io
+
+## Fetch the CRD schemas (datreeio/CRDs-catalog at a pinned commit) into .tools/crds-catalog (needs internet)
+schemas: ## Fetch the pinned CRD schemas into .tools/crds-catalog (skipped when ../shared/schemas exists)
+	@if [ -n "$${ARGOSY_SCHEMA_DIR:-}" ] || [ -d ../shared/schemas/crds-catalog ] || [ -d $(TOOLS)/crds-catalog ]; then \
+		echo "CRD schemas already present"; \
+	else \
+		mkdir -p $(TOOLS)/crds-catalog.tmp && \
+		curl -fsSL https://codeload.github.com/datreeio/CRDs-catalog/tar.gz/$(CRDS_CATALOG_COMMIT) \
+			| tar -xz -C $(TOOLS)/crds-catalog.tmp --strip-components=1 $(addprefix CRDs-catalog-$(CRDS_CATALOG_COMMIT)/,$(CRDS_CATALOG_GROUPS)) && \
+		mv $(TOOLS)/crds-catalog.tmp $(TOOLS)/crds-catalog; \
+	fi
+
+## Render every overlay and argocd/ with kustomize and validate each document strictly
+validate-manifests: venv ## Render overlays, components and argocd/; validate strictly against offline schemas
+	$(BIN)/python -m argosy.k8s manifests/overlays/staging manifests/overlays/production argocd

@@ -49,7 +49,8 @@ def schema_dir() -> Path:
     """Locate the strict custom-resource schemas.
 
     ``$ARGOSY_SCHEMA_DIR`` wins; otherwise ``<repo root>/../shared/schemas/crds-catalog``, where the
-    offline copy of the datreeio CRDs catalog lives next to a checkout.
+    offline copy of the datreeio CRDs catalog lives next to a checkout, else
+    ``<repo root>/.tools/crds-catalog``, where ``make schemas`` downloads it.
 
     Returns:
         The directory holding ``<group>/<kind>_<version>.json``.
@@ -64,6 +65,9 @@ def schema_dir() -> Path:
         if configured
         else _REPO_ROOT.parent / "shared" / "schemas" / "crds-catalog"
     )
+    fetched = _REPO_ROOT / ".tools" / "crds-catalog"  # where `make schemas` puts them
+    if not configured and not path.is_dir() and fetched.is_dir():
+        return fetched
     if not path.is_dir():
         origin = f"${SCHEMA_DIR_ENV}" if configured else f"the default (${SCHEMA_DIR_ENV} is unset)"
         raise SchemaDirError(
