@@ -17,6 +17,7 @@ import typer
 from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
 from argosy.gitops.cli import promote_app, register, registry_app, rollback
 from argosy.images import pin_images_command
+from argosy.monitoring.cli import MONITOR_HELP, monitor, retrain
 from argosy.workflows.cli import workflows_app
 
 app = typer.Typer(
@@ -242,6 +243,10 @@ app.add_typer(registry_app, name="registry")
 # Argo workflows: codegen, in-pod task runner, commit status, submission.
 app.add_typer(workflows_app, name="workflows")
 app.command("pin-images")(pin_images_command)
+
+# Drift monitoring and the local retraining trigger.
+app.command(help=MONITOR_HELP)(monitor)
+app.command()(retrain)
 
 
 def main() -> None:

@@ -267,6 +267,60 @@ class WorkflowParams(_Section):
     data_events: DataEventsParams
 
 
+class FeedbackParams(_Section):
+    """Late labels joined to logged predictions: when live quality counts as degraded."""
+
+    lookback_days: Positive
+    min_labelled_rows: Positive
+    min_positives: Positive
+    pr_auc_min: Fraction
+    recall_min: Fraction
+    label_rate_ratio_max: Annotated[float, Field(gt=1.0)]
+
+
+DriftMethod = Literal["wasserstein", "jensenshannon"]
+
+
+class MonitorParams(_Section):
+    """Drift monitoring on the prediction log and the retraining decision."""
+
+    prediction_log: str
+    reference: str
+    model_dir: str
+    reports: str
+    state: str
+    window_minutes: Annotated[float, Field(gt=0.0)]
+    min_rows: Positive
+    max_rows: Positive
+    sample_seed: Annotated[int, Field(ge=0)]
+    num_method: DriftMethod
+    cat_method: DriftMethod
+    per_column_method: dict[str, DriftMethod]
+    num_threshold: Annotated[float, Field(gt=0.0)]
+    cat_threshold: Annotated[float, Field(gt=0.0)]
+    prediction_threshold: Annotated[float, Field(gt=0.0)]
+    drift_share: Fraction
+    consecutive_windows: Positive
+    cooldown_hours: Annotated[float, Field(ge=0.0)]
+    feedback: FeedbackParams
+
+    @field_validator("per_column_method")
+    @classmethod
+    def _known_columns(cls, methods: dict[str, str]) -> dict[str, str]:
+        from argosy.data.schema import FEATURES
+
+        unknown = sorted(set(methods) - {*FEATURES, "score"})
+        if unknown:
+            raise ValueError(f"per_column_method names unknown columns {unknown}")
+        return methods
+
+    @model_validator(mode="after")
+    def _sample_holds_a_window(self) -> MonitorParams:
+        if self.max_rows < self.min_rows:
+            raise ValueError("max_rows must be at least min_rows")
+        return self
+
+
 class Params(BaseModel):
     """The whole of params.yaml. Sections other stages own (workflow, monitor) are optional."""
 
@@ -278,6 +332,7 @@ class Params(BaseModel):
     train: TrainParams
     evaluate: EvaluateParams
     gate: GateParams
+    monitor: MonitorParams | None = None
     workflow: WorkflowParams | None = None
 
 
