@@ -33,11 +33,20 @@ class PushRejected(GitError):
 
 @dataclass(frozen=True)
 class FileChange:
-    """Set one repository file to ``text`` in a commit with ``message``."""
+    """Set one repository file to ``text`` in a commit with ``message``.
+
+    Attributes:
+        path: Repository-relative path.
+        text: New content.
+        message: Commit message.
+        equivalent: ``(old, new) -> bool``: the old content already says the same (e.g. the same
+            model pinned with different UI links), so there is nothing to commit.
+    """
 
     path: str
     text: str
     message: str
+    equivalent: Callable[[str, str], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,8 +134,10 @@ def _apply(
 ) -> bool:
     """Write the change into ``tree`` and commit it; False when it changes nothing."""
     target = tree / change.path
-    if target.exists() and target.read_text() == change.text:
-        return False
+    if target.exists():
+        old = target.read_text()
+        if old == change.text or (change.equivalent and change.equivalent(old, change.text)):
+            return False
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, change.text)
     if validate is not None:

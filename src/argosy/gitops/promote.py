@@ -238,7 +238,9 @@ def promote(
     check_promotable(version)
     pin = pin_for(version)
     text = render_pin(pin, env, annotations_for(version, env, links or Links()))
-    change = FileChange(path=path, text=text, message=commit_message(version, env))
+    change = FileChange(
+        path=path, text=text, message=commit_message(version, env), equivalent=_same_pin
+    )
     topic = branch_name(version)
     title = f"Promote {version.name} v{version.version} to {env}"
     labels = [*PR_LABELS, f"model:{version.name}"]
@@ -317,6 +319,14 @@ def plan_rollback(
         f"{path}: {wanted} was never pinned here before {current.name} v{current.version}; "
         "rollback only restores a model this environment has deployed"
     )
+
+
+def _same_pin(old: str, new: str) -> bool:
+    """Whether two model.yaml texts pin the same model (links and comments aside)."""
+    try:
+        return _pin_of(old, "model.yaml") == _pin_of(new, "model.yaml")
+    except PinError:
+        return False
 
 
 def _pin_of(text: str, path: str) -> ModelPin | None:

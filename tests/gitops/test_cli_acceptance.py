@@ -1,0 +1,84 @@
+"""Issue acceptance through the `argosy` CLI, in a temporary clone with a bare origin.
+
+Real git (bare origin on disk), real MLflow (SQLite in tmp_path) and, for the pull request, a
+local HTTP server on 127.0.0.1 that checks method, path, headers and body (conftest.FakeGitHub).
+"""
+
+from __future__ import annotations
+
+import pytest
+from gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
+from typer.testing import CliRunner
+
+from argosy.cli import app
+
+STAGING = "manifests/overlays/staging/model.yaml"
+
+
+def test_register_then_promote_staging_then_production(
+    remote: Remote,
+    pipeline: Pipeline,
+    github_api: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a clone, and the pipeline's run with a passed gate report in reports/
+    clone = remote.clone("work")
+    model = pipeline.train()
+    reports = model.gate_json.parent
+    runner = CliRunner()
+    before = remote.main()
+    # When the model is registered and promoted to staging
+    registered = runner.invoke(app, ["register", "--gate", str(model.gate_json)])
+    staged = runner.invoke(app, ["promote", "--env", "staging", "--repo-dir", str(clone)])
+    # Then origin/main has one commit that changes only the staging model.yaml
+    assert registered.exit_code == 0, registered.output
+    assert "alias candidate -> v1" in registered.output
+    assert staged.exit_code == 0, staged.output
+    assert run_git(remote.bare, "rev-list", "--count", f"{before}..main").strip() == "1"
+    assert remote.changed_files("main") == [STAGING]
+    # When production is promoted without a token
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("GH_TOKEN", raising=False)
+    local = runner.invoke(
+        app,
+        ["promote", "--env", "production", "--repo-dir", str(clone), "--reports", str(reports)],
+    )
+    # Then the branch is pushed and the PR body (the gate report) is printed
+    assert local.exit_code == 0, local.output
+    assert remote.branches() == ["main", "promote/fraud-detector-v1"]
+    assert model.gate_md.read_text().strip() in local.output
+    # When it runs again with a token against the local GitHub API
+    monkeypatch.setenv("GITHUB_TOKEN", github_api.token)
+    monkeypatch.setenv("GITHUB_REPOSITORY", github_api.repository)
+    monkeypatch.setenv("GITHUB_API_URL", github_api.base_url)
+    opened = runner.invoke(
+        app,
+        ["promote", "--env", "production", "--repo-dir", str(clone), "--reports", str(reports)],
+    )
+    # Then exactly one pull request exists and its body is the gate report
+    assert opened.exit_code == 0, opened.output
+    assert list(github_api.pulls) == [1]
+    assert github_api.pulls[1]["body"] == model.gate_md.read_text()
+    assert github_api.pulls[1]["head"] == "promote/fraud-detector-v1"
+    # And staging again changes nothing
+    again = runner.invoke(app, ["promote", "--env", "staging", "--repo-dir", str(clone)])
+    assert "nothing to do" in again.output
+    assert run_git(remote.bare, "rev-list", "--count", f"{before}..main").strip() == "1"
+
+
+def test_promote_refuses_a_rejected_model_through_the_cli(
+    remote: Remote, pipeline: Pipeline
+) -> None:
+    # Given a gate report that rejected the model
+    model = pipeline.train(decision="reject")
+    clone = remote.clone("work")
+    runner = CliRunner()
+    # When it is registered and promoted
+    registered = runner.invoke(app, ["register", "--gate", str(model.gate_json)])
+    promoted = runner.invoke(app, ["promote", "--env", "production", "--repo-dir", str(clone)])
+    # Then both refuse with a clear message and origin keeps only main
+    assert registered.exit_code == 1
+    assert "the gate rejected this model (pr_auc below floor)" in registered.output
+    assert promoted.exit_code == 1
+    assert "not in the MLflow registry" in promoted.output
+    assert remote.branches() == ["main"]
