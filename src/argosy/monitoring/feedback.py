@@ -74,7 +74,8 @@ def evaluate_feedback(
         reference_label_rate: The training period's fraud rate.
         params: Floors and minimum counts.
     """
-    logged = predictions.dropna(subset=[schema.ID_COLUMN])
+    logged = predictions.drop(columns=[schema.LABEL_COLUMN], errors="ignore")
+    logged = logged.dropna(subset=[schema.ID_COLUMN])
     logged = logged.drop_duplicates(schema.ID_COLUMN, keep="last")
     joined = logged.merge(labels, on=schema.ID_COLUMN, how="inner")
     y = joined[schema.LABEL_COLUMN].to_numpy().astype(np.int64)
