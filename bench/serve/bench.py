@@ -344,7 +344,7 @@ def versions(mlserver: Path, kserve: Path) -> dict[str, str]:
         "kserve": ver(kserve / "bin" / "python", "kserve"),
         "mlflow": ver(MAIN_PY, "mlflow"),
         "onnxruntime": ver(MAIN_PY, "onnxruntime"),
-        "wrk": (wrk_v.stdout + wrk_v.stderr).split("\n")[0].strip(),
+        "wrk": " ".join((wrk_v.stdout + wrk_v.stderr).split()[:2]),
     }
 
 
@@ -404,7 +404,11 @@ def render(results: dict, seconds: int, command: str) -> str:
             row += [f"{c['rps']:,.0f}{flag}", f"{c['p50_ms']:.2f}/{c['p99_ms']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Notes per server:", ""]
-    lines += [f"- **{name}**: {r.get('note', '')}" for name, r in res.items()]
+    lines += [
+        f"- **{name}**: {r.get('note', '')}; 1-min load average {r.get('load_before', 0):.1f} "
+        f"before, {r.get('load_after', 0):.1f} after"
+        for name, r in res.items()
+    ]
     lines += ["", *results.get("verdict", []), END]
     return "\n".join(lines) + "\n"
 
@@ -484,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and s.name not in args.only:
             continue
         print(f"== {s.name}", flush=True)
-        entry: dict = {"note": s.note, "cells": {}}
+        entry: dict = {"note": s.note, "cells": {}, "load_before": os.getloadavg()[0]}
         results["servers"][s.name] = entry
         try:
             colds = []
@@ -505,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"   c={conc} rows={n_rows}: {cell}", flush=True)
             finally:
                 stop(proc)
+                entry["load_after"] = os.getloadavg()[0]
         except (RuntimeError, subprocess.CalledProcessError, AttributeError) as exc:
             entry["error"] = str(exc)[:200]
             print(f"   FAILED: {exc}", flush=True)

@@ -315,7 +315,8 @@ class PredictionLogger:
         rows = sum(len(e.scores) for e in batch)
         try:
             x = np.concatenate([e.x for e in batch]) if len(batch) > 1 else batch[0].x
-            ts = np.concatenate([np.full(len(e.scores), e.ts_us, dtype=np.int64) for e in batch])
+            counts = np.fromiter((len(e.scores) for e in batch), np.int64, len(batch))
+            ts = np.repeat(np.fromiter((e.ts_us for e in batch), np.int64, len(batch)), counts)
             request_ids = [e.request_id for e in batch for _ in range(len(e.scores))]
             txn: list[str | None] = []
             for e in batch:
