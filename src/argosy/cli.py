@@ -16,6 +16,7 @@ import typer
 
 from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
 from argosy.gitops.cli import promote_app, register, registry_app, rollback
+from argosy.data.ingest import ingest_command
 from argosy.images import pin_images_command
 from argosy.monitoring.cli import MONITOR_HELP, monitor, retrain
 from argosy.workflows.cli import workflows_app
@@ -100,11 +101,12 @@ def simulate(
 @app.command("ensure-data")
 def ensure_data(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """Regenerate data/ from the pinned seed when it is missing, and check it against data.dvc."""
-    from argosy.data.pinned import ensure_pinned_data
+    from argosy.data.pinned import PinnedDataError, ensure_pinned_data
 
+    config = params_or_exit(params)
     try:
-        typer.echo(ensure_pinned_data(Path.cwd(), params_or_exit(params).simulate))
-    except RuntimeError as exc:
+        typer.echo(ensure_pinned_data(Path.cwd(), config.simulate))
+    except PinnedDataError as exc:
         fail(str(exc))
 
 
@@ -243,6 +245,7 @@ app.add_typer(registry_app, name="registry")
 # Argo workflows: codegen, in-pod task runner, commit status, submission.
 app.add_typer(workflows_app, name="workflows")
 app.command("pin-images")(pin_images_command)
+app.command("ingest")(ingest_command)
 
 # Drift monitoring and the local retraining trigger.
 app.command(help=MONITOR_HELP)(monitor)

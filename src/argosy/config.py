@@ -205,12 +205,12 @@ class RetryParams(_Section):
 
 
 class DriftMonitorScheduleParams(_Section):
-    """When the drift-monitor CronWorkflow runs and which window of predictions it reads."""
+    """When the drift-monitor CronWorkflow runs (its window is ``monitor.window_minutes``)."""
 
     schedule: Annotated[str, Field(pattern=r"^\S+( \S+){4}$")]
     timezone: str
-    window: Duration
     starting_deadline_seconds: Positive
+    prediction_log: str
 
 
 class GithubEventsParams(_Section):

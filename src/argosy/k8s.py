@@ -152,6 +152,14 @@ def _describe(doc: dict[str, Any], index: int) -> str:
     return f"document {index} ({kind} {name})"
 
 
+def _root_properties(schema: dict[str, Any]) -> dict[str, Any]:
+    """The root's properties, following a root ``$ref`` (the Argo Events schemas use one)."""
+    ref = schema.get("$ref", "")
+    if "properties" not in schema and ref.startswith("#/definitions/"):
+        return schema["definitions"][ref.removeprefix("#/definitions/")].get("properties", {})
+    return schema.get("properties", {})
+
+
 def validate_document(
     doc: dict[str, Any],
     schema_dir: Path,
@@ -189,7 +197,7 @@ def validate_document(
     validator = _crd_validator(path)
     errors = [_format(e) for e in validator.iter_errors(doc)]
     # The catalog closes every nested object but not the document root; close it here.
-    allowed = _TOP_LEVEL | set(validator.schema.get("properties", {}))
+    allowed = _TOP_LEVEL | set(_root_properties(validator.schema))
     errors += [
         f"(root): additional property {key!r} is not allowed" for key in doc if key not in allowed
     ]

@@ -108,7 +108,7 @@ def _tolerations(settings: WorkflowParams) -> list[Toleration]:
     return [Toleration(**t.model_dump(exclude_none=True)) for t in settings.gpu.tolerations]
 
 
-def _container(
+def task_container(
     name: str,
     settings: WorkflowParams,
     args: list[str],
@@ -119,6 +119,11 @@ def _container(
     outputs: list[Parameter] | None = None,
     annotations: dict[str, str] | None = None,
 ) -> Container:
+    """A container template running ``argosy ARGS`` from the pipeline image, hardened.
+
+    Pod Security "restricted", transient-error retries, a deadline, Secret-only credentials, and
+    (``gpu=True`` only) the GPU node selector, tolerations and limit of ``workflow.gpu``.
+    """
     gpu_settings = settings.gpu
     return Container(
         name=name,
@@ -202,7 +207,12 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
             args = ["workflows", "stage", stage.name, *_remote_args()]
             outputs = None
             if stage.name == GATE_STAGE:
-                args += ["--export", f"decision={GATE_REPORT}:decision"]
+                args += [
+                    "--export",
+                    f"decision={GATE_REPORT}:decision",
+                    "--outputs",
+                    common.OUTPUTS_DIR,
+                ]
                 outputs = [
                     Parameter(
                         name="decision",
@@ -211,7 +221,7 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
                         ),
                     )
                 ]
-            stage_templates[stage.name] = _container(
+            stage_templates[stage.name] = task_container(
                 stage.name,
                 settings,
                 args,
@@ -222,7 +232,7 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
             )
 
         def after_gate(name: str, command: list[str]) -> Container:
-            return _container(
+            return task_container(
                 name,
                 settings,
                 ["workflows", "after", GATE_STAGE, *_remote_args(), "--", *command],
@@ -232,7 +242,7 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
         register = after_gate("register", ["argosy", "register", "--gate", GATE_REPORT])
         staging = after_gate("promote-staging", ["argosy", "promote", "--env", "staging"])
         production = after_gate("open-production-pr", ["argosy", "promote", "--env", "production"])
-        status = _container(
+        status = task_container(
             "report-status",
             settings,
             [

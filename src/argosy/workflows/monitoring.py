@@ -1,0 +1,136 @@
+"""The ``argosy-drift-monitor`` CronWorkflow: `argosy monitor`, then training when it says retrain.
+
+The monitor reads the reference sample that the ``prepare`` stage wrote (restored from the DVC
+remote) and the servers' prediction log; its decision and drift share become output parameters,
+the drift share also an Argo custom Prometheus metric. On ``retrain`` a resource template creates
+a Workflow from ``argosy-training`` at the head of the branch, with the submitter's narrow role.
+"""
+
+from __future__ import annotations
+
+import yaml
+from hera.workflows import DAG, CronWorkflow, Parameter, Resource, Task
+from hera.workflows.models import Gauge, Metrics, Prometheus, ValueFrom
+
+from argosy.config import WorkflowParams
+from argosy.workflows import common
+from argosy.workflows.training import NAME as TRAINING
+from argosy.workflows.training import task_container
+
+NAME = "argosy-drift-monitor"
+REPORTS = f"{common.SCRATCH}/monitoring"
+
+
+def _p(name: str) -> str:
+    return "{{workflow.parameters.%s}}" % name
+
+
+def training_submission(branch_param: str = _p("revision")) -> str:
+    """The Workflow the retrain step creates: ``argosy-training`` at the branch head."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {
+                "generateName": f"{TRAINING}-drift-",
+                "labels": {**common.LABELS, "argosy.dev/trigger": "drift"},
+            },
+            "spec": {
+                "workflowTemplateRef": {"name": TRAINING},
+                "arguments": {
+                    "parameters": [
+                        {"name": "revision", "value": branch_param},
+                        {"name": "branch", "value": branch_param},
+                    ]
+                },
+            },
+        },
+        sort_keys=False,
+    )
+
+
+def drift_monitor(settings: WorkflowParams) -> CronWorkflow:
+    """Build the drift-monitor CronWorkflow from params.yaml ``workflow:``."""
+    schedule = settings.drift_monitor
+    with CronWorkflow(
+        name=NAME,
+        namespace=settings.namespace,
+        labels=common.LABELS,
+        schedules=[schedule.schedule],
+        timezone=schedule.timezone,
+        concurrency_policy="Forbid",
+        starting_deadline_seconds=schedule.starting_deadline_seconds,
+        successful_jobs_history_limit=3,
+        failed_jobs_history_limit=3,
+        entrypoint="monitor-and-retrain",
+        service_account_name=settings.submitter_service_account,
+        security_context=common.pod_security_context(),
+        volumes=common.scratch_volumes(),
+        active_deadline_seconds=settings.task_deadline_seconds,
+        arguments=[
+            Parameter(name="revision", value=settings.branch, description="Branch to monitor."),
+            Parameter(name="repo-url", value=settings.repository_url),
+            Parameter(name="image", value=settings.image),
+            Parameter(name="dvc-remote", value=settings.dvc_remote.url),
+            Parameter(name="dvc-endpoint", value=settings.dvc_remote.endpoint or ""),
+            Parameter(name="prediction-log", value=schedule.prediction_log),
+        ],
+    ) as cron:
+        monitor = task_container(
+            "monitor",
+            settings,
+            [
+                "workflows",
+                "after",
+                "train",
+                "--dvc-remote",
+                _p("dvc-remote"),
+                "--dvc-endpoint",
+                _p("dvc-endpoint"),
+                "--",
+                "argosy",
+                "monitor",
+                "--prediction-log",
+                _p("prediction-log"),
+                "--reports",
+                REPORTS,
+                "--state",
+                f"{REPORTS}/state.json",
+            ],
+            env=common.storage_env(settings),
+            outputs=[
+                Parameter(
+                    name="decision", value_from=ValueFrom(path=f"{REPORTS}/decision", default="")
+                ),
+                Parameter(
+                    name="drift-share",
+                    value_from=ValueFrom(path=f"{REPORTS}/drift_share", default="nan"),
+                ),
+            ],
+        )
+        monitor.metrics = Metrics(
+            prometheus=[
+                Prometheus(
+                    name="argosy_drift_share",
+                    help="Share of drifted features in the latest complete window",
+                    labels=None,
+                    gauge=Gauge(value="{{outputs.parameters.drift-share}}", realtime=False),
+                )
+            ]
+        )
+        retrain = Resource(
+            name="submit-training",
+            action="create",
+            manifest=training_submission(),
+            set_owner_reference=False,
+            retry_strategy=common.retry_transient(settings.retry),
+        )
+        with DAG(name="monitor-and-retrain"):
+            check = Task(name="monitor", template=monitor)
+            submit = Task(
+                name="submit-training",
+                template=retrain,
+                when="{{tasks.monitor.outputs.parameters.decision}} == retrain",
+            )
+            check >> submit
+    return cron
