@@ -67,6 +67,14 @@ clean: ## Remove pipeline outputs (keeps data/, the venv and MLflow)
 
 .PHONY: serve bench-serve
 
+.PHONY: bench bench-monitoring
+
+# `make bench` runs every benchmark listed here; add yours to the prerequisites.
+bench: bench-monitoring ## Run the benchmarks (monitoring; add others as prerequisites)
+
+bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor (~5 min)
+	$(BIN)/python bench/monitoring/bench.py --out bench/monitoring/results.json
+
 ## Serve models/ (the pipeline's model) over the V2 protocol on 127.0.0.1:8080
 serve: venv ## Serve models/ over the Open Inference Protocol on 127.0.0.1:8080
 	$(BIN)/python -m argosy.serving --model-dir models --host 127.0.0.1 --port 8080

@@ -1,0 +1,116 @@
+"""Benchmark: drift on 200k and 1M logged rows against a 200k reference, Evidently vs the floor.
+
+Each measurement runs in its own process so peak RSS is its own. The floor is ``numpy_drift`` on
+every row (the same per-column tests in plain numpy/scipy); the monitor is ``evidently_drift`` with
+params.yaml's sampling (``monitor.max_rows``). The sampling error is the largest per-column
+difference between the sampled and the full-data distances. Usage:
+
+    .venv/bin/python bench/monitoring/bench.py [--out bench/monitoring/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+SIZES = (200_000, 1_000_000)
+
+
+def _make_data(work: Path) -> None:
+    import pandas as pd
+
+    from argosy.data import schema
+    from argosy.data.simulate import SimulationSpec, simulate
+
+    def encoded(rows: int, seed: int, scenario: str) -> pd.DataFrame:
+        spec = SimulationSpec(rows, seed, date(2026, 4, 1), 30, scenario)
+        return pd.DataFrame(schema.to_matrix(simulate(spec)), columns=list(schema.FEATURES))
+
+    encoded(200_000, 1, "baseline").to_parquet(work / "reference.parquet")
+    for rows in SIZES:
+        encoded(rows, 2, "channel_shift").to_parquet(work / f"current-{rows}.parquet")
+
+
+def _measure(work: Path, engine: str, rows: int) -> dict:
+    import pandas as pd
+
+    from argosy.config import load_params
+    from argosy.monitoring.drift import evidently_drift, numpy_drift
+    from argosy.monitoring.monitor import settings_from
+
+    settings = settings_from(load_params().monitor)
+    if engine == "numpy-full":
+        from dataclasses import replace
+
+        settings = replace(settings, max_rows=10**9)
+    reference = pd.read_parquet(work / "reference.parquet")
+    current = pd.read_parquet(work / f"current-{rows}.parquet")
+    if engine == "evidently":
+        import evidently  # noqa: F401 - import time is not drift time
+
+    start = time.perf_counter()
+    run = evidently_drift if engine == "evidently" else numpy_drift
+    result = run(reference, current, settings)
+    wall = time.perf_counter() - start
+    return {
+        "engine": engine,
+        "rows": rows,
+        "compared_rows": result.compared_rows,
+        "wall_s": round(wall, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "distances": {c.column: c.distance for c in result.features},
+        "drift_share": result.drift_share,
+    }
+
+
+def main() -> None:
+    """Generate the data, run every measurement in a child process, print and save a table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench/monitoring/results.json"))
+    parser.add_argument("--child", nargs=3, metavar=("WORK", "ENGINE", "ROWS"))
+    args = parser.parse_args()
+    if args.child:
+        work, engine, rows = args.child
+        print(json.dumps(_measure(Path(work), engine, int(rows))))
+        return
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        _make_data(work)
+        for rows in SIZES:
+            for engine in ("numpy-full", "evidently", "numpy-sampled"):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", str(work), engine, str(rows)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                r = results[-1]
+                print(
+                    f"{rows:>9} {engine:<14} {r['wall_s']:>7.2f} s {r['peak_rss_mib']:>6} MiB",
+                    flush=True,
+                )
+    for rows in SIZES:
+        full = next(r for r in results if r["rows"] == rows and r["engine"] == "numpy-full")
+        for r in results:
+            if r["rows"] == rows:
+                r["vs_floor"] = round(r["wall_s"] / full["wall_s"], 2)
+                r["max_abs_distance_error"] = max(
+                    abs(r["distances"][c] - full["distances"][c]) for c in full["distances"]
+                )
+    for r in results:
+        del r["distances"]
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
