@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Argosy images. Each target is self-contained: build one with `docker build --target <name> .`
 #   serve     the slim model server (argosy[serve] only), run by the KServe ServingRuntime
-#   pipeline  the training image (added by the pipeline's own stage)
+#   pipeline  every pipeline stage and the Argo task runner (GPU-capable XGBoost)
 #
 # Base images are referenced by tag here; the release workflow builds with
 # --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> to pin the digest.
@@ -45,3 +45,45 @@ USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK NONE
 ENTRYPOINT ["python", "-m", "argosy.serving"]
+
+# ---------------------------------------------------------------------------------------------
+# pipeline: every stage of dvc.yaml plus the Argo task runner (`argosy workflows stage ...`).
+# The PyPI XGBoost wheel is built with CUDA, so `train.device: auto` uses the GPU wherever the
+# NVIDIA container runtime exposes one (the GPU node pool) and the CPU elsewhere. Runs as uid
+# 1000, the user the generated WorkflowTemplates set; writes only to mounted volumes (/tmp, the
+# checkout), so `readOnlyRootFilesystem: true` works.
+# ---------------------------------------------------------------------------------------------
+FROM ${UV_IMAGE} AS pipeline-uv
+
+FROM ${PYTHON_IMAGE} AS pipeline-build
+COPY --from=pipeline-uv /uv /usr/local/bin/uv
+ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
+WORKDIR /build
+COPY pyproject.toml uv.lock README.md ./
+RUN uv export --frozen --no-dev --all-extras --no-emit-project --no-hashes -o requirements.txt \
+ && uv venv --python /usr/local/bin/python3 /opt/argosy \
+ && uv pip install --python /opt/argosy/bin/python -r requirements.txt
+COPY src ./src
+RUN uv pip install --python /opt/argosy/bin/python --no-deps . \
+ && /opt/argosy/bin/argosy --help >/dev/null \
+ && /opt/argosy/bin/dvc version >/dev/null
+
+FROM ${PYTHON_IMAGE} AS pipeline
+# git: DVC needs the checkout's repository; ca-certificates: S3, MLflow and GitHub over TLS.
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends git ca-certificates libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 1000 argosy \
+ && useradd --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin argosy
+COPY --from=pipeline-build /opt/argosy /opt/argosy
+ENV PATH=/opt/argosy/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    DVC_NO_ANALYTICS=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 1000:1000
+WORKDIR /workspace
+HEALTHCHECK NONE
+ENTRYPOINT ["argosy"]
