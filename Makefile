@@ -54,7 +54,7 @@ format: venv ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests workflows bench
 	$(BIN)/ruff format src tests workflows bench
 
-ci: lint test check-lock check-codegen ## Everything hosted CI runs: lint, tests, lock and codegen checks
+ci: lint test check-lock check-codegen validate-manifests ## Everything hosted CI runs: lint, tests, lock, codegen and manifest checks
 
 lock: $(UV) ## Re-resolve uv.lock from pyproject.toml
 	$(UV) lock --python $(PYTHON)
