@@ -19,7 +19,6 @@ resources, node placement, synchronization) is ignored here and is checked on th
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from dataclasses import dataclass, field

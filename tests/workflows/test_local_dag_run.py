@@ -25,7 +25,7 @@ from .harness import LocalDagRun
 pytestmark = pytest.mark.slow
 
 GIT = ["git", "-c", "user.name=Argosy Test", "-c", "user.email=test@example.com"]
-TOKEN = "test-token"  # noqa: S105 - a fake token the local status server expects
+TOKEN = "test-token"
 
 
 def sh(cwd: Path, *args: str, env: dict | None = None) -> str:
@@ -43,7 +43,7 @@ def digests(root: Path) -> dict[str, str]:
     name blanked; every weight, threshold and attribute still counts. metadata.json carries the
     MLflow run id and differs by design.
     """
-    files = sorted((root / "artifacts/prepared").rglob("*.parquet")) + [root / "models/model.ubj"]
+    files = [*sorted((root / "artifacts/prepared").rglob("*.parquet")), root / "models/model.ubj"]
     found = {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     model = onnx.load(root / "models/model.onnx")
     model.graph.name = ""
@@ -54,9 +54,9 @@ def digests(root: Path) -> dict[str, str]:
 class StatusServer(BaseHTTPRequestHandler):
     """Records GitHub commit-status requests and answers like GitHub."""
 
-    received: list[dict] = []
+    received: list[dict] = []  # noqa: RUF012 - the tests read what the handler recorded
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append(
             {"path": self.path, "auth": self.headers["Authorization"], "body": body}
@@ -69,7 +69,7 @@ class StatusServer(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def log_message(self, *args: object) -> None:
-        pass
+        """Keep test output quiet."""
 
 
 def set_floors(root: Path, pr_auc: float) -> None:
@@ -82,7 +82,8 @@ def set_floors(root: Path, pr_auc: float) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     """A source repo (20k rows, a gate that must reject), its bare remote, a DVC remote directory,
-    a reference `dvc repro`, and the local status server."""
+    a reference `dvc repro`, and the local status server.
+    """
     base = tmp_path_factory.mktemp("dagrun")
     work, remote, dvc_remote = base / "work", base / "remote.git", base / "dvc-remote"
     work.mkdir()

@@ -19,7 +19,7 @@ BATCH_PATH = "/workspace/batch/batch.parquet"
 
 
 def _p(name: str) -> str:
-    return "{{workflow.parameters.%s}}" % name
+    return "{{workflow.parameters." + name + "}}"
 
 
 def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
@@ -70,8 +70,8 @@ def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
                 "--dvc-endpoint",
                 _p("dvc-endpoint"),
             ],
-            env=common.storage_env(settings)
-            + [
+            env=[
+                *common.storage_env(settings),
                 common.secret_env("GIT_USERNAME", secrets.git_username),
                 common.secret_env("GIT_PASSWORD", secrets.git_password),
                 Env(name="GIT_AUTHOR_NAME", value="argosy-ingest"),

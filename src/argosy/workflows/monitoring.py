@@ -22,7 +22,7 @@ REPORTS = f"{common.SCRATCH}/monitoring"
 
 
 def _p(name: str) -> str:
-    return "{{workflow.parameters.%s}}" % name
+    return "{{workflow.parameters." + name + "}}"
 
 
 def training_submission(branch_param: str = _p("revision")) -> str:
