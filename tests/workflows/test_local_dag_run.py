@@ -56,7 +56,8 @@ class StatusServer(BaseHTTPRequestHandler):
 
     received: list[dict] = []  # noqa: RUF012 - the tests read what the handler recorded
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        """Record the status and answer 201 like GitHub."""
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append(
             {"path": self.path, "auth": self.headers["Authorization"], "body": body}
@@ -81,8 +82,10 @@ def set_floors(root: Path, pr_auc: float) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
-    """A source repo (20k rows, a gate that must reject), its bare remote, a DVC remote directory,
-    a reference `dvc repro`, and the local status server.
+    """The world of a DAG run.
+
+    A source repo (20k rows, a gate that must reject), its bare remote, a DVC remote directory,
+    a reference `dvc repro` and the local status server.
     """
     base = tmp_path_factory.mktemp("dagrun")
     work, remote, dvc_remote = base / "work", base / "remote.git", base / "dvc-remote"
