@@ -56,7 +56,7 @@ class StatusServer(BaseHTTPRequestHandler):
 
     received: list[dict] = []  # noqa: RUF012 - the tests read what the handler recorded
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         """Record the status and answer 201 like GitHub."""
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append(
