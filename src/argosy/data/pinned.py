@@ -7,10 +7,13 @@ the seed in params.yaml must give exactly the bytes whose hash ``data.dvc`` reco
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 from pathlib import Path
+
+import yaml
 
 from argosy.config import SimulateParams
 from argosy.data.simulate import SimulationSpec, parse_start, simulate_to
@@ -26,13 +29,25 @@ def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def data_matches_pin(root: Path) -> tuple[bool, str]:
-    """Whether ``data/`` matches ``data.dvc`` (per ``dvc status``), with DVC's report."""
-    status = _dvc(root, "status", "--json", "data.dvc")
-    if status.returncode != 0:
-        raise PinnedDataError(f"dvc status failed: {status.stderr.strip() or status.stdout}")
-    report = json.loads(status.stdout or "{}")
-    return not report, json.dumps(report)
+def directory_md5(directory: Path) -> str:
+    """DVC's hash of a directory: md5 of the sorted JSON list of each file's md5 and relpath."""
+    entries = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        entries.append(
+            {"md5": digest.hexdigest(), "relpath": path.relative_to(directory).as_posix()}
+        )
+    listing = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+
+
+def pinned_md5(root: Path) -> str:
+    """The hash ``data.dvc`` records for ``data/``."""
+    outs = (yaml.safe_load((root / "data.dvc").read_text()) or {}).get("outs") or [{}]
+    return str(outs[0].get("md5", ""))
 
 
 def ensure_pinned_data(root: Path, params: SimulateParams) -> str:
@@ -57,13 +72,12 @@ def ensure_pinned_data(root: Path, params: SimulateParams) -> str:
         scenario=params.scenario,
     )
     simulate_to(spec, data_dir)
-    matches, report = data_matches_pin(root)
-    if not matches:
+    actual, pinned = directory_md5(data_dir), pinned_md5(root)
+    if actual != pinned:
         shutil.rmtree(data_dir)
         raise PinnedDataError(
-            "regenerated data does not match the hash data.dvc pins "
-            f"(dvc status: {report}); the simulator or a locked dependency changed. "
-            "Review the change, then run `make data-pin` to pin the new data."
+            f"regenerated data hashes to {actual} but data.dvc pins {pinned}: the simulator, its "
+            "params or a locked dependency changed. Review the change, then run `make data-pin`."
         )
     commit = _dvc(root, "commit", "--force", "data.dvc")
     if commit.returncode != 0:

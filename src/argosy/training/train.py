@@ -113,8 +113,12 @@ def export_onnx(booster: Any, n_features: int) -> bytes:
     import onnxmltools
     from onnxmltools.convert.common.data_types import FloatTensorType
 
+    # A fixed graph name: the converter's default is a random UUID, which would make the same
+    # booster export to different bytes and break sha256 pinning and cross-run comparison.
     model = onnxmltools.convert_xgboost(
-        booster, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))]
+        booster,
+        name="argosy-fraud-detector",
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
     )
     return model.SerializeToString()
 
@@ -175,6 +179,7 @@ def train(
     import mlflow
     import onnx
     import xgboost as xgb
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
     root = root or Path.cwd()
@@ -186,6 +191,13 @@ def train(
             raise TrainingError(f"the {name} split has no fraud labels to learn from")
 
     device = resolve_device(params.device)
+    # Reach the tracking server before spending minutes on training.
+    uri = tracking.tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment_id = tracking.ensure_experiment(params.experiment, root)
+    except (MlflowException, OSError) as exc:
+        raise TrainingError(f"cannot reach the MLflow tracking server at {uri}: {exc}") from exc
     log.info("training on %s: %d rows, %d features", device, *matrices["train"].shape)
     dtrain = xgb.DMatrix(matrices["train"], label=labels["train"])
     dvalid = xgb.DMatrix(matrices["valid"], label=labels["valid"])
@@ -216,8 +228,6 @@ def train(
 
     commit, dirty = tracking.git_commit(root)
     data_hash = tracking.data_hash(root)
-    mlflow.set_tracking_uri(tracking.tracking_uri(root))
-    experiment_id = tracking.ensure_experiment(params.experiment, root)
     with tempfile.TemporaryDirectory(
         dir=model_dir.parent if model_dir.parent.exists() else None
     ) as tmp:

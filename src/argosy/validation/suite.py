@@ -1,9 +1,8 @@
 """Build and run the Great Expectations 1.x suite that guards the raw transactions.
 
-The suite is derived from ``argosy.data.schema`` (columns, dtypes, nulls, ranges, categories)
-and the
-``validate`` params (row count, label-rate bounds, timestamp range). A run writes a JSON summary and
-Data Docs HTML; a failure names each failing expectation and how many rows broke it.
+The suite is derived from ``argosy.data.schema`` (columns, dtypes, nulls, ranges, categories) and
+the ``validate`` params (row count, label-rate bounds, timestamp range). A run writes a JSON summary
+and Data Docs HTML; a failure names each failing expectation and how many rows broke it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,171 @@
+"""End to end: `dvc repro` of the whole pipeline on small data in a temporary copy of the repo.
+
+Real DVC, real Great Expectations, real XGBoost/ONNX and MLflow on SQLite. Also checks that a second
+run re-runs nothing, and that corrupt data or invalid params leave no half-written model and no
+new MLflow run behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from ..conftest import REPO, venv_env
+
+pytestmark = pytest.mark.slow
+
+
+def sh(
+    cwd: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        list(args), cwd=cwd, capture_output=True, text=True, env=env or venv_env(), timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_count(uri: str) -> int:
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("fraud-detector")
+    return 0 if experiment is None else len(client.search_runs([experiment.experiment_id]))
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A git + DVC repo with the pipeline definition and 20k simulated rows, reproduced once."""
+    root = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "manifests/overlays/production").mkdir(parents=True)
+    shutil.copy(
+        REPO / "manifests/overlays/production/model.yaml",
+        root / "manifests/overlays/production/model.yaml",
+    )
+    env = venv_env(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}")
+    sh(root, "git", "init", "-q", "-b", "main", env=env)
+    sh(root, "dvc", "init", "-q", env=env)
+    sh(root, "argosy", "simulate", "--rows", "20000", "--days", "30", env=env)
+    sh(root, "dvc", "add", "-q", "data", env=env)
+    sh(root, "git", "add", "-A", env=env)
+    sh(
+        root,
+        "git",
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-qm",
+        "init",
+        env=env,
+    )
+    first = sh(root, "dvc", "repro", env=env)
+    return root, {"env": env, "first": first.stdout + first.stderr}
+
+
+def test_repro_runs_every_stage_and_writes_the_gate(pipeline_repo: tuple[Path, dict]) -> None:
+    root, ctx = pipeline_repo
+    for stage in ("validate", "prepare", "train", "evaluate", "gate"):
+        assert f"Running stage '{stage}'" in ctx["first"]
+    gate = json.loads((root / "reports/gate.json").read_text())
+    assert gate["decision"] in {"promote", "reject"}
+    assert gate["champion"] is None
+    assert gate["model"]["sha256"] == digest(root / "models/model.onnx")
+    assert gate["model"]["uri"].startswith("models:/")
+    assert (root / "reports/gate.md").read_text().startswith("## Model gate")
+    assert json.loads((root / "reports/validation/result.json").read_text())["success"] is True
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert set(metrics["slices"]) == {"channel", "merchant_category"}
+    assert json.loads((root / "reports/plots/pr_curve.json").read_text())
+    assert run_count(ctx["env"]["MLFLOW_TRACKING_URI"]) == 1
+
+
+def test_run_records_provenance(pipeline_repo: tuple[Path, dict]) -> None:
+    root, ctx = pipeline_repo
+    meta = json.loads((root / "models/metadata.json").read_text())
+    mlflow.set_tracking_uri(ctx["env"]["MLFLOW_TRACKING_URI"])
+    run = mlflow.get_run(meta["mlflow_run_id"])
+    pointer = yaml.safe_load((root / "data.dvc").read_text())
+    assert run.data.tags["argosy.data_hash"] == pointer["outs"][0]["md5"]
+    head = sh(root, "git", "rev-parse", "HEAD").stdout.strip()
+    assert run.data.tags["argosy.git_commit"] == head
+    assert run.data.tags["argosy.sha256"] == meta["sha256"]
+    assert run.data.params["device"] == "cpu"
+    assert "valid_pr_auc" in run.data.metrics
+
+
+def test_second_repro_changes_nothing(pipeline_repo: tuple[Path, dict]) -> None:
+    root, ctx = pipeline_repo
+    again = sh(root, "dvc", "repro", env=ctx["env"])
+    assert "Running stage" not in again.stdout
+    status = sh(root, "dvc", "status", env=ctx["env"])
+    assert "Data and pipelines are up to date" in status.stdout
+
+
+def test_corrupt_data_stops_at_validate(pipeline_repo: tuple[Path, dict]) -> None:
+    root, ctx = pipeline_repo
+    model_before = digest(root / "models/model.onnx")
+    lock_before = (root / "dvc.lock").read_text()
+    runs_before = run_count(ctx["env"]["MLFLOW_TRACKING_URI"])
+    # Given a truncated Parquet file landing in data/
+    good = next((root / "data").glob("*.parquet")).read_bytes()
+    bad = root / "data" / "transactions-late.parquet"
+    bad.write_bytes(good[: len(good) // 2])
+    try:
+        # When the pipeline runs
+        proc = sh(root, "dvc", "repro", check=False, env=ctx["env"])
+        # Then validate fails naming the file, and train never runs
+        assert proc.returncode != 0
+        assert "transactions-late.parquet: not a readable Parquet file" in proc.stderr + proc.stdout
+        assert "Running stage 'train'" not in proc.stdout
+        assert digest(root / "models/model.onnx") == model_before
+        assert (root / "dvc.lock").read_text() == lock_before
+        assert run_count(ctx["env"]["MLFLOW_TRACKING_URI"]) == runs_before
+    finally:
+        bad.unlink()
+        sh(root, "dvc", "checkout", "--force", env=ctx["env"])
+
+
+def test_invalid_params_fail_before_work(pipeline_repo: tuple[Path, dict]) -> None:
+    root, ctx = pipeline_repo
+    params_text = (root / "params.yaml").read_text()
+    runs_before = run_count(ctx["env"]["MLFLOW_TRACKING_URI"])
+    gate_before = (root / "reports/gate.json").read_text()
+    # Given a misspelled training key
+    (root / "params.yaml").write_text(params_text.replace("max_depth:", "max_deph:"))
+    try:
+        # When the pipeline runs
+        proc = sh(root, "dvc", "repro", check=False, env=ctx["env"])
+        # Then train fails naming the key; no model is half-written, no run logged, no new gate
+        assert proc.returncode != 0
+        assert "train.max_deph: unknown key" in proc.stderr
+        model_dir = root / "models"
+        assert not model_dir.exists() or sorted(p.name for p in model_dir.iterdir()) == [
+            "metadata.json",
+            "model.onnx",
+            "model.ubj",
+        ]
+        assert run_count(ctx["env"]["MLFLOW_TRACKING_URI"]) == runs_before
+        assert (root / "reports/gate.json").read_text() == gate_before
+        # And `argosy ensure-data` (the first step of `make run`) refuses before any stage runs
+        first_step = sh(root, "argosy", "ensure-data", check=False, env=ctx["env"])
+        assert first_step.returncode == 2
+        assert "train.max_deph: unknown key" in first_step.stderr
+    finally:
+        (root / "params.yaml").write_text(params_text)
+        sh(root, "dvc", "checkout", "--force", env=ctx["env"])
