@@ -15,8 +15,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
-from argosy.gitops.cli import promote_app, register, registry_app, rollback
 from argosy.data.ingest import ingest_command
+from argosy.gitops.cli import promote_app, register, registry_app, rollback
 from argosy.images import pin_images_command
 from argosy.monitoring.cli import MONITOR_HELP, monitor, retrain
 from argosy.workflows.cli import workflows_app
