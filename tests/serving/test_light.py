@@ -70,7 +70,9 @@ def test_help_explains_the_options_and_their_environment_variables() -> None:
 def test_cold_start_to_first_inference(
     model_dir: Path, tmp_path: Path, spawned: list[Subprocess]
 ) -> None:
-    # Bound generous for a loaded CI box; `make bench-serve` records the real figure.
+    # Bound generous for a loaded CI box without compiled bytecode (uv sync does not compile
+    # it): importing the pipeline stack by mistake would still blow it. `make bench-serve`
+    # records the real figure.
     t0 = time.monotonic()
     srv = spawn_server(model_dir, tmp_path, "--prediction-log", str(tmp_path / "log"))
     spawned.append(srv)
@@ -82,7 +84,7 @@ def test_cold_start_to_first_inference(
             break
         assert time.monotonic() - t0 < 10
     elapsed = time.monotonic() - t0
-    assert elapsed < 3.0, f"cold start took {elapsed:.2f}s"
+    assert elapsed < 5.0, f"cold start took {elapsed:.2f}s"
     assert srv.terminate() == 0
 
 
