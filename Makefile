@@ -70,7 +70,10 @@ clean: ## Remove pipeline outputs (keeps data/, the venv and MLflow)
 .PHONY: bench bench-monitoring
 
 # `make bench` runs every benchmark listed here; add yours to the prerequisites.
-bench: bench-monitoring ## Run the benchmarks (monitoring; add others as prerequisites)
+bench: bench-pipeline bench-monitoring ## Run the benchmarks (pipeline, monitoring); results in docs/benchmarks.md
+
+bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M rows (~10 min)
+	$(BIN)/python bench/pipeline/bench.py
 
 bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor (~5 min)
 	$(BIN)/python bench/monitoring/bench.py --out bench/monitoring/results.json

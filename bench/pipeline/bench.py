@@ -1,0 +1,150 @@
+"""Benchmark the local pipeline: per-stage wall time and peak RSS at 100k and 1M rows.
+
+Each size runs in a temporary git + DVC repository (a copy of dvc.yaml, params.yaml, src/ and the
+production pin) with MLflow on SQLite there. Each stage runs alone (`dvc repro --single-item`),
+so its wall time and the peak RSS of its process tree are its own. A final `dvc repro` with nothing
+changed measures the no-op check. Results go to a JSON file and to the "Pipeline" section of
+docs/benchmarks.md, with the command that produced them.
+
+Usage: python bench/pipeline/bench.py [--rows 100000 1000000] [--out bench/pipeline/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("validate", "prepare", "train", "evaluate", "gate")
+BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Run ``cmd``; return its wall time (s) and the peak RSS (MiB) of its largest process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.stderr.write(output.decode(errors="replace"))
+        raise SystemExit(f"{' '.join(cmd)} failed")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def bench_size(rows: int, work: Path) -> dict:
+    """Set up a repository with ``rows`` simulated transactions and time every stage."""
+    root = work / f"rows-{rows}"
+    root.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    pin = root / "manifests/overlays/production"
+    pin.mkdir(parents=True)
+    shutil.copy(REPO / "manifests/overlays/production/model.yaml", pin / "model.yaml")
+    env = dict(os.environ)
+    env["PATH"] = f"{REPO / '.venv/bin'}{os.pathsep}{env['PATH']}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    run = lambda *cmd: subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    days = max(30, rows // 2200)
+    simulate_s, _ = timed(
+        [
+            "argosy",
+            "simulate",
+            "--rows",
+            str(rows),
+            "--days",
+            str(days),
+            "--start",
+            str(date(2026, 1, 1)),
+        ],
+        root,
+        env,
+    )
+    run("dvc", "add", "-q", "data")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "b")
+    result = {"rows": rows, "simulate_s": round(simulate_s, 2), "stages": {}}
+    for stage in STAGES:
+        seconds, rss = timed(["dvc", "repro", "--single-item", stage], root, env)
+        result["stages"][stage] = {"seconds": round(seconds, 2), "peak_rss_mib": round(rss)}
+        print(f"{rows:>9} {stage:<9} {seconds:7.1f} s {rss:7.0f} MiB", flush=True)
+    noop, _ = timed(["dvc", "repro"], root, env)
+    result["noop_repro_s"] = round(noop, 2)
+    result["pipeline_s"] = round(sum(s["seconds"] for s in result["stages"].values()), 2)
+    print(f"{rows:>9} pipeline {result['pipeline_s']:7.1f} s, no-op repro {noop:.1f} s", flush=True)
+    return result
+
+
+def markdown(results: list[dict], command: str) -> str:
+    """The Pipeline section of docs/benchmarks.md."""
+    load = os.getloadavg()[0]
+    lines = [
+        BEGIN,
+        "## Pipeline",
+        "",
+        f"Command: `{command}` ({date.today()}). Machine: {os.cpu_count()} vCPU, Python "
+        f"{platform.python_version()}, {platform.system()} {platform.release()}; 1-min load "
+        f"average at the end {load:.1f}. Each stage runs alone (`dvc repro --single-item`); peak "
+        "RSS is the largest process of the stage's tree. Training runs on the CPU (no GPU here).",
+        "",
+        "| rows | " + " | ".join(STAGES) + " | pipeline | no-op `dvc repro` |",
+        "|---:|" + "---:|" * (len(STAGES) + 2),
+    ]
+    for r in results:
+        cells = [
+            f"{r['stages'][s]['seconds']:.1f} s / {r['stages'][s]['peak_rss_mib']} MiB"
+            for s in STAGES
+        ]
+        lines.append(
+            f"| {r['rows']:,} | "
+            + " | ".join(cells)
+            + f" | {r['pipeline_s']:.1f} s | {r['noop_repro_s']:.1f} s |"
+        )
+    lines += ["", "Cells are wall time / peak RSS.", END]
+    return "\n".join(lines)
+
+
+def write_section(doc: Path, section: str) -> None:
+    """Replace the Pipeline section of ``doc`` (or append it)."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
+def main() -> None:
+    """Run the benchmark and record it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--out", type=Path, default=REPO / "bench/pipeline/results.json")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs/benchmarks.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="argosy-bench-") as tmp:
+        results = [bench_size(rows, Path(tmp)) for rows in args.rows]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    command = (
+        "make bench-pipeline"
+        if args.rows == [100_000, 1_000_000]
+        else ("python bench/pipeline/bench.py --rows " + " ".join(map(str, args.rows)))
+    )
+    write_section(args.doc, markdown(results, command))
+
+
+if __name__ == "__main__":
+    main()
