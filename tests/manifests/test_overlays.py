@@ -81,15 +81,21 @@ def predictor_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def checkov_failures(directory: Path) -> tuple[int, list[str]]:
+def checkov_failures(
+    directory: Path, frameworks: tuple[str, ...] = ("kubernetes",)
+) -> tuple[int, list[str]]:
     """Run checkov offline on a directory.
+
+    Args:
+        directory: What to scan.
+        frameworks: checkov frameworks to run (``argo_workflows`` for Argo templates).
 
     Returns:
         The number of passed checks and ``CHECK_ID resource file`` for each failed one.
     """
     result = subprocess.run(
         [
-            *(str(CHECKOV), "--framework", "kubernetes", "--skip-download", "--quiet"),
+            *(str(CHECKOV), "--framework", ",".join(frameworks), "--skip-download", "--quiet"),
             *("-o", "json", "-d", str(directory)),
         ],
         capture_output=True,
