@@ -18,7 +18,8 @@ from argosy.config import Params
 from argosy.data.prepare import prepare
 from argosy.data.simulate import SimulationSpec, simulate_to
 from argosy.evaluation.metrics import OnnxModel
-from argosy.training.train import sha256_file, train
+from argosy.hashing import file_sha256
+from argosy.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -113,4 +114,4 @@ def test_tampered_model_file_is_refused(
     # When loaded / Then it is refused, naming both hashes
     with pytest.raises(ModelFileError, match="does not match the pinned"):
         OnnxModel(copy)
-    assert sha256_file(copy / "model.onnx") != model.sha256
+    assert file_sha256(copy / "model.onnx") != model.sha256

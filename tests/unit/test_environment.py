@@ -1,7 +1,7 @@
 """The locked environment: uv.lock matches pyproject.toml, and every pipeline dependency imports.
 
-Evidently 0.7 fails to import beside pandas 3 (it declares no upper bound), so pandas is held at 2.x;
-importing everything in one interpreter is what catches such a clash.
+Evidently 0.7 fails to import beside pandas 3 (it declares no upper bound), so pandas is held at
+2.x; importing everything in one interpreter is what catches such a clash.
 """
 
 from __future__ import annotations

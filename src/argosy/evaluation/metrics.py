@@ -20,6 +20,7 @@ import pandas as pd
 
 from argosy.config import EvaluateParams
 from argosy.data import schema
+from argosy.hashing import file_sha256
 
 #: Metrics reported for every model, in table order.
 METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
@@ -122,15 +123,13 @@ class OnnxModel:
         """
         import onnxruntime as ort
 
-        from argosy.training.train import sha256_file
-
         onnx_path, meta_path = model_dir / "model.onnx", model_dir / "metadata.json"
         for path in (onnx_path, meta_path):
             if not path.exists():
                 raise ModelFileError(f"{path}: missing from the model directory")
         self.metadata: dict[str, Any] = json.loads(meta_path.read_text())
         expected = expected_sha256 or self.metadata.get("sha256")
-        actual = sha256_file(onnx_path)
+        actual = file_sha256(onnx_path)
         if actual != expected:
             raise ModelFileError(
                 f"{onnx_path}: sha256 {actual} does not match the pinned {expected}; "

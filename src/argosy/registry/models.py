@@ -8,12 +8,13 @@ The registry follows git, never the reverse: versions are registered here with t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from argosy.hashing import file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; mlflow is imported lazily (heavy)
     from mlflow import MlflowClient
@@ -96,15 +97,6 @@ def require_promote(gate: dict[str, Any], path: Path) -> None:
     if gate["decision"] != "promote":
         reasons = "; ".join(gate.get("reasons") or []) or "no reason given"
         raise GateError(f"{path}: the gate rejected this model ({reasons}); refusing to continue")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _version(mlflow_version: Any, storage_default: str = "") -> RegisteredVersion:
@@ -312,7 +304,7 @@ def verify_pin(
                 local = mlflow_client.download_artifacts(
                     version.run_id, f"{SERVING_ARTIFACT_DIR}/model.onnx", tmp
                 )
-                actual = sha256_file(Path(local))
+                actual = file_sha256(Path(local))
             except (MlflowException, OSError) as exc:
                 problems.append(f"{label}: cannot read model.onnx from the run: {exc}")
             else:

@@ -10,7 +10,6 @@ probes and tell the operator what is wrong instead of crash-looping.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from argosy.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,6 @@ class Metadata:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{METADATA_FILE}: invalid or missing field: {exc!r}") from exc
-
-
-def file_sha256(path: Path) -> str:
-    """Hash a file in chunks so a large model never needs to sit in memory twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

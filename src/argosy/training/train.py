@@ -7,7 +7,6 @@ is written atomically, so a failed run leaves the previous model untouched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -24,6 +23,7 @@ import pandas as pd
 from argosy import tracking
 from argosy.config import TrainParams
 from argosy.data import schema
+from argosy.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +148,6 @@ def check_parity(native: np.ndarray, exported: np.ndarray, tolerance: float) -> 
     return diff
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _input_example(matrix: np.ndarray, rows: int = 5) -> np.ndarray:
     complete = matrix[~np.isnan(matrix).any(axis=1)]
     return (complete if len(complete) else np.nan_to_num(matrix))[:rows]
@@ -235,7 +226,7 @@ def train(
         staged.mkdir()
         (staged / "model.onnx").write_bytes(model_bytes)
         booster.save_model(staged / "model.ubj")
-        sha = sha256_file(staged / "model.onnx")
+        sha = file_sha256(staged / "model.onnx")
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params({k: v for k, v in params.model_dump().items()} | {"device": device})
             mlflow.set_tags(
