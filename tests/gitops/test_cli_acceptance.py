@@ -7,10 +7,11 @@ local HTTP server on 127.0.0.1 that checks method, path, headers and body (conft
 from __future__ import annotations
 
 import pytest
-from gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
 from typer.testing import CliRunner
 
 from argosy.cli import app
+
+from .gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
 
 STAGING = "manifests/overlays/staging/model.yaml"
 

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
 from typer.testing import CliRunner
 
 from argosy.cli import app
@@ -19,6 +18,8 @@ from argosy.gitops import promote as promotion
 from argosy.gitops.github import GitHubSettings
 from argosy.gitops.pin import read_pin
 from argosy.registry import models
+
+from .gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
 
 STAGING = "manifests/overlays/staging/model.yaml"
 PRODUCTION = "manifests/overlays/production/model.yaml"

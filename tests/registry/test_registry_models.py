@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from gitops_fixtures import Pipeline
 from typer.testing import CliRunner
 
 from argosy.cli import app
 from argosy.gitops.pin import ModelPin
 from argosy.registry import models
+
+from ..gitops.gitops_fixtures import Pipeline
 
 
 def pin_of(version: models.RegisteredVersion) -> ModelPin:

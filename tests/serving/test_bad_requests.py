@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import FEATURES, Client, InProcess, infer_body, valid_rows
+from .conftest import FEATURES, Client, InProcess, infer_body, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FEATURES, Client, InProcess, infer_body, valid_rows
+from .conftest import FEATURES, Client, InProcess, infer_body, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 

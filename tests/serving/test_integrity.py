@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from conftest import Subprocess, infer_body, spawn_server, valid_rows
+from .conftest import Subprocess, infer_body, spawn_server, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 

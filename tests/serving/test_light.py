@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Client, Subprocess, infer_body, spawn_server, valid_rows
+from .conftest import Client, Subprocess, infer_body, spawn_server, valid_rows
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = (

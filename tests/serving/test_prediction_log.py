@@ -20,7 +20,8 @@ from argosy.serving.predlog import (
     prediction_log_columns,
     prediction_log_schema,
 )
-from conftest import FEATURES, infer_body, make_app, start_in_process, stop_in_process, valid_rows
+
+from .conftest import FEATURES, infer_body, make_app, start_in_process, stop_in_process, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 PART_RE = re.compile(r"date=\d{4}-\d{2}-\d{2}/part-\d{8}T\d{12}Z-[0-9a-f]{32}\.parquet$")

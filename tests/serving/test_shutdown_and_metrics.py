@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import Client, Subprocess, infer_body, spawn_server, valid_rows
+from .conftest import Client, Subprocess, infer_body, spawn_server, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import FEATURES, MODEL_VERSION, THRESHOLD, Client, infer_body, valid_rows
+from .conftest import FEATURES, MODEL_VERSION, THRESHOLD, Client, infer_body, valid_rows
 
 INFER = "/v2/models/fraud-detector/infer"
 
