@@ -23,7 +23,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --all-extras --python $(PYTHON)
 	touch $@
 
-.PHONY: help venv run data data-pin test lint format ci lock check-lock clean workflows check-codegen pin-images
+.PHONY: help venv run demo data data-pin test lint format ci lock check-lock clean workflows check-codegen pin-images
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,10 @@ run: venv ## Run the whole local pipeline (data, validate, prepare, train, evalu
 	$(BIN)/argosy ensure-data
 	$(BIN)/dvc repro
 	$(BIN)/argosy summary
+
+## The whole loop in a temporary directory: train, promote, serve, drift, retrain, gate (~5 min, no network)
+demo: venv ## Run the whole loop locally (train, staging, serve, drift, retrain, gate); prints a summary
+	$(BIN)/argosy demo $(if $(DEMO_DIR),--workdir $(DEMO_DIR))
 
 data: venv ## Regenerate data/ from the pinned seed when missing (checked against data.dvc)
 	$(BIN)/argosy ensure-data

@@ -16,6 +16,7 @@ import typer
 
 from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
 from argosy.data.ingest import ingest_command
+from argosy.demo import DEMO_HELP, demo_command
 from argosy.gitops.cli import promote_app, register, registry_app, rollback
 from argosy.images import pin_images_command
 from argosy.monitoring.cli import MONITOR_HELP, monitor, retrain
@@ -214,6 +215,21 @@ def gate(
     typer.echo(f"gate decision: {report['decision']} ({'; '.join(report['reasons'])})")
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve(ctx: typer.Context) -> None:
+    """Serve model.onnx over the Open Inference Protocol (V2); `argosy serve --help` for options.
+
+    The same server as `python -m argosy.serving` (what the KServe ServingRuntime runs): every
+    option is passed through to it, e.g. `argosy serve --model-dir models --port 8080`.
+    """
+    from argosy.serving.__main__ import main as serve_main
+
+    raise typer.Exit(serve_main(list(ctx.args)))
+
+
 @app.command()
 def summary(reports: ReportsDir = Path("reports")) -> None:
     """Print the gate decision, the metric table and where the reports are."""
@@ -250,6 +266,9 @@ app.command("ingest")(ingest_command)
 # Drift monitoring and the local retraining trigger.
 app.command(help=MONITOR_HELP)(monitor)
 app.command()(retrain)
+
+# The whole loop on one machine (make demo).
+app.command("demo", help=DEMO_HELP)(demo_command)
 
 
 def main() -> None:

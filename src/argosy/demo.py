@@ -1,0 +1,642 @@
+"""``argosy demo``: the whole loop on one machine, in a temporary directory, with no network.
+
+Baseline data → ``dvc repro`` → ``argosy register`` → ``argosy promote --env staging`` (a commit on
+a bare origin) → production pin (its promotion branch merged locally, standing in for the human
+approval) → the model server on 127.0.0.1 → a drift scenario replayed over HTTP → ``argosy
+monitor`` → the newly labelled period added with ``argosy retrain`` → the gate of the challenger
+against the production champion → the production pull request body (``reports/gate.md``).
+
+Every step runs the same ``argosy``/``dvc``/``git`` command a person would, in a clone of this
+repository's ``main`` (committed state; uncommitted edits are not part of the clone) whose origin
+is a bare repository beside it. ``run_demo`` is the pure core (explicit arguments, a result
+object); ``demo_command`` is the Typer wrapper.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 11
+Progress = Callable[[int, str], None]
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message names the command and its last output lines."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and places of one demo run.
+
+    Attributes:
+        workdir: Everything is written under it (origin, clone, MLflow, logs, reports).
+        source: The git repository whose ``main`` is cloned.
+        baseline_rows: Transactions in the baseline period (the first training set).
+        baseline_days: Length of the baseline period.
+        drift_rows: Transactions of the drifted period replayed through the server.
+        drift_days: Length of the drifted period.
+        scenario: The simulator's drift scenario for that period.
+        seed: Seed of the baseline; the drifted period uses ``seed + 1``.
+        batch_rows: Rows per V2 infer request.
+        params_overrides: ``{section: {key: value}}`` written into the clone's params.yaml
+            before the first run (smaller models in tests).
+        timeout_s: Longest any one command may take.
+    """
+
+    workdir: Path
+    source: Path = REPO
+    baseline_rows: int = 100_000
+    baseline_days: int = 60
+    drift_rows: int = 40_000
+    drift_days: int = 14
+    scenario: str = "channel_shift"
+    seed: int = 20260101
+    batch_rows: int = 500
+    params_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    timeout_s: float = 600.0
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, for the summary and the tests.
+
+    Attributes:
+        workdir: The demo's directory.
+        origin: The bare origin repository.
+        clone: The working clone.
+        staging_commit: Origin commit that pinned the first model in staging.
+        production_branch: The first model's promotion branch (merged locally).
+        served_rows: Rows replayed through the server and answered.
+        logged_rows: Rows the server wrote to the prediction log.
+        monitor: The monitor's ``decision.json``.
+        retrained: Whether the labelled period was added and the pipeline re-ran.
+        champion_sha256: sha256 of the production model the challenger was gated against.
+        challenger_sha256: sha256 of the retrained model.
+        gate: The retrained model's ``gate.json``.
+        production_output: What ``argosy promote --env production`` printed for the challenger
+            (empty when the gate rejected it).
+        reports: Named links to the reports a person reads.
+        summary: The summary Markdown file.
+        elapsed_s: Wall time of the whole run.
+    """
+
+    workdir: Path
+    origin: Path
+    clone: Path
+    staging_commit: str = ""
+    production_branch: str = ""
+    served_rows: int = 0
+    logged_rows: int = 0
+    monitor: dict[str, Any] = field(default_factory=dict)
+    retrained: bool = False
+    champion_sha256: str = ""
+    challenger_sha256: str = ""
+    gate: dict[str, Any] = field(default_factory=dict)
+    production_output: str = ""
+    reports: dict[str, Path] = field(default_factory=dict)
+    summary: Path | None = None
+    elapsed_s: float = 0.0
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def demo_env(workdir: Path) -> dict[str, str]:
+    """The environment of every command: this interpreter's bin first, MLflow in ``workdir``.
+
+    GitHub tokens are removed so promotion to production stops after pushing its branch.
+    """
+    from argosy.gitops.github import TOKEN_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in TOKEN_ENV}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    env["GITHUB_REPOSITORY"] = "argosy-demo/argosy"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        env[key] = "Argosy demo"
+    for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        env[key] = "demo@argosy.invalid"
+    return env
+
+
+def sh(cwd: Path, env: Mapping[str, str], *command: str, timeout: float = 600.0) -> str:
+    """Run one command; return its stdout.
+
+    Raises:
+        DemoError: Non-zero exit or timeout, with the command's last output lines.
+    """
+    try:
+        done = subprocess.run(
+            list(command), cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise DemoError(f"`{' '.join(command)}` took longer than {timeout:.0f} s") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise DemoError(f"`{' '.join(command)}` failed ({done.returncode}) in {cwd}:\n{tail}")
+    return done.stdout
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _override_params(path: Path, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _commit_and_push(clone: Path, env: Mapping[str, str], message: str, *paths: str) -> None:
+    sh(clone, env, "git", "add", "--", *paths)
+    if sh(clone, env, "git", "status", "--porcelain", "--", *paths).strip():
+        sh(clone, env, "git", "commit", "--quiet", "-m", message, "--", *paths)
+    sh(clone, env, "git", "push", "--quiet", "origin", "main")
+
+
+def _sha256_of(model_dir: Path) -> str:
+    return json.loads((model_dir / "metadata.json").read_text())["sha256"]
+
+
+# ---------------------------------------------------------------- serving and replay
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    """Poll ``/v2/health/ready`` until 200.
+
+    Raises:
+        DemoError: The server exited or stayed not-ready for ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DemoError(f"the model server exited with status {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v2/health/ready")
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise DemoError(f"the model server was not ready within {timeout_s:.0f} s")
+
+
+def replay(port: int, model: str, frame: Any, batch_rows: int) -> int:
+    """Send ``frame``'s features (and transaction ids) as V2 infer requests, in order.
+
+    Returns:
+        Rows answered.
+
+    Raises:
+        DemoError: A request was not answered with 200.
+    """
+    from argosy.data import schema
+
+    matrix = schema.to_matrix(frame)
+    ids = frame["transaction_id"].astype(str).tolist()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    answered = 0
+    try:
+        for start in range(0, len(matrix), batch_rows):
+            chunk = matrix[start : start + batch_rows]
+            data = [None if math.isnan(v) else float(v) for v in chunk.reshape(-1)]
+            body = {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "datatype": "FP32",
+                        "shape": list(chunk.shape),
+                        "data": data,
+                    },
+                    {
+                        "name": "transaction_id",
+                        "datatype": "BYTES",
+                        "shape": [len(chunk)],
+                        "data": ids[start : start + len(chunk)],
+                    },
+                ]
+            }
+            conn.request(
+                "POST",
+                f"/v2/models/{model}/infer",
+                body=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                raise DemoError(f"infer answered {response.status}: {payload[:300]!r}")
+            answered += len(chunk)
+    finally:
+        conn.close()
+    return answered
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """SIGTERM (the server drains and flushes its prediction log), then SIGKILL if it hangs."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _logged_rows(root: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(p).num_rows for p in root.rglob("*.parquet"))
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _say(progress: Progress | None, step: int, message: str) -> None:
+    if progress is not None:
+        progress(step, message)
+
+
+def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult:
+    """Run the loop end to end under ``config.workdir`` and write ``summary.md`` there.
+
+    Args:
+        config: Sizes and places.
+        progress: Called with (step number, message) before each step.
+
+    Returns:
+        What happened, with links to the reports.
+
+    Raises:
+        DemoError: A step failed (the message says which and why).
+    """
+    from argosy.data.simulate import SimulationSpec, simulate, write_parquet
+
+    began = time.monotonic()
+    work = config.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    origin, clone = work / "origin.git", work / "repo"
+    if origin.exists() or clone.exists():
+        raise DemoError(f"{work} already holds a demo run: pick an empty directory")
+    env = demo_env(work)
+    t = config.timeout_s
+    result = DemoResult(workdir=work, origin=origin, clone=clone)
+
+    def run(*command: str, cwd: Path = clone) -> str:
+        return sh(cwd, env, *command, timeout=t)
+
+    # 1. the repository: a bare origin cloned from this repository's main, and a working clone
+    _say(progress, 1, f"clone {config.source} (main) to a bare origin and a working copy")
+    run(
+        "git",
+        "clone",
+        "--quiet",
+        "--bare",
+        "--single-branch",
+        "--branch",
+        "main",
+        str(config.source),
+        str(origin),
+        cwd=work,
+    )
+    run("git", "clone", "--quiet", str(origin), str(clone), cwd=work)
+    if config.params_overrides:
+        _override_params(clone / "params.yaml", config.params_overrides)
+        _commit_and_push(clone, env, "Demo: smaller pipeline settings", "params.yaml")
+
+    # 2. baseline period, pinned with DVC, and the pipeline
+    start = date.fromisoformat(
+        str(yaml.safe_load((clone / "params.yaml").read_text())["simulate"]["start"])
+    )
+    _say(progress, 2, f"simulate {config.baseline_rows:,} baseline transactions; dvc repro")
+    shutil.rmtree(clone / "data", ignore_errors=True)
+    run(
+        "argosy",
+        "simulate",
+        "--rows",
+        str(config.baseline_rows),
+        "--days",
+        str(config.baseline_days),
+        "--seed",
+        str(config.seed),
+        "--start",
+        start.isoformat(),
+        "--scenario",
+        "baseline",
+    )
+    run("dvc", "add", "--quiet", "data")
+    run("dvc", "repro", "--quiet")
+    _commit_and_push(clone, env, "Demo: baseline data and pipeline lock", "data.dvc", "dvc.lock")
+    gate = json.loads((clone / "reports" / "gate.json").read_text())
+    if gate["decision"] != "promote":
+        raise DemoError(f"the first model failed its gate: {gate['reasons']}")
+    first_reports = work / "reports" / "first-model"
+    shutil.copytree(clone / "reports", first_reports)
+
+    # 3. register and pin in staging: one commit on origin's main
+    _say(progress, 3, "argosy register; argosy promote --env staging (commit on origin/main)")
+    run("argosy", "register", "--gate", "reports/gate.json")
+    out = run("argosy", "promote", "--env", "staging")
+    result.staging_commit = out.strip().rsplit("commit ", 1)[-1]
+
+    # 4. production: the promotion branch, merged here as a reviewer's approval would merge it
+    _say(progress, 4, "argosy promote --env production; merge its branch (the human approval)")
+    out = run("argosy", "promote", "--env", "production")
+    branch = out.split("pushed branch ", 1)[1].split()[0]
+    result.production_branch = branch
+    run("git", "fetch", "--quiet", "origin")
+    run("git", "merge", "--quiet", "--ff-only", "origin/main")
+    run(
+        "git",
+        "merge",
+        "--quiet",
+        "--no-ff",
+        "-m",
+        f"Merge {branch}: approved in the demo (stands in for the pull request review)",
+        f"origin/{branch}",
+    )
+    run("git", "push", "--quiet", "origin", "main")
+    result.champion_sha256 = _sha256_of(clone / "models")
+
+    # 5. serve the production model with a prediction log
+    _say(progress, 5, "start the model server on 127.0.0.1 with a prediction log")
+    predlog = work / "predictions"
+    served_model = work / "served-model"
+    shutil.copytree(clone / "models", served_model)
+    port = free_port()
+    (work / "logs").mkdir(exist_ok=True)
+    server_log = (work / "logs" / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "argosy.serving",
+            "--model-dir",
+            str(served_model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--prediction-log",
+            str(predlog),
+            "--log-flush-seconds",
+            "1",
+            "--log-capacity-rows",
+            str(max(100_000, config.drift_rows)),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=work,
+        env=env,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(port, server)
+
+        # 6. a drifted period through the server
+        drift_start = start + timedelta(days=config.baseline_days)
+        spec = SimulationSpec(
+            config.drift_rows, config.seed + 1, drift_start, config.drift_days, config.scenario
+        )
+        _say(
+            progress,
+            6,
+            f"replay {config.drift_rows:,} '{config.scenario}' transactions "
+            f"over HTTP (V2 infer, {config.batch_rows} rows a request)",
+        )
+        period = simulate(spec)
+        model_name = json.loads((served_model / "metadata.json").read_text())["name"]
+        result.served_rows = replay(port, model_name, period, config.batch_rows)
+        replay_end = datetime.now(UTC)
+    finally:
+        stop(server)
+        server_log.close()
+    result.logged_rows = _logged_rows(predlog) if predlog.exists() else 0
+
+    # 7. the monitor, over the window that holds the replay
+    _say(progress, 7, "argosy monitor: Evidently drift report of the replayed window")
+    base = yaml.safe_load((clone / "params.yaml").read_text())
+    window = timedelta(minutes=base["monitor"]["window_minutes"])
+    step = window.total_seconds()
+    as_of = datetime.fromtimestamp(math.ceil(replay_end.timestamp() / step) * step, UTC)
+    base["monitor"].update(
+        min_rows=min(base["monitor"]["min_rows"], max(1, result.logged_rows // 2)),
+        consecutive_windows=1,  # one replayed window stands for the windows drift must hold
+    )
+    monitor_params = work / "monitor-params.yaml"
+    monitor_params.write_text(yaml.safe_dump(base, sort_keys=False))
+    incoming = work / "incoming"
+    labelled = incoming / spec.file_name
+    incoming.mkdir(exist_ok=True)
+    write_parquet(period, labelled)
+    labels = incoming / "labels.parquet"
+    period[["transaction_id", "is_fraud"]].to_parquet(labels)
+    monitoring = work / "reports" / "monitoring"
+    run(
+        "argosy",
+        "monitor",
+        "--prediction-log",
+        str(predlog),
+        "--reference",
+        str(clone / "artifacts" / "prepared" / "reference.parquet"),
+        "--model-dir",
+        str(served_model),
+        "--labels",
+        str(labels),
+        "--state",
+        str(monitoring / "state.json"),
+        "--reports",
+        str(monitoring),
+        "--as-of",
+        as_of.isoformat(),
+        "--params",
+        str(monitor_params),
+    )
+    result.monitor = json.loads((monitoring / "decision.json").read_text())
+
+    # 8. the newly labelled period into data/, re-pinned, and the pipeline again
+    if result.monitor["decision"] != "retrain":
+        raise DemoError(f"the monitor decided {result.monitor['decision']!r}, not 'retrain'")
+    _say(progress, 8, f"argosy retrain {labelled.name} (append to data/, dvc add, dvc repro)")
+    run("argosy", "retrain", str(labelled))
+    _commit_and_push(clone, env, "Demo: add the newly labelled period", "data.dvc", "dvc.lock")
+    result.retrained = True
+    result.challenger_sha256 = _sha256_of(clone / "models")
+
+    # 9. the gate: challenger vs the production champion
+    result.gate = json.loads((clone / "reports" / "gate.json").read_text())
+    _say(progress, 9, f"gate vs the production champion: {result.gate['decision']}")
+
+    # 10. the production pull request (its body is reports/gate.md)
+    _say(progress, 10, "argosy register; argosy promote --env production (pull request body)")
+    if result.gate["decision"] == "promote":
+        run("argosy", "register", "--gate", "reports/gate.json")
+        result.production_output = run("argosy", "promote", "--env", "production")
+
+    # 11. summary
+    _say(progress, 11, "write the summary")
+    result.reports = {
+        "data validation (Data Docs)": _first(clone / "reports/validation/data_docs", "index.html"),
+        "drift report (Evidently)": monitoring / "report.html",
+        "monitor summary": monitoring / "summary.md",
+        "first model's gate": first_reports / "gate.md",
+        "production pull request body (gate)": clone / "reports" / "gate.md",
+        "gate result": clone / "reports" / "gate.json",
+        "server log": work / "logs" / "server.log",
+    }
+    result.elapsed_s = time.monotonic() - began
+    result.summary = work / "summary.md"
+    result.summary.write_text(render_summary(result))
+    return result
+
+
+def _first(root: Path, name: str) -> Path:
+    found = sorted(root.rglob(name), key=lambda p: len(p.parts))
+    return found[0] if found else root
+
+
+def render_summary(result: DemoResult) -> str:
+    """The summary Markdown: milestones, the monitor's finding, the gate, and report links."""
+    monitor = result.monitor
+    share = monitor.get("drift_share")
+    gate = result.gate
+    champion = gate.get("champion") or {}
+    challenger = gate.get("challenger") or {}
+    lines = [
+        "# Argosy demo",
+        "",
+        f"Directory: `{result.workdir}` ({result.elapsed_s:.0f} s)",
+        "",
+        "| step | result |",
+        "|---|---|",
+        f"| staging pin | commit `{result.staging_commit[:12]}` on origin/main |",
+        f"| production pin | `{result.production_branch}` merged locally (stands in for the "
+        "pull request approval) |",
+        f"| replay | {result.served_rows:,} rows answered, {result.logged_rows:,} logged |",
+        f"| monitor | {monitor.get('decision')}"
+        + ("" if share is None else f", drift share {share:.2f}")
+        + f"; drifted: {', '.join(monitor.get('drifted_columns', [])[:6]) or 'none'} |",
+        f"| retrain | {'labelled period added, pipeline re-run' if result.retrained else 'no'} |",
+        f"| gate | {gate.get('decision')}: challenger `{result.challenger_sha256[:12]}` vs "
+        f"champion `{result.champion_sha256[:12]}` |",
+    ]
+    for metric in ("pr_auc", "recall_at_fpr"):
+        if metric in challenger:
+            was = champion.get(metric)
+            lines.append(
+                f"| {metric} | {challenger[metric]:.4f}"
+                + ("" if was is None else f" (champion {was:.4f})")
+                + " |"
+            )
+    lines += ["", "## Reports", ""]
+    lines += [f"- {name}: {path.as_uri()}" for name, path in result.reports.items()]
+    if result.production_output:
+        lines += [
+            "",
+            "## `argosy promote --env production`",
+            "",
+            "```",
+            result.production_output.strip(),
+            "```",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- command line
+
+
+_PARAGRAPHS = (
+    "Run the whole loop locally: train, promote, serve, detect drift, retrain, gate. No network.",
+    "Simulates a baseline period and runs the pipeline (`dvc repro`) in a clone of this "
+    "repository's main whose origin is a bare repository in the demo directory; registers the "
+    "model and pins it in staging (a commit on origin/main). `argosy promote --env production` "
+    "pushes its branch (no GITHUB_TOKEN: no pull request), and the demo merges that branch "
+    "locally, standing in for a reviewer's approval. Then it serves the model on 127.0.0.1 with "
+    "a prediction log, replays a drifted period through it (V2 infer over HTTP), runs `argosy "
+    "monitor`, adds the newly labelled period with `argosy retrain`, gates the challenger "
+    "against the production champion and prints the production pull request body.",
+    "Your own checkout is never modified; everything is written under --workdir (default: a new "
+    "temporary directory, kept). About 5 minutes on 2 cores with the defaults.",
+)
+DEMO_HELP = "\n\n".join(_PARAGRAPHS)
+
+
+def demo_command(
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for the run (must not hold an earlier run). Default: a new "
+            "temporary directory, kept so the reports can be opened."
+        ),
+    ] = None,
+    rows: Annotated[int, typer.Option(help="Baseline transactions.")] = 100_000,
+    drift_rows: Annotated[
+        int, typer.Option(help="Transactions of the drifted period replayed through the server.")
+    ] = 40_000,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="Drift scenario: merchant_mix, amount_inflation, channel_shift or "
+            "new_fraud_pattern."
+        ),
+    ] = "channel_shift",
+    summary: Annotated[
+        Path | None, typer.Option(help="Also copy the summary Markdown to this path.")
+    ] = None,
+) -> None:
+    """Run the demo (the full help is ``DEMO_HELP``)."""
+    work = workdir or Path(tempfile.mkdtemp(prefix="argosy-demo-"))
+    config = DemoConfig(workdir=work, baseline_rows=rows, drift_rows=drift_rows, scenario=scenario)
+
+    began = time.monotonic()
+
+    def progress(step: int, message: str) -> None:
+        typer.echo(f"[{step:>2}/{STEPS}] {time.monotonic() - began:>5.0f} s  {message}")
+
+    typer.echo(f"demo directory: {work}")
+    try:
+        result = run_demo(config, progress)
+    except DemoError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    text = result.summary.read_text() if result.summary else ""
+    if summary is not None:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(text)
+    typer.echo("\n" + text)
+
+
+if __name__ == "__main__":
+    cli = typer.Typer(add_completion=False)
+    cli.command(help=DEMO_HELP)(demo_command)
+    cli()

@@ -1,0 +1,139 @@
+"""The demo's core on reduced sizes: every milestone of the loop, checked where it lands.
+
+Real git (a bare origin), real DVC, MLflow on SQLite, the real model server over HTTP, Evidently
+and the gate; only the sizes are small (20k baseline rows, 8k replayed, a smaller model).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from argosy.demo import STEPS, DemoConfig, DemoResult, run_demo
+
+pytestmark = pytest.mark.slow
+
+SMALL = {
+    "train": {"n_estimators": 60, "early_stopping_rounds": 10},
+    "evaluate": {"latency_rows": 200, "latency_repeats": 3},
+    # Timing on a shared 2-core runner is noise; the latency check itself is tested elsewhere.
+    "gate": {"max_latency_us_per_row": 10_000.0},
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoResult, list[tuple[int, float]]]:
+    """One reduced demo run, with the time each step started."""
+    steps: list[tuple[int, float]] = []
+    began = time.monotonic()
+    config = DemoConfig(
+        workdir=tmp_path_factory.mktemp("demo"),
+        baseline_rows=20_000,
+        baseline_days=30,
+        drift_rows=8_000,
+        drift_days=7,
+        batch_rows=1_000,
+        params_overrides=SMALL,
+        timeout_s=300,
+    )
+    result = run_demo(config, lambda step, _msg: steps.append((step, time.monotonic() - began)))
+    return result, steps
+
+
+def test_demo_reports_every_step_in_order(demo) -> None:
+    # Given a finished reduced run
+    _, steps = demo
+    # Then progress was reported once per step, in order
+    assert [s for s, _ in steps] == list(range(1, STEPS + 1))
+
+
+def test_staging_pin_is_a_commit_on_origin_main(demo) -> None:
+    # Given the run's bare origin
+    result, _ = demo
+    # When reading the staging overlay at the staging commit and at origin's main
+    pinned = yaml.safe_load(
+        git(result.origin, "show", "main:manifests/overlays/staging/model.yaml")
+    )
+    # Then the staging commit is on main and pins the first (champion) model by sha256
+    git(result.origin, "merge-base", "--is-ancestor", result.staging_commit, "main")
+    text = json.dumps(pinned)
+    assert result.champion_sha256 in text
+
+
+def test_production_pin_is_the_merged_promotion_branch(demo) -> None:
+    # Given the run's bare origin
+    result, _ = demo
+    # Then the first model's promotion branch was merged into main (the approval stand-in)
+    assert result.production_branch == "promote/fraud-detector-v1"
+    git(result.origin, "merge-base", "--is-ancestor", result.production_branch, "main")
+    production = git(result.origin, "show", "main:manifests/overlays/production/model.yaml")
+    assert result.champion_sha256 in production
+
+
+def test_replayed_traffic_was_served_and_logged(demo) -> None:
+    # Given the replay of the drifted period through the model server
+    result, _ = demo
+    # Then every row was answered and the prediction log holds every row
+    assert result.served_rows == 8_000
+    assert result.logged_rows == 8_000
+
+
+def test_monitor_detected_drift_and_decided_to_retrain(demo) -> None:
+    # Given the monitor's decision over the replayed window
+    result, _ = demo
+    # Then drift was found in the scenario's columns, and the HTML report exists
+    assert result.monitor["decision"] == "retrain"
+    assert result.monitor["drift_share"] >= 0.08
+    assert "channel" in result.monitor["drifted_columns"]
+    assert result.reports["drift report (Evidently)"].stat().st_size > 10_000
+
+
+def test_retrain_added_the_labelled_period_and_trained_a_new_model(demo) -> None:
+    # Given the clone after retraining
+    result, _ = demo
+    # Then data/ holds both periods, data.dvc changed on origin, and a different model exists
+    files = sorted(p.name for p in (result.clone / "data").glob("*.parquet"))
+    assert len(files) == 2
+    assert any("channel_shift" in name for name in files)
+    assert result.retrained
+    assert result.challenger_sha256 != result.champion_sha256
+    assert "Demo: add the newly labelled period" in git(result.origin, "log", "--format=%s", "main")
+
+
+def test_gate_compared_the_challenger_with_the_production_champion(demo) -> None:
+    # Given the retrained model's gate report
+    result, _ = demo
+    gate_md = result.reports["production pull request body (gate)"]
+    # Then it names the production champion and is rendered as the pull request body
+    assert result.gate["champion"] is not None
+    assert result.gate["decision"] in {"promote", "reject"}
+    body = gate_md.read_text()
+    assert "champion" in body
+    assert "challenger" in body
+    if result.gate["decision"] == "promote":
+        assert "pushed branch promote/fraud-detector-v2" in result.production_output
+        assert "promote/fraud-detector-v2" in git(result.origin, "branch", "--list")
+
+
+def test_summary_links_the_html_reports(demo) -> None:
+    # Given the summary file
+    result, _ = demo
+    text = result.summary.read_text()
+    # Then it links the drift report, the data docs and the gate body, each of which exists
+    for name in ("drift report (Evidently)", "data validation (Data Docs)"):
+        assert result.reports[name].suffix == ".html"
+    for path in result.reports.values():
+        assert path.exists(), path
+        assert path.as_uri() in text
+    assert "retrain" in text
