@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -117,28 +118,59 @@ def test_a_good_batch_becomes_one_pushed_commit_of_data_dvc(tmp_path: Path, repo
     assert sh(repo, "git", "rev-list", "--count", f"{head}..HEAD") == "1"
 
 
-def test_a_bad_batch_is_rejected_with_its_report_and_changes_nothing(
-    tmp_path: Path, repo: Path
-) -> None:
-    # Given a batch whose label rate is far above the data gate's bound (every row is fraud)
+def all_fraud(path: Path) -> Path:
+    """A batch whose label rate is far above the data gate's bound: every row is fraud."""
     frame = simulate(SimulationSpec(rows=ROWS, seed=3, start=date(2026, 3, 1), days=7))
     frame[schema.LABEL_COLUMN] = 1
-    bad = tmp_path / "bad.parquet"
-    frame.to_parquet(bad)
+    frame.to_parquet(path)
+    return path
+
+
+def repeated_ids(path: Path) -> Path:
+    """A batch valid on its own whose transaction ids are already in data/ (same seed and day)."""
+    frame = simulate(SimulationSpec(rows=ROWS // 2, seed=1, start=date(2026, 1, 1), days=3))
+    frame.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_batch", "expectation", "column", "report_dir"),
+    [
+        (all_fraud, "expect_column_mean_to_be_between", schema.LABEL_COLUMN, "reports/ingest"),
+        (
+            repeated_ids,
+            "expect_column_values_to_be_unique",
+            "transaction_id",
+            "reports/ingest/with-data",
+        ),
+    ],
+    ids=["label-rate", "ids-already-in-data"],
+)
+def test_a_bad_batch_is_rejected_with_its_report_and_changes_nothing(
+    tmp_path: Path,
+    repo: Path,
+    make_batch: Callable[[Path], Path],
+    expectation: str,
+    column: str,
+    report_dir: str,
+) -> None:
+    # Given a batch that fails the data gate, alone or together with data/
+    bad = make_batch(tmp_path / "bad.parquet")
     head, pin = sh(repo, "git", "rev-parse", "HEAD"), (repo / "data.dvc").read_bytes()
     cache, data = cache_files(repo), data_files(repo)
     # When it is ingested
     proc = ingest(repo, bad, tmp_path / "dvc-remote")
     # Then the command fails and names the failing expectation and the report
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stdout
     assert "rejected, nothing committed" in proc.stderr
-    assert f"expect_column_mean_to_be_between({schema.LABEL_COLUMN})" in proc.stderr
-    assert "reports/ingest" in proc.stderr
-    report = json.loads((repo / "reports" / "ingest" / "result.json").read_text())
+    assert f"{expectation}({column})" in proc.stderr
+    assert f"report: {report_dir}" in proc.stderr
+    report = json.loads((repo / report_dir / "result.json").read_text())
     assert report["success"] is False
-    failed = {(f["expectation"], f.get("column")) for f in report["failures"]}
-    assert ("expect_column_mean_to_be_between", schema.LABEL_COLUMN) in failed
-    assert (repo / "reports" / "ingest" / report["data_docs"]).is_file()
+    assert (expectation, column) in {
+        (f["expectation"], f.get("column")) for f in report["failures"]
+    }
+    assert (repo / report_dir / report["data_docs"]).is_file()
     # And nothing changed: no commit, same data.dvc, same data/, nothing new in the DVC cache
     assert sh(repo, "git", "rev-parse", "HEAD") == head
     assert sh(repo, "git", "rev-parse", "origin/main") == head

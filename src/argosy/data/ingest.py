@@ -1,8 +1,10 @@
 """Ingest a new batch of transactions: validate it, version it with DVC, commit ``data.dvc``.
 
-The batch is checked on its own with the same Great Expectations suite as the pipeline's data
-gate, before anything is copied: a rejected batch leaves ``data/``, the DVC cache and git as they
-were, with its report written. An accepted batch becomes ``data/batch-<sha256 prefix>.parquet``
+The batch is checked with the same Great Expectations suite as the pipeline's data gate, before
+anything is copied: on its own (so a bad batch is not diluted by the data already there), then
+together with ``data/`` (so the committed version passes the pipeline's gate, e.g. no transaction
+id twice). A rejected batch leaves ``data/``, the DVC cache and git as they were, with its report
+written. An accepted batch becomes ``data/batch-<sha256 prefix>.parquet``
 (ingesting the same bytes twice is a no-op), ``dvc add data`` re-pins the directory and one commit
 records the new ``data.dvc``; training then follows through the push path.
 """
@@ -79,16 +81,31 @@ def ingest_batch(
     digest = hashlib.sha256(batch.read_bytes()).hexdigest()
     target = repo / "data" / f"batch-{digest[:16]}.parquet"
     with tempfile.TemporaryDirectory() as staging:
-        shutil.copy(batch, Path(staging) / "batch.parquet")
+        alone, combined = Path(staging) / "batch", Path(staging) / "combined"
+        alone.mkdir()
+        shutil.copy(batch, alone / "batch.parquet")
         try:
-            outcome = validate_dir(Path(staging), params, reports)
+            outcome = validate_dir(alone, params, reports)
         except DataValidationError as exc:
             raise IngestError(
                 f"batch {batch} rejected, nothing committed: {exc}\nreport: {reports}"
             ) from exc
-    if target.exists():
-        log.info("%s is already ingested as %s", batch, target)
-        return IngestResult(target, outcome.rows, None)
+        if target.exists():
+            log.info("%s is already ingested as %s", batch, target)
+            return IngestResult(target, outcome.rows, None)
+        # The version to be committed must pass the pipeline's own data gate too: a batch that is
+        # fine alone can still repeat transaction ids already in data/.
+        combined.mkdir()
+        for existing in sorted((repo / "data").glob("*.parquet")):
+            (combined / existing.name).symlink_to(existing.resolve())
+        (combined / target.name).symlink_to(alone / "batch.parquet")
+        try:
+            validate_dir(combined, params, reports / "with-data")
+        except DataValidationError as exc:
+            raise IngestError(
+                f"batch {batch} rejected, nothing committed: together with data/, {exc}\n"
+                f"report: {reports / 'with-data'}"
+            ) from exc
     shutil.copy(batch, target)
     try:
         _run(repo, "dvc", "add", "--quiet", "data")
