@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class TaskRun:
     phase: str  # Succeeded | Failed | Skipped | Omitted
     outputs: dict[str, str] = field(default_factory=dict)
     log: str = ""
+    seconds: float = 0.0  # wall time of the task's "pod", to see where a slow run spends it
 
 
 @dataclass
@@ -111,6 +113,7 @@ class LocalDagRun:
         return (left == right) if op == "==" else (left != right)
 
     def _run_container(self, name: str, template: dict[str, Any]) -> TaskRun:
+        started = time.monotonic()
         pod = self.workdir / f"{len(self.runs):02d}-{name}"
         scratch = pod / "tmp"
         scratch.mkdir(parents=True)
@@ -121,7 +124,8 @@ class LocalDagRun:
                 raise HarnessError(f"{name}: only git input artifacts are supported")
             local = pod / "artifacts" / artifact["name"]
             subprocess.run(
-                ["git", "clone", "-q", self.substitute(git["repo"]), str(local)], check=True
+                ["git", "clone", "-q", "--no-checkout", self.substitute(git["repo"]), str(local)],
+                check=True,
             )
             subprocess.run(
                 ["git", "checkout", "-q", self.substitute(git["revision"])], cwd=local, check=True
@@ -164,7 +168,8 @@ class LocalDagRun:
             else:
                 raise HarnessError(f"{name}: output {param['name']} missing at {source}")
         phase = "Succeeded" if proc.returncode == 0 else "Failed"
-        return TaskRun(phase, outputs, f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
+        log = f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}"
+        return TaskRun(phase, outputs, log, time.monotonic() - started)
 
     def run(self) -> DagRun:
         """Run every task in dependency order, then the exit handler."""

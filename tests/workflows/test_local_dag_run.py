@@ -70,19 +70,36 @@ class StatusServer(BaseHTTPRequestHandler):
         """Keep test output quiet."""
 
 
-def set_floors(root: Path, pr_auc: float) -> None:
+ROWS = 6000
+"""Transactions in the test repository: enough for the data gate's bounds and a real model."""
+
+SMALL = {
+    "train": {"n_estimators": 40, "early_stopping_rounds": 10},
+    "evaluate": {"latency_rows": 200, "latency_repeats": 3},
+}
+"""Overrides that keep every stage real but small (the hashes compare runs, not model quality)."""
+
+
+def edit_params(root: Path, overrides: dict[str, dict]) -> None:
+    """Merge ``{section: {key: value}}`` into the temporary repository's params.yaml."""
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["gate"]["floors"] = {"pr_auc": pr_auc}
-    params["gate"]["max_latency_us_per_row"] = 1.0e6
+    for section, values in overrides.items():
+        params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def set_floors(root: Path, pr_auc: float) -> None:
+    """Make the gate's only floor ``pr_auc`` (latency is not what this test is about)."""
+    edit_params(root, {"gate": {"floors": {"pr_auc": pr_auc}, "max_latency_us_per_row": 1.0e6}})
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     """The world of a DAG run.
 
-    A source repo (20k rows, a gate that must reject), its bare remote, a DVC remote directory,
-    a reference `dvc repro` and the local status server.
+    A source repo (small data, few boosting rounds, a gate that must reject), its bare remote, a
+    DVC remote directory, one reference `dvc repro` shared by every test and the local status
+    server.
     """
     base = tmp_path_factory.mktemp("dagrun")
     work, remote, dvc_remote = base / "work", base / "remote.git", base / "dvc-remote"
@@ -90,6 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, work / name)
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    edit_params(work, SMALL)
     set_floors(work, 0.999)
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     pin = Path("manifests/overlays/production/model.yaml")
@@ -97,7 +115,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     shutil.copy(REPO / pin, work / pin)
     sh(work, "git", "init", "-q", "-b", "main")
     sh(work, "dvc", "init", "-q")
-    sh(work, "argosy", "simulate", "--rows", "20000", "--days", "30")
+    sh(work, "argosy", "simulate", "--rows", str(ROWS), "--days", "30")
     sh(work, "dvc", "add", "-q", "data")
     sh(work, "git", "add", "-A")
     sh(work, *GIT, "commit", "-qm", "pipeline with a gate that rejects")
@@ -163,7 +181,7 @@ def rejected(world: dict):
 def test_tasks_reproduce_the_same_outputs_as_dvc_repro(world: dict, rejected) -> None:
     # Given the template run by the harness at a revision, and `dvc repro` of the same revision
     _, result, workdir = rejected
-    logs = "\n".join(f"--- {n}\n{r.log}" for n, r in result.tasks.items())
+    logs = "\n".join(f"--- {n} ({r.seconds:.0f}s)\n{r.log}" for n, r in result.tasks.items())
     # When the stage tasks have run in dependency order
     assert result.order[:5] == ["validate", "prepare", "train", "evaluate", "gate"], logs
     assert all(result.tasks[s].phase == "Succeeded" for s in result.order[:5]), logs
@@ -209,7 +227,7 @@ def test_a_promoting_gate_runs_the_promotion_tasks_and_reuses_the_run_cache(
     revision = sh(work, "git", "rev-parse", "HEAD").strip()
     # When the template runs at that commit against the same DVC remote
     result, _ = run_template(world, revision, "run-promote")
-    logs = "\n".join(f"--- {n}\n{r.log}" for n, r in result.tasks.items())
+    logs = "\n".join(f"--- {n} ({r.seconds:.0f}s)\n{r.log}" for n, r in result.tasks.items())
     # Then the unchanged stages are restored from the run-cache instead of rerun
     for stage in ("validate", "prepare", "train", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run" in result.tasks[stage].log, logs
