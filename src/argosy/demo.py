@@ -371,6 +371,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     # 4. production: the promotion branch, merged here as a reviewer's approval would merge it
     _say(progress, 4, "argosy promote --env production; merge its branch (the human approval)")
     out = run("argosy", "promote", "--env", "production")
+    if "pushed branch " not in out:
+        raise DemoError(f"`argosy promote --env production` pushed no branch:\n{out.strip()}")
     branch = out.split("pushed branch ", 1)[1].split()[0]
     result.production_branch = branch
     run("git", "fetch", "--quiet", "origin")
