@@ -63,3 +63,23 @@ def test_parity_check() -> None:
         check_parity(a, a + 1e-3, 1e-5)
     with pytest.raises(TrainingError, match="ONNX parity check failed"):
         check_parity(a, np.array([np.nan, 0.2, 0.3], dtype=np.float32) * np.inf, 1e-5)
+
+
+def test_device_resolution_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from argosy.training import train as training
+
+    # Given no usable GPU (this machine, or a CUDA-less XGBoost build)
+    monkeypatch.setattr(training, "cuda_available", lambda: False)
+    # Then auto falls back to the CPU and an explicit cuda request fails loudly
+    assert training.resolve_device("auto") == "cpu"
+    assert training.resolve_device("cpu") == "cpu"
+    with pytest.raises(TrainingError, match=r"train\.device is 'cuda' but no GPU is visible"):
+        training.resolve_device("cuda")
+
+
+def test_device_resolution_with_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from argosy.training import train as training
+
+    monkeypatch.setattr(training, "cuda_available", lambda: True)
+    assert training.resolve_device("auto") == "cuda"
+    assert training.resolve_device("cpu") == "cpu"
