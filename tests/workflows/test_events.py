@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from argosy.workflows.events import PIPELINE_INPUTS, lua_filter, touches_pipeline_inputs
@@ -102,3 +104,34 @@ def test_drift_monitor_schedule_concurrency_metric_and_retrain(params) -> None:
         in (templates["submit-training"]["resource"]["manifest"])
     )
     assert cron["workflowSpec"]["serviceAccountName"] == params.workflow.submitter_service_account
+
+
+def test_promotion_tasks_can_push_with_the_git_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The promotion tasks answer git's credential request from the env the Secret fills."""
+    import subprocess
+
+    from argosy.workflows.runner import configure_push_credentials
+
+    # Given a checkout and no credentials in the environment: nothing is configured
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.delenv("GIT_USERNAME", raising=False)
+    monkeypatch.delenv("GIT_PASSWORD", raising=False)
+    assert configure_push_credentials(tmp_path) is False
+    # When the Secret's values are in the environment
+    monkeypatch.setenv("GIT_USERNAME", "argosy-bot")
+    monkeypatch.setenv("GIT_PASSWORD", "from-the-secret")
+    assert configure_push_credentials(tmp_path) is True
+    # Then git hands them to a push over HTTPS, and the config holds no secret value
+    filled = subprocess.run(
+        ["git", "credential", "fill"],
+        cwd=tmp_path,
+        input="protocol=https\nhost=github.com\n\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "username=argosy-bot" in filled
+    assert "password=from-the-secret" in filled
+    assert "from-the-secret" not in (tmp_path / ".git" / "config").read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +112,33 @@ def run_stage(
     return write_exports(repo, exports, outputs)
 
 
+#: A git credential helper that reads the environment when git asks: the repository's config holds
+#: only this script, never the Secret's value.
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    'echo "username=$GIT_USERNAME"; echo "password=$GIT_PASSWORD"; }; f'
+)
+
+
+def configure_push_credentials(repo: Path) -> bool:
+    """Let ``git push`` in ``repo`` authenticate with $GIT_USERNAME/$GIT_PASSWORD when both are set.
+
+    Argo's git artifact uses its Secret only to clone; the promotion tasks push the pinned overlay
+    back, so they get the same Secret as environment variables.
+
+    Returns:
+        Whether a helper was configured.
+    """
+    if not (os.environ.get("GIT_USERNAME") and os.environ.get("GIT_PASSWORD")):
+        return False
+    subprocess.run(
+        ["git", "config", "--local", "credential.helper", CREDENTIAL_HELPER],
+        cwd=repo,
+        check=True,
+    )
+    return True
+
+
 def run_after(repo: Path, stage: str, remote: str, endpoint: str, command: Sequence[str]) -> int:
     """Restore ``stage``'s outputs from the remote (nothing reruns), then run ``command``.
 
@@ -124,5 +152,6 @@ def run_after(repo: Path, stage: str, remote: str, endpoint: str, command: Seque
         raise TaskError("no command given after `--`")
     configure_remote(repo, remote, endpoint)
     _dvc(repo, "repro", "--pull", stage)
+    configure_push_credentials(repo)
     log.info("running %s", " ".join(command))
     return subprocess.run(list(command), cwd=repo, check=False).returncode

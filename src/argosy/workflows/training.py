@@ -175,6 +175,9 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
     promote_env = [
         *stage_env,
         common.secret_env("GITHUB_TOKEN", settings.secrets.github_token),
+        # The git artifact's Secret again, so `argosy promote` can push the pin (see runner).
+        common.secret_env("GIT_USERNAME", settings.secrets.git_username),
+        common.secret_env("GIT_PASSWORD", settings.secrets.git_password),
         Env(name="GITHUB_REPOSITORY", value=_p("repository")),
         Env(name="GITHUB_API_URL", value=_p("github-api-url")),
     ]
