@@ -79,7 +79,7 @@ bench: bench-pipeline bench-monitoring ## Run the benchmarks (pipeline, monitori
 bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M rows (~10 min)
 	$(BIN)/python bench/pipeline/bench.py
 
-bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor (~5 min)
+bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor, sampling-error sweep (~2 min)
 	$(BIN)/python bench/monitoring/bench.py --out bench/monitoring/results.json
 
 ## Serve models/ (the pipeline's model) over the V2 protocol on 127.0.0.1:8080
