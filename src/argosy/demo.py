@@ -329,6 +329,9 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
         cwd=work,
     )
     run("git", "clone", "--quiet", str(origin), str(clone), cwd=work)
+    # The throwaway clone commits as the demo, whatever identity (if any) this machine has.
+    run("git", "config", "user.name", "Argosy demo", cwd=clone)
+    run("git", "config", "user.email", "demo@argosy.invalid", cwd=clone)
     if config.params_overrides:
         _override_params(clone / "params.yaml", config.params_overrides)
         _commit_and_push(clone, env, "Demo: smaller pipeline settings", "params.yaml")

@@ -23,6 +23,7 @@ from typing import Annotated
 import typer
 
 from argosy.config import ValidateParams
+from argosy.gitops.git import identity_args
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def ingest_batch(
         _run(
             repo,
             "git",
+            *identity_args(repo),
             "commit",
             "--quiet",
             "-m",

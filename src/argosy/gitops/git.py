@@ -87,8 +87,11 @@ def repo_root(path: Path) -> Path:
     return Path(git(path, "rev-parse", "--show-toplevel").strip())
 
 
-def _identity(repo: Path) -> list[str]:
-    # Use the configured author when there is one; CI runners often have none.
+def identity_args(repo: Path) -> list[str]:
+    """``-c`` options giving commits an author: the configured one, else Argosy's bot.
+
+    CI runners and workflow pods often have no git identity configured.
+    """
     name = git(repo, "config", "user.name", check=False).strip()
     email = git(repo, "config", "user.email", check=False).strip()
     return (
@@ -148,7 +151,7 @@ def _apply(
                 + "\n  ".join(errors)
             )
     git(tree, "add", "--", change.path)
-    git(tree, *_identity(repo), "commit", "--quiet", "-m", change.message, "--", change.path)
+    git(tree, *identity_args(repo), "commit", "--quiet", "-m", change.message, "--", change.path)
     return True
 
 
