@@ -35,6 +35,12 @@ def sh(cwd: Path, *args: str, env: dict | None = None) -> str:
     return proc.stdout
 
 
+def read_pin_text(text: str) -> str:
+    """The model version a model.yaml's text pins ("" when none)."""
+    doc = yaml.safe_load(text)
+    return str(doc["metadata"]["annotations"].get("argosy.io/model-version") or "")
+
+
 def digests(root: Path) -> dict[str, str]:
     """sha256 of the deterministic outputs: prepared splits, native model, ONNX model.
 
@@ -110,9 +116,8 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     edit_params(work, SMALL)
     set_floors(work, 0.999)
     shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    pin = Path("manifests/overlays/production/model.yaml")
-    (work / pin.parent).mkdir(parents=True)
-    shutil.copy(REPO / pin, work / pin)
+    # The overlays (not only the production pin): promote-staging renders and validates them.
+    shutil.copytree(REPO / "manifests", work / "manifests")
     sh(work, "git", "init", "-q", "-b", "main")
     sh(work, "dvc", "init", "-q")
     sh(work, "argosy", "simulate", "--rows", str(ROWS), "--days", "30")
@@ -164,6 +169,8 @@ def run_template(world: dict, revision: str, name: str):
             ("argosy-storage", "AWS_SECRET_ACCESS_KEY"): "unused-locally",
             ("argosy-mlflow", "MLFLOW_TRACKING_URI"): f"sqlite:///{world['base'] / 'dag.db'}",
             ("argosy-github", "token"): TOKEN,
+            ("argosy-git", "username"): "argosy-bot",
+            ("argosy-git", "password"): "unused-for-a-local-remote",
         },
         path=venv_env()["PATH"],
     )
@@ -234,4 +241,10 @@ def test_a_promoting_gate_runs_the_promotion_tasks_and_reuses_the_run_cache(
     # And the gate promotes, so the promotion tasks are no longer skipped
     assert result.tasks["gate"].outputs == {"decision": "promote"}, logs
     assert result.tasks["register"].phase == "Succeeded", logs
-    assert result.tasks["promote-staging"].phase != "Skipped"
+    assert result.tasks["promote-staging"].phase == "Succeeded", logs
+    pinned = sh(world["work"], "git", "show", f"{revision}:manifests/overlays/staging/model.yaml")
+    assert read_pin_text(pinned) == ""  # the revision itself pins nothing yet
+    sh(world["work"], "git", "fetch", "-q", str(world["remote"]), "main")
+    staged = sh(world["work"], "git", "show", "FETCH_HEAD:manifests/overlays/staging/model.yaml")
+    # And the staging pin was pushed to the remote by the task (with the git Secret's env)
+    assert read_pin_text(staged) == "1", staged
