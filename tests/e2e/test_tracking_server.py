@@ -60,15 +60,19 @@ def test_train_and_gate_against_a_real_server(
     run_evaluate(tmp_path / "model", prepared, reports, params.evaluate)
     production = tmp_path / "production-model.yaml"
     shutil.copy(REPO / "manifests/overlays/production/model.yaml", production)
-    first = run_gate(
-        tmp_path / "model",
-        prepared,
-        reports / "metrics.json",
-        production,
-        reports,
-        params.gate,
-        params.evaluate,
-    )
+
+    def gate() -> dict:
+        return run_gate(
+            tmp_path / "model",
+            prepared,
+            reports / "metrics.json",
+            production,
+            reports,
+            params.gate,
+            params.evaluate,
+        )
+
+    first = gate()
     assert first["decision"] == "promote"
     assert first["champion"] is None
     version = models.register(reports / "gate.json", models.client(mlflow_server))
@@ -78,15 +82,7 @@ def test_train_and_gate_against_a_real_server(
     production.write_text(render_pin(pin, "production"))
 
     # When the same model is gated against itself as champion
-    report = run_gate(
-        tmp_path / "model",
-        prepared,
-        reports / "metrics.json",
-        production,
-        reports,
-        params.gate,
-        params.evaluate,
-    )
+    report = gate()
 
     # Then the champion was fetched from the server and scored: equal metrics, no regression
     assert report["champion_version"] == "1"
@@ -98,30 +94,14 @@ def test_train_and_gate_against_a_real_server(
     tampered = ModelPin(pin.name, pin.version, "0" * 64, pin.run_id, pin.storage_uri)
     production.write_text(render_pin(tampered, "production"))
     with pytest.raises(ModelFileError, match="does not match the pinned 0000"):
-        run_gate(
-            tmp_path / "model",
-            prepared,
-            reports / "metrics.json",
-            production,
-            reports,
-            params.gate,
-            params.evaluate,
-        )
+        gate()
     assert not (reports / "gate.json").exists()
 
     # And a pin to a version the registry does not hold is a clear error, not a decision
     missing = ModelPin(pin.name, "99", pin.sha256, pin.run_id, pin.storage_uri)
     production.write_text(render_pin(missing, "production"))
     with pytest.raises(GateError, match="cannot fetch champion fraud-detector v99"):
-        run_gate(
-            tmp_path / "model",
-            prepared,
-            reports / "metrics.json",
-            production,
-            reports,
-            params.gate,
-            params.evaluate,
-        )
+        gate()
     assert not (reports / "gate.json").exists()
 
 
