@@ -7,9 +7,11 @@ from hera.workflows.models import (
     Backoff,
     Capabilities,
     EmptyDirVolumeSource,
+    PodGC,
     PodSecurityContext,
     SeccompProfile,
     SecurityContext,
+    TTLStrategy,
     Volume,
     VolumeMount,
 )
@@ -57,6 +59,19 @@ def scratch_volumes() -> list[Volume]:
 def scratch_mounts() -> list[VolumeMount]:
     """Where :func:`scratch_volumes` are mounted in every container."""
     return [VolumeMount(name="tmp", mount_path=SCRATCH)]
+
+
+def ttl_strategy(settings: WorkflowParams) -> TTLStrategy:
+    """How long finished workflows stay, from params.yaml ``workflow:``."""
+    return TTLStrategy(
+        seconds_after_success=settings.ttl_after_success_seconds,
+        seconds_after_failure=settings.ttl_after_failure_seconds,
+    )
+
+
+def pod_gc() -> PodGC:
+    """Delete a task's pod once it succeeded; failed pods stay for their logs."""
+    return PodGC(strategy="OnPodSuccess")
 
 
 def retry_transient(retry: RetryParams) -> RetryStrategy:

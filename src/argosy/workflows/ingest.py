@@ -8,7 +8,7 @@ the resulting commit touches ``data.dvc``, so the push Sensor then trains on it.
 from __future__ import annotations
 
 from hera.workflows import DAG, Env, Parameter, S3Artifact, Task, WorkflowTemplate
-from hera.workflows.models import Mutex, PodGC, SecretKeySelector, Synchronization, TTLStrategy
+from hera.workflows.models import Mutex, SecretKeySelector, Synchronization
 
 from argosy.config import WorkflowParams
 from argosy.workflows import common
@@ -36,11 +36,8 @@ def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
         security_context=common.pod_security_context(),
         volumes=common.scratch_volumes(),
         active_deadline_seconds=settings.task_deadline_seconds,
-        ttl_strategy=TTLStrategy(
-            seconds_after_success=settings.ttl_after_success_seconds,
-            seconds_after_failure=settings.ttl_after_failure_seconds,
-        ),
-        pod_gc=PodGC(strategy="OnPodSuccess"),
+        ttl_strategy=common.ttl_strategy(settings),
+        pod_gc=common.pod_gc(),
         # One ingestion at a time: each commits on top of the last one.
         synchronization=Synchronization(mutexes=[Mutex(name="argosy-ingest")]),
         arguments=[

@@ -20,12 +20,10 @@ from hera.workflows import (
 )
 from hera.workflows.models import (
     Mutex,
-    PodGC,
     ResourceRequirements,
     SecretKeySelector,
     Synchronization,
     Toleration,
-    TTLStrategy,
     ValueFrom,
 )
 
@@ -197,11 +195,8 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
         security_context=common.pod_security_context(),
         volumes=common.scratch_volumes(),
         active_deadline_seconds=settings.active_deadline_seconds,
-        ttl_strategy=TTLStrategy(
-            seconds_after_success=settings.ttl_after_success_seconds,
-            seconds_after_failure=settings.ttl_after_failure_seconds,
-        ),
-        pod_gc=PodGC(strategy="OnPodSuccess"),
+        ttl_strategy=common.ttl_strategy(settings),
+        pod_gc=common.pod_gc(),
         synchronization=Synchronization(mutexes=[Mutex(name="argosy-training-" + _p("branch"))]),
         workflow_metadata=None,
     ) as template:
