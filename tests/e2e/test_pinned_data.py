@@ -23,11 +23,9 @@ def clone_like(tmp_path: Path) -> Path:
     return root
 
 
-def test_regenerated_data_matches_data_dvc(tmp_path: Path) -> None:
-    # Given a checkout with data.dvc but no data/ and no DVC cache
-    root = clone_like(tmp_path)
-    # When `argosy ensure-data` regenerates it from params.yaml's seed
-    proc = subprocess.run(
+def ensure_data(root: Path) -> subprocess.CompletedProcess[str]:
+    """Run `argosy ensure-data` (the first step of `make run`) in ``root``."""
+    return subprocess.run(
         ["argosy", "ensure-data"],
         cwd=root,
         capture_output=True,
@@ -35,6 +33,13 @@ def test_regenerated_data_matches_data_dvc(tmp_path: Path) -> None:
         env=venv_env(),
         timeout=600,
     )
+
+
+def test_regenerated_data_matches_data_dvc(tmp_path: Path) -> None:
+    # Given a checkout with data.dvc but no data/ and no DVC cache
+    root = clone_like(tmp_path)
+    # When `argosy ensure-data` regenerates it from params.yaml's seed
+    proc = ensure_data(root)
     # Then the bytes hash to what data.dvc pins
     assert proc.returncode == 0, proc.stderr
     assert "matches data.dvc" in proc.stdout
@@ -49,14 +54,7 @@ def test_different_seed_is_refused_and_removed(tmp_path: Path) -> None:
     root = clone_like(tmp_path)
     params = (root / "params.yaml").read_text().replace("seed: 20260101", "seed: 7", 1)
     (root / "params.yaml").write_text(params)
-    proc = subprocess.run(
-        ["argosy", "ensure-data"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env=venv_env(),
-        timeout=600,
-    )
+    proc = ensure_data(root)
     # Then it fails, says why, and leaves no unpinned data behind
     assert proc.returncode == 1
     assert "regenerated data hashes to" in proc.stderr
