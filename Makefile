@@ -47,8 +47,11 @@ data-pin: venv ## Regenerate data/ from params.yaml `simulate:` and pin it anew 
 	$(BIN)/argosy simulate
 	$(BIN)/dvc add data
 
-test: venv ## Run the test suite
-	$(BIN)/pytest
+# Test files run in parallel, each whole on one worker (its module fixtures are built once).
+PYTEST_WORKERS ?= 2
+
+test: venv ## Run the test suite (PYTEST_WORKERS=2 processes; the 20 slowest tests are listed)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 lint: venv ## Ruff lint and format check
 	$(BIN)/ruff check src tests workflows bench
