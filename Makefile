@@ -20,7 +20,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
 	touch $@
 
 .PHONY: help venv run demo data data-pin test lint format ci lock check-lock clean workflows check-codegen pin-images
@@ -51,7 +51,7 @@ data-pin: venv ## Regenerate data/ from params.yaml `simulate:` and pin it anew 
 PYTEST_WORKERS ?= 2
 
 test: venv ## Run the test suite (PYTEST_WORKERS=2 processes; the 20 slowest tests are listed)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 lint: venv ## Ruff lint and format check
 	$(BIN)/ruff check src tests workflows bench

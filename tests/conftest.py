@@ -21,6 +21,16 @@ from argosy.data.simulate import SimulationSpec, simulate
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the whole-file end-to-end tests (module-level ``slow`` mark) first, in file order.
+
+    `make test` hands whole files to two workers in collection order (pytest-xdist, ``--dist
+    loadfile --no-loadscope-reorder``); those files take minutes each, so starting them first keeps
+    one of them from being the last thing a worker does while the other waits.
+    """
+    items.sort(key=lambda item: item.getparent(pytest.Module).get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository under test."""
