@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -169,3 +170,6 @@ def test_cli_exit_code_and_message(tmp_path: Path, good: pd.DataFrame) -> None:
     assert proc.returncode == 1
     assert "expect_column_values_to_be_in_set(channel): 4 rows" in proc.stderr
     assert "result.json" in proc.stderr
+    # And progress is one line per suite, naming the one that failed, not a bar per suite
+    assert re.search(r"suite \d+/\d+ channel: 3 expectation\(s\), 1 failed", proc.stderr)
+    assert "Calculating Metrics" not in proc.stderr
