@@ -117,6 +117,22 @@ def test_second_repro_changes_nothing(pipeline_repo: tuple[Path, dict]) -> None:
     assert "Data and pipelines are up to date" in status.stdout
 
 
+def test_bytecode_beside_the_sources_changes_nothing(pipeline_repo: tuple[Path, dict]) -> None:
+    root, ctx = pipeline_repo
+    # Given Python bytecode written beside a stage's code (any import without
+    # PYTHONDONTWRITEBYTECODE does this)
+    cache = root / "src/argosy/validation/__pycache__"
+    cache.mkdir(exist_ok=True)
+    stray = cache / "stray.cpython-311.pyc"
+    stray.write_bytes(b"not source")
+    try:
+        # When DVC checks the pipeline / Then no stage's code dependency changed (.dvcignore)
+        status = sh(root, "dvc", "status", env=ctx["env"])
+        assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    finally:
+        stray.unlink()
+
+
 def test_corrupt_data_stops_at_validate(pipeline_repo: tuple[Path, dict]) -> None:
     root, ctx = pipeline_repo
     model_before = digest(root / "models/model.onnx")
