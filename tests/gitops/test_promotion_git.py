@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from argosy.cli import app
 from argosy.gitops import promote as promotion
 from argosy.gitops.github import GitHubSettings
-from argosy.gitops.pin import read_pin
+from argosy.gitops.pin import parse_pin, read_pin
 from argosy.registry import models
 
 from .gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
@@ -144,14 +144,8 @@ def test_two_concurrent_promotions_both_land(
     subjects = remote.log()
     for version in (first, second):
         assert f"Promote fraud-detector v{version.version} to staging" in subjects
-    final = read_pin_text(remote.show("main", STAGING), remote.root)
+    final = parse_pin(remote.show("main", STAGING), STAGING)
     assert final.version in {first.version, second.version}
-
-
-def read_pin_text(text: str, tmp: Path):
-    path = tmp / "pin-check.yaml"
-    path.write_text(text)
-    return read_pin(path)
 
 
 def test_unpromotable_version_is_refused_with_no_branch(
@@ -355,7 +349,7 @@ def test_rollback_restores_previous_pin_byte_for_byte(
     # And after the merge, verify accepts what production pins
     merge(remote, branch)
     assert remote.show("main", PRODUCTION) == v1_text
-    assert models.verify_pin(read_pin_text(v1_text, remote.root), mlflow_client) == []
+    assert models.verify_pin(parse_pin(v1_text, STAGING), mlflow_client) == []
 
 
 def test_rollback_without_history_is_refused(remote: Remote) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from argosy.gitops.pin import parse_pin
+
 from ..conftest import REPO, venv_env
 from .conftest import by_kind
 from .harness import LocalDagRun
@@ -33,12 +35,6 @@ def sh(cwd: Path, *args: str, env: dict | None = None) -> str:
     )
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
-
-
-def read_pin_text(text: str) -> str:
-    """The model version a model.yaml's text pins ("" when none)."""
-    doc = yaml.safe_load(text)
-    return str(doc["metadata"]["annotations"].get("argosy.io/model-version") or "")
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -243,8 +239,10 @@ def test_a_promoting_gate_runs_the_promotion_tasks_and_reuses_the_run_cache(
     assert result.tasks["register"].phase == "Succeeded", logs
     assert result.tasks["promote-staging"].phase == "Succeeded", logs
     pinned = sh(world["work"], "git", "show", f"{revision}:manifests/overlays/staging/model.yaml")
-    assert read_pin_text(pinned) == ""  # the revision itself pins nothing yet
+    assert parse_pin(pinned, "staging") is None  # the revision itself pins nothing yet
     sh(world["work"], "git", "fetch", "-q", str(world["remote"]), "main")
     staged = sh(world["work"], "git", "show", "FETCH_HEAD:manifests/overlays/staging/model.yaml")
     # And the staging pin was pushed to the remote by the task (with the git Secret's env)
-    assert read_pin_text(staged) == "1", staged
+    pin = parse_pin(staged, "staging")
+    assert pin is not None, staged
+    assert pin.version == "1", staged

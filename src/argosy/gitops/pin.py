@@ -69,13 +69,31 @@ def read_pin(path: Path) -> ModelPin | None:
         PinError: The file is missing, is not YAML, or carries an inconsistent pin.
     """
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise PinError(f"{path}: no such file") from exc
+    return parse_pin(text, str(path))
+
+
+def parse_pin(text: str, source: str) -> ModelPin | None:
+    """Parse the pin from a ``model.yaml``'s text (a file, or a version of it in git history).
+
+    Args:
+        text: The YAML text.
+        source: Where the text came from, for messages.
+
+    Returns:
+        The pinned model, or None when the overlay pins no model yet (empty version annotation).
+
+    Raises:
+        PinError: The text is not YAML or carries an inconsistent pin.
+    """
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PinError(f"{path}: not valid YAML: {exc}") from exc
+        raise PinError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("kind") != "InferenceService":
-        raise PinError(f"{path}: expected an InferenceService patch")
+        raise PinError(f"{source}: expected an InferenceService patch")
     annotations = (doc.get("metadata") or {}).get("annotations") or {}
     version = str(annotations.get(ANNOTATION_PREFIX + "model-version") or "")
     if not version:
@@ -84,7 +102,7 @@ def read_pin(path: Path) -> ModelPin | None:
     env = {e.get("name"): str(e.get("value", "")) for e in model.get("env") or []}
     sha = str(annotations.get(ANNOTATION_PREFIX + "model-sha256") or "")
     if env.get("ARGOSY_MODEL_SHA256", sha) != sha:
-        raise PinError(f"{path}: annotation sha256 and ARGOSY_MODEL_SHA256 differ")
+        raise PinError(f"{source}: annotation sha256 and ARGOSY_MODEL_SHA256 differ")
     try:
         return ModelPin(
             name=str(annotations.get(ANNOTATION_PREFIX + "model-name") or ""),
@@ -94,7 +112,7 @@ def read_pin(path: Path) -> ModelPin | None:
             storage_uri=str(model.get("storageUri") or ""),
         )
     except PinError as exc:
-        raise PinError(f"{path}: {exc}") from exc
+        raise PinError(f"{source}: {exc}") from exc
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -120,7 +138,7 @@ def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None
         extra_annotations: More annotations (provenance, ``link.argocd.argoproj.io/*`` links).
 
     Returns:
-        YAML text that :func:`read_pin` reads back as ``pin``.
+        YAML text that :func:`parse_pin` reads back as ``pin``.
     """
     annotations = {
         ANNOTATION_PREFIX + "model-name": pin.name,

@@ -16,7 +16,7 @@ from argosy import k8s
 from argosy.gitops import git as gitops_git
 from argosy.gitops.git import FileChange, GitError, PushResult
 from argosy.gitops.github import GitHubError, GitHubSettings, PullRequests
-from argosy.gitops.pin import SHA256_RE, ModelPin, PinError, read_pin, render_pin
+from argosy.gitops.pin import SHA256_RE, ModelPin, PinError, parse_pin, render_pin
 from argosy.registry.models import RegisteredVersion
 
 ENVIRONMENTS = ("staging", "production")
@@ -300,7 +300,7 @@ def plan_rollback(
     pins = []
     for commit, text in history:
         try:
-            pins.append((commit, text, _pin_of(text, path)))
+            pins.append((commit, text, parse_pin(text, path)))
         except PinError:
             continue  # an unreadable historical file is simply not a rollback target
     if not pins or pins[0][2] is None:
@@ -324,21 +324,9 @@ def plan_rollback(
 def _same_pin(old: str, new: str) -> bool:
     """Whether two model.yaml texts pin the same model (links and comments aside)."""
     try:
-        return _pin_of(old, "model.yaml") == _pin_of(new, "model.yaml")
+        return parse_pin(old, "model.yaml") == parse_pin(new, "model.yaml")
     except PinError:
         return False
-
-
-def _pin_of(text: str, path: str) -> ModelPin | None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        file = Path(tmp) / "model.yaml"
-        file.write_text(text)
-        try:
-            return read_pin(file)
-        except PinError as exc:
-            raise PinError(f"{path}: {exc}") from exc
 
 
 def rollback(
