@@ -79,7 +79,7 @@ clean: ## Remove pipeline outputs (keeps data/, the venv and MLflow)
 # `make bench` runs every benchmark listed here; add yours to the prerequisites.
 bench: bench-pipeline bench-monitoring ## Run the benchmarks (pipeline, monitoring); results in docs/benchmarks.md
 
-bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M rows, where validation time goes (~11 min)
+bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M rows, where validation time goes (~5 min)
 	$(BIN)/python bench/pipeline/bench.py
 
 bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor, sampling-error sweep (~2 min)
