@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from argosy.config import Params, load_params
-from argosy.data.simulate import SimulationSpec, simulate
+from argosy.data.contract import Contract, load_contract
+from argosy.examples.fraud.simulate import SimulationSpec, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,12 @@ def repo_root() -> Path:
 def params() -> Params:
     """The committed params.yaml."""
     return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def contract() -> Contract:
+    """The committed contract.yaml (the shipped example's)."""
+    return load_contract(REPO / "contract.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -44,36 +44,8 @@ class SimulateParams(_Section):
         return value
 
 
-class ValidateParams(_Section):
-    """Bounds for the data gate that are not in the feature schema."""
-
-    min_rows: Positive
-    max_rows: Positive
-    label_rate_min: Fraction
-    label_rate_max: Fraction
-    timestamp_min: str
-    timestamp_max: str
-    id_column: str = "transaction_id"
-
-    @field_validator("timestamp_min", "timestamp_max")
-    @classmethod
-    def _iso_date(cls, value: str) -> str:
-        date.fromisoformat(value)
-        return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ValidateParams:
-        if self.min_rows > self.max_rows:
-            raise ValueError("min_rows must not exceed max_rows")
-        if self.label_rate_min >= self.label_rate_max:
-            raise ValueError("label_rate_min must be below label_rate_max")
-        if self.timestamp_min >= self.timestamp_max:
-            raise ValueError("timestamp_min must be before timestamp_max")
-        return self
-
-
 class PrepareParams(_Section):
-    """The time-ordered split and the drift reference sample."""
+    """The split (time-ordered, or stratified without an event time) and the drift reference."""
 
     valid_fraction: Fraction
     test_fraction: Fraction
@@ -90,8 +62,6 @@ class PrepareParams(_Section):
 class TrainParams(_Section):
     """XGBoost settings and the export checks."""
 
-    model_name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
-    experiment: str
     device: Literal["auto", "cpu", "cuda"]
     seed: Annotated[int, Field(ge=0)]
     n_estimators: Positive
@@ -118,25 +88,12 @@ class EvaluateParams(_Section):
 
 
 class GateParams(_Section):
-    """The champion/challenger decision."""
+    """The champion/challenger margins (the primary metric and floors are in the data contract)."""
 
-    primary_metric: Literal["pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k"]
-    floors: dict[str, float]
     max_regression: Annotated[float, Field(ge=0.0)]
     slice_max_regression: Annotated[float, Field(ge=0.0)]
     slice_min_positives: Positive
     max_latency_us_per_row: Annotated[float, Field(gt=0.0)]
-
-    @field_validator("floors")
-    @classmethod
-    def _known_metrics(cls, floors: dict[str, float]) -> dict[str, float]:
-        known = {"pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k"}
-        for name, value in floors.items():
-            if name not in known:
-                raise ValueError(f"unknown metric {name!r} in floors; known: {sorted(known)}")
-            if not math.isfinite(value):
-                raise ValueError(f"floor for {name!r} must be a finite number")
-        return floors
 
 
 K8sName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -268,13 +225,9 @@ class WorkflowParams(_Section):
 
 
 class FeedbackParams(_Section):
-    """Late labels joined to logged predictions: when live quality counts as degraded."""
+    """Late labels joined to logged predictions (counts and floors are in the data contract)."""
 
     lookback_days: Positive
-    min_labelled_rows: Positive
-    min_positives: Positive
-    pr_auc_min: Fraction
-    recall_min: Fraction
     label_rate_ratio_max: Annotated[float, Field(gt=1.0)]
 
 
@@ -290,7 +243,6 @@ class MonitorParams(_Section):
     reports: str
     state: str
     window_minutes: Annotated[float, Field(gt=0.0)]
-    min_rows: Positive
     max_rows: Positive
     sample_seed: Annotated[int, Field(ge=0)]
     num_method: DriftMethod
@@ -304,22 +256,6 @@ class MonitorParams(_Section):
     cooldown_hours: Annotated[float, Field(ge=0.0)]
     feedback: FeedbackParams
 
-    @field_validator("per_column_method")
-    @classmethod
-    def _known_columns(cls, methods: dict[str, str]) -> dict[str, str]:
-        from argosy.data.schema import FEATURES
-
-        unknown = sorted(set(methods) - {*FEATURES, "score"})
-        if unknown:
-            raise ValueError(f"per_column_method names unknown columns {unknown}")
-        return methods
-
-    @model_validator(mode="after")
-    def _sample_holds_a_window(self) -> MonitorParams:
-        if self.max_rows < self.min_rows:
-            raise ValueError("max_rows must be at least min_rows")
-        return self
-
 
 class Params(BaseModel):
     """The whole of params.yaml. Sections other stages own (workflow, monitor) are optional."""
@@ -327,7 +263,6 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     simulate: SimulateParams
-    validate_: ValidateParams = Field(alias="validate")
     prepare: PrepareParams
     train: TrainParams
     evaluate: EvaluateParams

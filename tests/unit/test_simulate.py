@@ -10,14 +10,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from argosy.data import schema
-from argosy.data.simulate import (
+from argosy.data.contract import load_contract
+from argosy.examples.fraud.simulate import (
     SCENARIOS,
     SimulationError,
     SimulationSpec,
     simulate,
     simulate_to,
 )
+
+from ..conftest import REPO
 
 
 def spec(**kw: object) -> SimulationSpec:
@@ -37,8 +39,9 @@ def test_different_seed_different_data() -> None:
 
 
 def test_columns_ids_and_time_order(small_frame: pd.DataFrame) -> None:
-    assert list(small_frame.columns) == list(schema.RAW_COLUMNS)
-    assert len(schema.FEATURES) >= 25
+    contract = load_contract(REPO / "contract.yaml")
+    assert tuple(small_frame.columns) == contract.raw_columns
+    assert len(contract.features) >= 25
     assert small_frame["transaction_id"].is_unique
     assert small_frame["timestamp"].is_monotonic_increasing
     assert str(small_frame["timestamp"].dt.tz) == "UTC"
@@ -52,7 +55,8 @@ def test_fraud_rate_in_band() -> None:
 def test_fraud_is_not_one_separable_rule() -> None:
     # Given a large sample / When each feature alone ranks transactions
     frame = simulate(spec(rows=100_000))
-    matrix, labels = schema.to_matrix(frame), frame["is_fraud"].to_numpy()
+    contract = load_contract(REPO / "contract.yaml")
+    matrix, labels = contract.to_matrix(frame), contract.labels(frame)
     best = 0.0
     for i in range(matrix.shape[1]):
         column = np.nan_to_num(matrix[:, i], nan=-1.0)

@@ -1,9 +1,9 @@
-"""Ingest a new batch of transactions: validate it, version it with DVC, commit ``data.dvc``.
+"""Ingest a new batch of data: validate it, version it with DVC, commit ``data.dvc``.
 
 The batch is checked with the same Great Expectations suite as the pipeline's data gate, before
 anything is copied: on its own (so a bad batch is not diluted by the data already there), then
-together with ``data/`` (so the committed version passes the pipeline's gate, e.g. no transaction
-id twice). A rejected batch leaves ``data/``, the DVC cache and git as they were, with its report
+together with ``data/`` (so the committed version passes the pipeline's gate, e.g. no row id
+twice). A rejected batch leaves ``data/``, the DVC cache and git as they were, with its report
 written. An accepted batch becomes ``data/batch-<sha256 prefix>.parquet``
 (ingesting the same bytes twice is a no-op), ``dvc add data`` re-pins the directory and one commit
 records the new ``data.dvc``; training then follows through the push path.
@@ -22,7 +22,8 @@ from typing import Annotated
 
 import typer
 
-from argosy.config import ValidateParams
+from argosy.clikit import DEFAULT_CONTRACT, ContractOption, contract_or_exit, fail
+from argosy.data.contract import Contract
 from argosy.gitops.git import identity_args
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _run(repo: Path, *args: str) -> str:
 def ingest_batch(
     repo: Path,
     batch: Path,
-    params: ValidateParams,
+    contract: Contract,
     reports: Path,
     *,
     push: bool = False,
@@ -65,7 +66,7 @@ def ingest_batch(
     Args:
         repo: A git + DVC checkout whose ``data/`` is tracked by ``data.dvc``.
         batch: The new Parquet file.
-        params: The data gate's bounds (params.yaml ``validate:``).
+        contract: The data contract the batch must meet (the pipeline's data gate).
         reports: Where the batch's validation report is written.
         push: Also ``dvc push`` the data and ``git push`` the commit to ``origin``.
         branch: Branch to push to.
@@ -86,7 +87,7 @@ def ingest_batch(
         alone.mkdir()
         shutil.copy(batch, alone / "batch.parquet")
         try:
-            outcome = validate_dir(alone, params, reports)
+            outcome = validate_dir(alone, contract, reports)
         except DataValidationError as exc:
             raise IngestError(
                 f"batch {batch} rejected, nothing committed: {exc}\nreport: {reports}"
@@ -95,13 +96,13 @@ def ingest_batch(
             log.info("%s is already ingested as %s", batch, target)
             return IngestResult(target, outcome.rows, None)
         # The version to be committed must pass the pipeline's own data gate too: a batch that is
-        # fine alone can still repeat transaction ids already in data/.
+        # fine alone can still repeat row ids already in data/.
         combined.mkdir()
         for existing in sorted((repo / "data").glob("*.parquet")):
             (combined / existing.name).symlink_to(existing.resolve())
         (combined / target.name).symlink_to(alone / "batch.parquet")
         try:
-            validate_dir(combined, params, reports / "with-data")
+            validate_dir(combined, contract, reports / "with-data")
         except DataValidationError as exc:
             raise IngestError(
                 f"batch {batch} rejected, nothing committed: together with data/, {exc}\n"
@@ -142,7 +143,7 @@ def ingest_batch(
 
 
 def ingest_command(
-    batch: Annotated[Path, typer.Option(help="The new batch: one Parquet file of transactions.")],
+    batch: Annotated[Path, typer.Option(help="The new batch: one Parquet file of raw data.")],
     reports: Annotated[
         Path, typer.Option(help="Where the batch's validation report is written.")
     ] = Path("reports/ingest"),
@@ -154,23 +155,15 @@ def ingest_command(
         str | None, typer.Option(help="DVC remote URL for this checkout (.dvc/config.local).")
     ] = None,
     dvc_endpoint: Annotated[str, typer.Option(help="S3 endpoint of that remote.")] = "",
-    params: Annotated[Path, typer.Option("--params", help="params.yaml to read.")] = Path(
-        "params.yaml"
-    ),
+    contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
     """Validate a new batch; if it passes, add it to data/ under DVC and commit data.dvc.
 
     A rejected batch changes nothing (exit 1, report written). Pushing the commit starts
     training through the push Sensor, with the data version pinned in that commit.
     """
-    from argosy.config import ConfigError, load_params
-
-    try:
-        config = load_params(params)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    repo = params.resolve().parent
+    declared = contract_or_exit(contract)
+    repo = contract.resolve().parent
     try:
         if dvc_remote:
             from argosy.workflows.runner import TaskError, configure_remote
@@ -179,10 +172,9 @@ def ingest_command(
                 configure_remote(repo, dvc_remote, dvc_endpoint)
             except TaskError as exc:
                 raise IngestError(str(exc)) from exc
-        result = ingest_batch(repo, batch, config.validate_, reports, push=push, branch=branch)
+        result = ingest_batch(repo, batch, declared, reports, push=push, branch=branch)
     except IngestError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
     if result.commit is None:
         typer.echo(f"{batch}: already ingested as {result.path}")
     else:

@@ -1,6 +1,9 @@
-"""Recreate the pinned raw data on a fresh clone, and prove it is the data ``data.dvc`` pins.
+"""Put the data ``data.dvc`` pins into ``data/`` on a fresh clone, from the contract's source.
 
-A fresh clone has no DVC remote to pull from, but the simulator is deterministic: regenerating with
+``source: files`` (a fork's own data): ``data/`` is the user's files; when it is absent,
+``dvc pull`` fetches the pinned version from the DVC remote, and with neither files nor a reachable
+remote the run stops saying what to do. ``source: simulate`` (the shipped example): a fresh clone
+has no DVC remote to pull from, but the example's simulator is deterministic, so regenerating with
 the seed in params.yaml must give exactly the bytes whose hash ``data.dvc`` records. If it does not
 (the simulator or a dependency changed), the run stops rather than train on unpinned data.
 """
@@ -16,7 +19,6 @@ from pathlib import Path
 import yaml
 
 from argosy.config import SimulateParams
-from argosy.data.simulate import SimulationSpec, parse_start, simulate_to
 
 
 class PinnedDataError(RuntimeError):
@@ -50,28 +52,66 @@ def pinned_md5(root: Path) -> str:
     return str(outs[0].get("md5", ""))
 
 
-def ensure_pinned_data(root: Path, params: SimulateParams) -> str:
-    """Make sure ``data/`` holds the pinned data set, regenerating it when absent.
+def ensure_pinned_data(root: Path, source: str, params: SimulateParams) -> str:
+    """Make sure ``data/`` holds the pinned data set, fetching or regenerating it when absent.
+
+    Args:
+        root: The repository checkout.
+        source: The contract's ``source``: ``files`` or ``simulate``.
+        params: params.yaml ``simulate:`` (used with ``source: simulate`` only).
 
     Returns:
         What was done, for the user.
 
     Raises:
-        PinnedDataError: The regenerated data differs from the pin; the new files are removed.
+        PinnedDataError: No pin, nothing to pull, or regenerated data that differs from the pin
+            (the new files are removed).
     """
     data_dir = root / "data"
+    present = data_dir.is_dir() and any(data_dir.glob("*.parquet"))
     if not (root / "data.dvc").exists():
-        raise PinnedDataError(f"{root / 'data.dvc'}: missing; run `make data-pin` to create it")
-    if data_dir.is_dir() and any(data_dir.glob("*.parquet")):
+        hint = (
+            "run `dvc add data` to pin it"
+            if present
+            else "put your Parquet files under data/ and run `dvc add data`"
+        )
+        if source == "simulate":
+            hint = "run `make data-pin` to create it"
+        raise PinnedDataError(f"{root / 'data.dvc'}: missing; {hint}")
+    if present:
         return f"{data_dir}: present (dvc repro checks it against data.dvc)"
-    spec = SimulationSpec(
+    if source == "files":
+        return _pull(root)
+    return _regenerate(root, params)
+
+
+def _pull(root: Path) -> str:
+    pulled = _dvc(root, "pull", "data.dvc")
+    data_dir = root / "data"
+    if pulled.returncode != 0 or not any(data_dir.glob("*.parquet")):
+        reason = (pulled.stderr or pulled.stdout).strip().splitlines()
+        raise PinnedDataError(
+            "data/ is missing and `dvc pull data.dvc` could not fetch it"
+            + (f" ({reason[-1].removeprefix('ERROR: ')})" if reason else "")
+            + ". Put your Parquet files under data/ and run `dvc add data`, or configure the DVC "
+            "remote that holds them (`dvc remote add -d storage URL`), then run this again."
+        )
+    return f"{data_dir}: pulled the pinned version from the DVC remote"
+
+
+def _regenerate(root: Path, params: SimulateParams) -> str:
+    from argosy.examples import simulator
+
+    sim = simulator()
+    data_dir = root / "data"
+    spec = sim.SimulationSpec(
         rows=params.rows,
         seed=params.seed,
-        start=parse_start(params.start),
+        start=sim.parse_start(params.start),
         days=params.days,
         scenario=params.scenario,
     )
-    simulate_to(spec, data_dir)
+    sim.simulate_to(spec, data_dir)
     actual, pinned = directory_md5(data_dir), pinned_md5(root)
     if actual != pinned:
         shutil.rmtree(data_dir)

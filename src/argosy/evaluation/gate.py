@@ -2,9 +2,10 @@
 
 The champion is the model ``manifests/overlays/production/model.yaml`` pins, fetched from the MLflow
 registry by that version and checked against the pinned sha256. Both models are scored on the same
-test split. The challenger must clear absolute floors, must not fall more than a margin below the
-champion on the primary metric, overall and on every slice with enough fraud to judge, and must fit
-the latency budget. Anything NaN or missing fails closed. A reject is a result: the report says why.
+test split. The challenger must clear the contract's floors (``metric.floors``), must not fall more
+than a margin below the champion on the primary metric (``metric.primary``), overall and on every
+slice with enough positive labels to judge, and must fit the latency budget. Anything NaN or
+missing fails closed. A reject is a result: the report says why.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from argosy.config import EvaluateParams, GateParams
+from argosy.data.contract import Contract, MetricContract
 from argosy.evaluation.metrics import METRICS, OnnxModel, evaluate_model, to_json
 from argosy.gitops.pin import ModelPin, read_pin
 
@@ -62,7 +64,10 @@ def _value(metrics: dict[str, Any] | None, name: str) -> float | None:
 
 
 def decide(
-    challenger: dict[str, Any], champion: dict[str, Any] | None, params: GateParams
+    challenger: dict[str, Any],
+    champion: dict[str, Any] | None,
+    params: GateParams,
+    metric: MetricContract,
 ) -> Decision:
     """Apply the gate's rules to two metric sets (champion None: no model in production yet).
 
@@ -70,18 +75,19 @@ def decide(
         challenger: Metrics of the new model, with ``slices`` and ``latency_us_per_row``.
         champion: Metrics of the production model on the same test split, or None.
         params: The ``gate`` section of params.yaml.
+        metric: The contract's primary metric and floors.
     """
     decision = Decision()
-    for metric, floor in params.floors.items():
-        value = _value(challenger, metric)
+    for name, floor in metric.floors.items():
+        value = _value(challenger, name)
         if value is None:
-            decision.add(f"floor:{metric}", False, f"{metric} is missing or NaN (fails closed)")
+            decision.add(f"floor:{name}", False, f"{name} is missing or NaN (fails closed)")
         else:
             decision.add(
-                f"floor:{metric}", value >= floor, f"{metric} {value:.4f} vs floor {floor:.4f}"
+                f"floor:{name}", value >= floor, f"{name} {value:.4f} vs floor {floor:.4f}"
             )
-    primary = params.primary_metric
-    if primary not in params.floors and _value(challenger, primary) is None:
+    primary = metric.primary
+    if primary not in metric.floors and _value(challenger, primary) is None:
         decision.add(f"defined:{primary}", False, f"{primary} is missing or NaN (fails closed)")
 
     latency = _value(challenger, "latency_us_per_row")
@@ -122,14 +128,14 @@ def decide(
             )
             if positives < params.slice_min_positives:
                 continue
-            ours_s, theirs_s = _value(our_slice, "pr_auc"), _value(their_slice, "pr_auc")
+            ours_s, theirs_s = _value(our_slice, primary), _value(their_slice, primary)
             if ours_s is None or theirs_s is None:
-                decision.add(name, False, "slice pr_auc missing or NaN (fails closed)")
+                decision.add(name, False, f"slice {primary} missing or NaN (fails closed)")
                 continue
             decision.add(
                 name,
                 ours_s >= theirs_s - params.slice_max_regression,
-                f"pr_auc {ours_s:.4f} vs champion {theirs_s:.4f} "
+                f"{primary} {ours_s:.4f} vs champion {theirs_s:.4f} "
                 f"(margin {params.slice_max_regression})",
             )
     return decision
@@ -192,15 +198,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {metric} | {_fmt(theirs)} | {_fmt(ours)} | {delta} | "
             f"{'' if floor is None else f'{floor:.4f}'} |"
         )
-    lines += ["", "### Slices (PR-AUC)", "", "| slice | frauds | champion | challenger |"]
+    primary = report.get("primary_metric", "pr_auc")
+    lines += ["", f"### Slices ({primary})", "", "| slice | positives | champion | challenger |"]
     lines.append("|---|---:|---:|---:|")
     for column, values in (challenger.get("slices") or {}).items():
         for value, ours in values.items():
             theirs = ((champion or {}).get("slices") or {}).get(column, {}).get(value)
             positives = int(_value(ours, "positives") or 0)
             lines.append(
-                f"| {column}={value} | {positives} | {_fmt(_value(theirs, 'pr_auc'))} | "
-                f"{_fmt(_value(ours, 'pr_auc'))} |"
+                f"| {column}={value} | {positives} | {_fmt(_value(theirs, primary))} | "
+                f"{_fmt(_value(ours, primary))} |"
             )
     lines += ["", "### Checks", ""]
     lines += [
@@ -217,6 +224,7 @@ def run_gate(
     reports_dir: Path,
     gate_params: GateParams,
     evaluate_params: EvaluateParams,
+    contract: Contract,
 ) -> dict[str, Any]:
     """The gate stage: judge, then write ``gate.json`` and ``gate.md`` (both or neither).
 
@@ -231,9 +239,9 @@ def run_gate(
         test = pd.read_parquet(prepared_dir / "test.parquet")
         with tempfile.TemporaryDirectory() as tmp:
             champion_model = fetch_champion(pin, Path(tmp))
-            champion, _ = evaluate_model(champion_model, test, evaluate_params)
+            champion, _ = evaluate_model(champion_model, test, evaluate_params, contract)
         champion = to_json(champion)
-    decision = decide(challenger, champion, gate_params)
+    decision = decide(challenger, champion, gate_params, contract.metric)
     meta = challenger_model.metadata
     report = {
         "decision": "promote" if decision.promote else "reject",
@@ -243,7 +251,8 @@ def run_gate(
         "reasons": [c.detail for c in decision.checks if not c.passed]
         or [c.detail for c in decision.checks],
         "checks": [c.__dict__ for c in decision.checks],
-        "floors": dict(gate_params.floors),
+        "floors": dict(contract.metric.floors),
+        "primary_metric": contract.metric.primary,
         "model": {
             "name": meta["name"],
             "uri": meta.get("mlflow_model_uri"),

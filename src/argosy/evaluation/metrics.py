@@ -1,10 +1,11 @@
-"""Metrics that matter when one transaction in a hundred is fraud.
+"""Metrics for a binary classifier whose positive class may be rare.
 
-Accuracy and ROC-AUC flatter a model on imbalanced data, so the headline metric is PR-AUC, with
-recall at a fixed false-positive budget (what an operations team can review), precision in the top-k
-alerts, the Brier score for calibration, per-slice PR-AUC and the ONNX latency per row.
-A metric that is undefined on the data (a slice with no fraud, a split with one class) is NaN,
-never a guess.
+Accuracy and ROC-AUC flatter a model on imbalanced data, so the default headline metric is PR-AUC
+(the contract's ``metric.primary`` picks), with recall at a fixed false-positive budget (what a
+team can review), precision in the top-k, the Brier score for calibration, per-slice metrics on the
+contract's ``slices`` and the ONNX latency per row.
+A metric that is undefined on the data (a slice with no positive label, a split with one class) is
+NaN, never a guess.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import numpy as np
 import pandas as pd
 
 from argosy.config import EvaluateParams
-from argosy.data import schema
+from argosy.data.contract import Contract, encode_frame
+from argosy.data.encoding import FeatureSpec
 from argosy.hashing import file_sha256
 
 #: Metrics reported for every model, in table order.
 METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
+#: The value a slice column's missing entries are reported under.
+MISSING_SLICE = "(missing)"
 
 
 class ModelFileError(RuntimeError):
@@ -66,13 +70,18 @@ def score_metrics(
 
 
 def slice_metrics(
-    frame: pd.DataFrame, scores: np.ndarray, fpr: float, top_k: int, threshold: float | None
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    slices: list[str] | tuple[str, ...],
+    fpr: float,
+    top_k: int,
+    threshold: float | None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``score_metrics`` for every value of every slice column."""
-    labels = frame[schema.LABEL_COLUMN].to_numpy()
+    """``score_metrics`` for every value of every slice column (missing values as one slice)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for column in schema.SLICE_COLUMNS:
-        values = frame[column].to_numpy()
+    for column in slices:
+        values = frame[column].astype("string").fillna(MISSING_SLICE).to_numpy(dtype=object)
         out[column] = {
             str(value): score_metrics(
                 scores[values == value], labels[values == value], fpr, top_k, threshold
@@ -97,7 +106,7 @@ def pr_curve_points(scores: np.ndarray, labels: np.ndarray, points: int = 200) -
 
 
 def calibration_points(scores: np.ndarray, labels: np.ndarray, bins: int) -> list[dict]:
-    """Mean predicted vs observed fraud rate per score quantile bin."""
+    """Mean predicted vs observed positive rate per score quantile bin."""
     order = np.argsort(scores, kind="stable")
     out = []
     for i, chunk in enumerate(np.array_split(order, bins)):
@@ -138,27 +147,26 @@ class OnnxModel:
         self.sha256 = actual
         self.onnx_path = onnx_path
         self.features: list[str] = list(self.metadata["features"])
+        specs = {s["name"]: s for s in self.metadata.get("feature_specs") or []}
+        self.specs = [FeatureSpec.from_dict(specs.get(f) or {"name": f}) for f in self.features]
         self.threshold = float(self.metadata["threshold"])
         self._session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         self._input = self.metadata.get("input_name", "features")
         self._output = self.metadata.get("output_name", "probabilities")
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """Encode ``frame`` in the feature order this model expects.
+        """Encode ``frame`` as this model's input, with the feature specs it was trained with.
 
         Raises:
-            ModelFileError: The model expects a feature the current schema does not define.
+            ModelFileError: The frame lacks a feature this model reads.
         """
-        unknown = [f for f in self.features if f not in schema.FEATURES_BY_NAME]
-        if unknown:
-            raise ModelFileError(f"model expects features the schema lacks: {unknown}")
-        full = schema.to_matrix(frame)
-        if self.features == list(schema.FEATURES):
-            return full
-        return np.ascontiguousarray(full[:, [schema.FEATURES.index(f) for f in self.features]])
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            raise ModelFileError(f"model expects features the data lacks: {missing[:10]}")
+        return encode_frame(frame, self.specs)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Fraud probabilities for an encoded matrix."""
+        """Positive-class probabilities for an encoded matrix."""
         return np.asarray(self._session.run([self._output], {self._input: matrix})[0])[:, 1]
 
     def latency_us_per_row(self, matrix: np.ndarray, repeats: int) -> dict[str, float]:
@@ -179,18 +187,20 @@ class OnnxModel:
 
 
 def evaluate_model(
-    model: OnnxModel, test: pd.DataFrame, params: EvaluateParams
+    model: OnnxModel, test: pd.DataFrame, params: EvaluateParams, contract: Contract
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Every metric of ``model`` on ``test``; returns the metrics and the scores."""
     matrix = model.matrix(test)
     scores = model.predict(matrix)
-    labels = test[schema.LABEL_COLUMN].to_numpy()
+    labels = contract.labels(test)
     metrics: dict[str, Any] = score_metrics(
         scores, labels, params.fpr, params.top_k, model.threshold
     )
     sample = matrix[: min(params.latency_rows, len(matrix))]
     metrics |= model.latency_us_per_row(sample, params.latency_repeats)
-    metrics["slices"] = slice_metrics(test, scores, params.fpr, params.top_k, model.threshold)
+    metrics["slices"] = slice_metrics(
+        test, scores, labels, contract.slices, params.fpr, params.top_k, model.threshold
+    )
     return metrics, scores
 
 
@@ -206,13 +216,17 @@ def to_json(value: Any) -> Any:
 
 
 def run_evaluate(
-    model_dir: Path, prepared_dir: Path, reports_dir: Path, params: EvaluateParams
+    model_dir: Path,
+    prepared_dir: Path,
+    reports_dir: Path,
+    params: EvaluateParams,
+    contract: Contract,
 ) -> dict:
     """The evaluate stage: metrics.json, slices and the PR / calibration plots."""
     model = OnnxModel(model_dir)
     test = pd.read_parquet(prepared_dir / "test.parquet")
-    metrics, scores = evaluate_model(model, test, params)
-    labels = test[schema.LABEL_COLUMN].to_numpy()
+    metrics, scores = evaluate_model(model, test, params, contract)
+    labels = contract.labels(test)
     plots = reports_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     (reports_dir / "metrics.json").write_text(json.dumps(to_json(metrics), indent=2) + "\n")

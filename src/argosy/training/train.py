@@ -1,4 +1,4 @@
-"""Train the XGBoost fraud model, export it to ONNX and record the run in MLflow.
+"""Train the XGBoost classifier, export it to ONNX and record the run in MLflow.
 
 The export is trusted only after a parity check: ONNX and native predictions on the test split must
 agree within ``train.onnx_tolerance``. The deployable directory (``model.onnx`` + ``metadata.json``)
@@ -22,7 +22,7 @@ import pandas as pd
 
 from argosy import tracking
 from argosy.config import TrainParams
-from argosy.data import schema
+from argosy.data.contract import Contract
 from argosy.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -101,15 +101,21 @@ def threshold_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> floa
     """The lowest threshold whose false-positive rate on negatives is at most ``fpr``."""
     negatives = np.sort(scores[labels == 0])
     if len(negatives) == 0:
-        raise TrainingError("the validation split has no legitimate transactions")
+        raise TrainingError("the validation split has no negative labels")
     allowed = int(np.floor(fpr * len(negatives)))
     # Scores strictly above the (allowed+1)-th highest negative flag at most `allowed` negatives.
     cutoff = negatives[len(negatives) - allowed - 1]
     return float(np.nextafter(np.float32(cutoff), np.float32(np.inf)))
 
 
-def export_onnx(booster: Any, n_features: int) -> bytes:
-    """Convert a binary:logistic booster to an ONNX model with one FP32 ``features`` input."""
+def export_onnx(booster: Any, n_features: int, name: str) -> bytes:
+    """Convert a binary:logistic booster to an ONNX model with one FP32 ``features`` input.
+
+    Args:
+        booster: The trained booster.
+        n_features: Width of the input.
+        name: The graph's name (the contract's model name).
+    """
     import onnxmltools
     from onnxmltools.convert.common.data_types import FloatTensorType
 
@@ -117,14 +123,14 @@ def export_onnx(booster: Any, n_features: int) -> bytes:
     # booster export to different bytes and break sha256 pinning and cross-run comparison.
     model = onnxmltools.convert_xgboost(
         booster,
-        name="argosy-fraud-detector",
+        name=name,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
     )
     return model.SerializeToString()
 
 
 def onnx_scores(model_bytes: bytes, matrix: np.ndarray) -> np.ndarray:
-    """Fraud probabilities from the ONNX model."""
+    """Positive-class probabilities from the ONNX model."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -154,7 +160,11 @@ def _input_example(matrix: np.ndarray, rows: int = 5) -> np.ndarray:
 
 
 def train(
-    prepared_dir: Path, model_dir: Path, params: TrainParams, root: Path | None = None
+    prepared_dir: Path,
+    model_dir: Path,
+    params: TrainParams,
+    contract: Contract,
+    root: Path | None = None,
 ) -> TrainResult:
     """Train, export, check and log the model.
 
@@ -162,6 +172,7 @@ def train(
         prepared_dir: Holds ``train/valid/test.parquet`` from ``prepare``.
         model_dir: Receives ``model.onnx``, ``metadata.json`` and ``model.ubj``.
         params: The ``train`` section of params.yaml.
+        contract: The data contract (features, label, the model's name).
         root: Repository root for provenance and the embedded MLflow store (default: cwd).
 
     Raises:
@@ -175,18 +186,18 @@ def train(
 
     root = root or Path.cwd()
     splits = {s: pd.read_parquet(prepared_dir / f"{s}.parquet") for s in ("train", "valid", "test")}
-    matrices = {s: schema.to_matrix(f) for s, f in splits.items()}
-    labels = {s: f[schema.LABEL_COLUMN].to_numpy() for s, f in splits.items()}
+    matrices = {s: contract.to_matrix(f) for s, f in splits.items()}
+    labels = {s: contract.labels(f) for s, f in splits.items()}
     for name in ("train", "valid"):
         if labels[name].sum() == 0:
-            raise TrainingError(f"the {name} split has no fraud labels to learn from")
+            raise TrainingError(f"the {name} split has no positive labels to learn from")
 
     device = resolve_device(params.device)
     # Reach the tracking server before spending minutes on training.
     uri = tracking.tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     try:
-        experiment_id = tracking.ensure_experiment(params.experiment, root)
+        experiment_id = tracking.ensure_experiment(contract.name, root)
     except (MlflowException, OSError) as exc:
         raise TrainingError(f"cannot reach the MLflow tracking server at {uri}: {exc}") from exc
     log.info("training on %s: %d rows, %d features", device, *matrices["train"].shape)
@@ -210,7 +221,7 @@ def train(
 
     valid_scores = booster.predict(dvalid)
     threshold = threshold_at_fpr(valid_scores, labels["valid"], params.threshold_fpr)
-    model_bytes = export_onnx(booster, len(schema.FEATURES))
+    model_bytes = export_onnx(booster, len(contract.features), contract.name)
     test_native = booster.predict(xgb.DMatrix(matrices["test"]))
     diff = check_parity(
         test_native, onnx_scores(model_bytes, matrices["test"]), params.onnx_tolerance
@@ -235,7 +246,7 @@ def train(
                     "argosy.git_commit": commit,
                     "argosy.git_dirty": str(dirty).lower(),
                     "argosy.sha256": sha,
-                    "argosy.model_name": params.model_name,
+                    "argosy.model_name": contract.name,
                 }
             )
             mlflow.log_metrics(
@@ -257,10 +268,11 @@ def train(
                 save_as_external_data=False,
             )
             metadata = {
-                "name": params.model_name,
+                "name": contract.name,
                 "version": None,
-                "features": list(schema.FEATURES),
-                "feature_specs": schema.feature_specs(),
+                "features": list(contract.feature_names),
+                "feature_specs": [spec.to_dict() for spec in contract.specs],
+                "id_column": contract.id,
                 "input_name": INPUT_NAME,
                 "output_name": OUTPUT_NAME,
                 "threshold": threshold,

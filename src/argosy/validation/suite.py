@@ -1,8 +1,9 @@
-"""Build and run the Great Expectations 1.x suite that guards the raw transactions.
+"""Build and run the Great Expectations 1.x suite that guards the raw data.
 
-The suite is derived from ``argosy.data.schema`` (columns, dtypes, nulls, ranges, categories) and
-the ``validate`` params (row count, label-rate bounds, timestamp range). A run writes a JSON summary
-and Data Docs HTML; a failure names each failing expectation and how many rows broke it.
+The suite is derived from the data contract: its columns, each feature's dtype, nullability, range
+and categories, the unique id, the label's values and positive rate, the row count and the event
+time's range. A run writes a JSON summary and Data Docs HTML; a failure names each failing
+expectation, the contract key it checks and how many rows broke it.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from argosy.config import ValidateParams
-from argosy.data import schema
+from argosy.data.contract import Contract
 
 log = logging.getLogger(__name__)
 
-SUITE_NAME = "transactions"
+SUITE_NAME = "data"
 TABLE = "table"
-_INT_TYPES = ["int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64"]
+_INT_TYPES = [
+    *("int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64"),
+    *("uint8", "uint16", "uint32", "uint64", "UInt8", "UInt16", "UInt32", "UInt64"),
+]
+_BOOL_TYPES = ["bool", "boolean"]
 _FLOAT_TYPES = ["float32", "float64", "Float32", "Float64"]
 _STRING_TYPES = ["StringDtype", "str"]
 
@@ -62,67 +66,135 @@ class ValidationOutcome:
         return "\n".join(lines)
 
 
-def _dtype_expectation(gx: Any, name: str) -> Any:
-    if name == schema.TIMESTAMP_COLUMN:
-        # Timezone-aware datetimes are checked per value; "Timestamp" is pandas' value type.
-        return gx.expectations.ExpectColumnValuesToBeOfType(column=name, type_="Timestamp")
-    if name in schema.FEATURES_BY_NAME:
-        feature = schema.FEATURES_BY_NAME[name]
-        if feature.categorical:
-            types = _STRING_TYPES
-        elif feature.integer and not feature.allow_nan:
-            types = _INT_TYPES
-        else:
-            types = _FLOAT_TYPES
-    elif name == "amount":
-        types = _FLOAT_TYPES
-    elif name == schema.LABEL_COLUMN:
-        types = _INT_TYPES
-    else:
-        types = _STRING_TYPES
-    return gx.expectations.ExpectColumnValuesToBeInTypeList(column=name, type_list=types)
+def positive_column(contract: Contract) -> str:
+    """The derived 0/1 column whose mean is the positive rate (the label may hold strings)."""
+    return f"{contract.label.column} == {contract.label.positive!r}"
 
 
-def build_expectations(params: ValidateParams) -> list[Any]:
-    """The expectations of the suite, in report order."""
+def _types(contract: Contract, name: str) -> list[str]:
+    feature = contract.features.get(name)
+    if feature is None:
+        if name == contract.label.column:
+            label = contract.label.positive
+            return _STRING_TYPES if isinstance(label, str) else _INT_TYPES + _BOOL_TYPES
+        return _INT_TYPES + _STRING_TYPES if name == contract.id else _ANY_TYPES
+    if feature.type == "categorical":
+        return _STRING_TYPES
+    if feature.type == "boolean":
+        return _BOOL_TYPES + _INT_TYPES + (_FLOAT_TYPES if feature.nullable else [])
+    if feature.type == "integer" and not feature.nullable:
+        return _INT_TYPES
+    return _FLOAT_TYPES + _INT_TYPES
+
+
+_ANY_TYPES = _INT_TYPES + _FLOAT_TYPES + _BOOL_TYPES + _STRING_TYPES
+
+
+def build_expectations(contract: Contract, naive_time: bool = False) -> list[tuple[Any, str]]:
+    """The expectations of the suite, in report order, each with the contract key it checks.
+
+    Args:
+        contract: The data contract.
+        naive_time: The event-time column holds timezone-naive datetimes (bounds are naive too).
+    """
     import great_expectations as gx
 
     e = gx.expectations
-    out: list[Any] = [
-        e.ExpectTableColumnsToMatchSet(column_set=list(schema.RAW_COLUMNS), exact_match=True),
-        e.ExpectTableRowCountToBeBetween(min_value=params.min_rows, max_value=params.max_rows),
+    out: list[tuple[Any, str]] = [
+        (
+            e.ExpectTableColumnsToMatchSet(column_set=list(contract.raw_columns), exact_match=True),
+            "features / other_columns / id / time / label.column",
+        ),
+        (
+            e.ExpectTableRowCountToBeBetween(
+                min_value=contract.rows.min, max_value=contract.rows.max
+            ),
+            "rows",
+        ),
     ]
-    for name in schema.RAW_COLUMNS:
-        out.append(_dtype_expectation(gx, name))
-        feature = schema.FEATURES_BY_NAME.get(name)
-        if feature is None or not feature.allow_nan:
-            out.append(e.ExpectColumnValuesToNotBeNull(column=name))
-        if feature is not None and feature.categories is not None:
+    for name in contract.raw_columns:
+        feature = contract.features.get(name)
+        key = f"features.{name}" if feature is not None else _role(contract, name)
+        if name == contract.time:
+            out.append((e.ExpectColumnValuesToBeOfType(column=name, type_="Timestamp"), "time"))
+        elif name not in contract.other_columns:
             out.append(
-                e.ExpectColumnValuesToBeInSet(column=name, value_set=list(feature.categories))
-            )
-        elif feature is not None:
-            out.append(
-                e.ExpectColumnValuesToBeBetween(
-                    column=name, min_value=feature.minimum, max_value=feature.maximum
+                (
+                    e.ExpectColumnValuesToBeInTypeList(
+                        column=name, type_list=_types(contract, name)
+                    ),
+                    f"{key}.type" if feature is not None else key,
                 )
             )
+        if (feature is None or not feature.nullable) and name not in contract.other_columns:
+            nullable_key = f"{key}.nullable" if feature is not None else key
+            out.append((e.ExpectColumnValuesToNotBeNull(column=name), nullable_key))
+        if feature is None:
+            continue
+        if feature.type == "categorical" and feature.unseen == "reject":
+            out.append(
+                (
+                    e.ExpectColumnValuesToBeInSet(
+                        column=name, value_set=list(feature.values or [])
+                    ),
+                    f"{key}.values",
+                )
+            )
+        elif feature.type == "boolean":
+            out.append(
+                (e.ExpectColumnValuesToBeInSet(column=name, value_set=[0, 1]), f"{key}.type")
+            )
+        elif feature.min is not None or feature.max is not None:
+            out.append(
+                (
+                    e.ExpectColumnValuesToBeBetween(
+                        column=name, min_value=feature.min, max_value=feature.max
+                    ),
+                    f"{key}.min/max",
+                )
+            )
+    if contract.id:
+        out.append((e.ExpectColumnValuesToBeUnique(column=contract.id), "id"))
+    label = contract.label
     out += [
-        e.ExpectColumnValuesToBeUnique(column=params.id_column),
-        e.ExpectColumnValuesToBeBetween(column="amount", min_value=0.0, max_value=1e9),
-        e.ExpectColumnValuesToBeInSet(column=schema.LABEL_COLUMN, value_set=[0, 1]),
-        e.ExpectColumnMeanToBeBetween(
-            column=schema.LABEL_COLUMN,
-            min_value=params.label_rate_min,
-            max_value=params.label_rate_max,
+        (
+            e.ExpectColumnValuesToBeInSet(
+                column=label.column, value_set=[label.negative, label.positive]
+            ),
+            "label.positive / label.negative",
         ),
-        e.ExpectColumnValuesToBeBetween(
-            column=schema.TIMESTAMP_COLUMN,
-            min_value=datetime.fromisoformat(params.timestamp_min).replace(tzinfo=UTC),
-            max_value=datetime.fromisoformat(params.timestamp_max).replace(tzinfo=UTC),
+        (
+            e.ExpectColumnMeanToBeBetween(
+                column=positive_column(contract),
+                min_value=contract.label_rate.min,
+                max_value=contract.label_rate.max,
+            ),
+            "label_rate",
         ),
     ]
+    if contract.time and contract.time_range:
+        tz = None if naive_time else UTC
+        out.append(
+            (
+                e.ExpectColumnValuesToBeBetween(
+                    column=contract.time,
+                    min_value=datetime.fromisoformat(contract.time_range.min).replace(tzinfo=tz),
+                    max_value=datetime.fromisoformat(contract.time_range.max).replace(tzinfo=tz),
+                ),
+                "time_range",
+            )
+        )
     return out
+
+
+def _role(contract: Contract, name: str) -> str:
+    if name == contract.id:
+        return "id"
+    if name == contract.time:
+        return "time"
+    if name == contract.label.column:
+        return "label.column"
+    return "other_columns"
 
 
 def read_raw(data_dir: Path) -> tuple[pd.DataFrame | None, list[dict[str, Any]]]:
@@ -156,7 +228,14 @@ def _failure(expectation: str, summary: str, rows: int, **extra: Any) -> dict[st
     return {"expectation": expectation, "summary": summary, "unexpected_count": rows, **extra}
 
 
-def _describe(result: Any) -> dict[str, Any]:
+def _describe(result: Any, contract: Contract, key: str) -> dict[str, Any]:
+    failure = _describe_result(result, contract)
+    failure["contract_key"] = key
+    failure["summary"] += f" [contract.yaml {key}]"
+    return failure
+
+
+def _describe_result(result: Any, contract: Contract) -> dict[str, Any]:
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id",)}
     column = kwargs.get("column")
@@ -170,8 +249,8 @@ def _describe(result: Any) -> dict[str, Any]:
     count = int(info.get("unexpected_count") or 0)
     if config.type == "expect_table_columns_to_match_set":
         observed = set(info.get("observed_value") or [])
-        missing = sorted(set(schema.RAW_COLUMNS) - observed)
-        extra = sorted(observed - set(schema.RAW_COLUMNS))
+        missing = sorted(set(contract.raw_columns) - observed)
+        extra = sorted(observed - set(contract.raw_columns))
         detail = f"missing columns {missing}" if missing else ""
         detail += (", " if detail and extra else "") + (
             f"unexpected columns {extra}" if extra else ""
@@ -189,8 +268,15 @@ def _describe(result: Any) -> dict[str, Any]:
     return _failure(config.type, summary, 0, column=column, observed=str(observed))
 
 
+def _naive_time(frame: pd.DataFrame, contract: Contract) -> bool:
+    if not contract.time or contract.time not in frame.columns:
+        return False
+    dtype = frame[contract.time].dtype
+    return pd.api.types.is_datetime64_dtype(dtype) and getattr(dtype, "tz", None) is None
+
+
 def validate_frame(
-    frame: pd.DataFrame, params: ValidateParams, docs_dir: Path | None = None
+    frame: pd.DataFrame, contract: Contract, docs_dir: Path | None = None
 ) -> ValidationOutcome:
     """Run the suite on ``frame``; build Data Docs HTML into ``docs_dir`` when given."""
     import great_expectations as gx
@@ -217,18 +303,28 @@ def validate_frame(
     # One suite per column, run on a one-column frame, plus the table-level suite on the whole
     # frame. Great Expectations copies the batch's frame for every column-map metric; with the
     # whole 37-column frame that copying made validation ~6x slower (see docs/benchmarks.md).
-    groups: dict[str, list[Any]] = {}
-    for expectation in build_expectations(params):
-        groups.setdefault(getattr(expectation, "column", None) or TABLE, []).append(expectation)
+    groups: dict[str, list[tuple[Any, str]]] = {}
+    for expectation, key in build_expectations(contract, _naive_time(frame, contract)):
+        name = getattr(expectation, "column", None) or TABLE
+        groups.setdefault(name, []).append((expectation, key))
+    derived = positive_column(contract)
     failures: list[dict[str, Any]] = []
     evaluated = 0
     for number, (name, expectations) in enumerate(groups.items(), start=1):
-        if name != TABLE and name not in frame.columns:
+        if name == derived:
+            if contract.label.column not in frame.columns:
+                continue
+            batch = pd.DataFrame({name: contract.labels(frame)})
+        elif name == TABLE:
+            batch = frame
+        elif name in frame.columns:
+            batch = frame[[name]]
+        else:
             continue  # the table-level column-set expectation reports the missing column
         started = time.perf_counter()
         asset = source.add_dataframe_asset(name)
         suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_NAME}.{name}"))
-        for expectation in expectations:
+        for expectation, _ in expectations:
             suite.add_expectation(expectation)
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(
@@ -237,13 +333,17 @@ def validate_frame(
                 suite=suite,
             )
         )
-        batch = frame if name == TABLE else frame[[name]]
         run = definition.run(
             batch_parameters={"dataframe": batch},
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
         )
         evaluated += len(run.results)
-        failed = [_describe(r) for r in run.results if not r.success]
+        keys = [key for _, key in expectations]
+        failed = [
+            _describe(r, contract, key)
+            for r, key in zip(run.results, keys, strict=True)
+            if not r.success
+        ]
         failures += failed
         log.info(
             "suite %d/%d %s: %d expectation(s), %s (%.1f s)",
@@ -258,7 +358,7 @@ def validate_frame(
     )
 
 
-def validate_dir(data_dir: Path, params: ValidateParams, report_dir: Path) -> ValidationOutcome:
+def validate_dir(data_dir: Path, contract: Contract, report_dir: Path) -> ValidationOutcome:
     """Validate the files under ``data_dir``; write ``result.json`` and Data Docs to ``report_dir``.
 
     Raises:
@@ -271,7 +371,7 @@ def validate_dir(data_dir: Path, params: ValidateParams, report_dir: Path) -> Va
         shutil.rmtree(report_dir / "data_docs", ignore_errors=True)
     else:
         log.info("validating %d rows from %s", len(frame), data_dir)
-        outcome = validate_frame(frame, params, report_dir / "data_docs")
+        outcome = validate_frame(frame, contract, report_dir / "data_docs")
     payload = {
         "success": outcome.success,
         "rows": outcome.rows,

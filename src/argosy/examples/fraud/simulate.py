@@ -1,4 +1,8 @@
-"""Deterministic synthetic card transactions with several fraud patterns and named drift scenarios.
+"""The shipped example's data: deterministic synthetic card transactions with fraud and drift.
+
+This module and the repository's ``contract.yaml`` are the fraud example; nothing else in the
+package knows its columns. A fork on its own data sets ``source: files`` in its contract and may
+delete this package (README, "Removing the example").
 
 The generator draws customers and merchants, then transactions over a time window. Fraud is not one
 separable rule: its rate depends on observable context (night hours, card-not-present channels,
@@ -18,7 +22,54 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from argosy.data import schema
+
+CURRENCIES = ("USD", "EUR", "GBP", "CAD", "MXN", "JPY")
+MERCHANT_CATEGORIES = (
+    "grocery",
+    "restaurants",
+    "fuel",
+    "fashion",
+    "electronics",
+    "jewelry",
+    "travel",
+    "digital_goods",
+    "gaming",
+    "pharmacy",
+)
+CHANNELS = ("pos", "ecommerce", "mobile_app", "moto")
+ENTRY_MODES = ("chip", "contactless", "magstripe", "manual", "ecommerce", "tokenized")
+DEVICE_TYPES = ("none", "desktop", "mobile", "tablet")
+#: Columns written as int64; every other numeric column is float64 and every string is an object.
+INTEGER_COLUMNS = (
+    "customer_txn_count_1h",
+    "customer_txn_count_24h",
+    "customer_txn_count_7d",
+    "customer_distinct_merchants_24h",
+    "customer_chargebacks_365d",
+    "account_age_days",
+    "card_age_days",
+    "hour_of_day",
+    "day_of_week",
+    "merchant_age_days",
+    "ip_country_mismatch",
+    "billing_shipping_mismatch",
+    "cvv_match",
+    "new_device",
+    "failed_logins_24h",
+    "is_foreign_currency",
+    "is_international",
+    "is_fraud",
+)
+STRING_COLUMNS = (
+    "transaction_id",
+    "customer_id",
+    "merchant_id",
+    "currency",
+    "merchant_category",
+    "channel",
+    "entry_mode",
+    "device_type",
+)
 
 #: Drift scenarios for monitoring demos and tests; ``baseline`` is the training distribution.
 SCENARIOS: dict[str, str] = {
@@ -110,7 +161,7 @@ def simulate(spec: SimulationSpec) -> pd.DataFrame:
         spec: Size, seed, window and scenario.
 
     Returns:
-        A DataFrame with ``schema.RAW_COLUMNS``.
+        A DataFrame with the columns ``contract.yaml`` declares, in its ``raw_columns`` order.
     """
     rng = np.random.default_rng([spec.seed, list(SCENARIOS).index(spec.scenario)])
     n = spec.rows
@@ -126,7 +177,7 @@ def simulate(spec: SimulationSpec) -> pd.DataFrame:
     customer_risk = np.exp(rng.normal(0.0, 0.5, n_customers))
     customer_cb = rng.poisson(0.04 * customer_risk)
     merchant_category = rng.choice(
-        len(schema.MERCHANT_CATEGORIES), size=n_merchants, p=_BASE_CATEGORY_MIX
+        len(MERCHANT_CATEGORIES), size=n_merchants, p=_BASE_CATEGORY_MIX
     )
     merchant_risk = np.clip(
         rng.beta(1.2, 40.0, n_merchants) * _CATEGORY_RISK[merchant_category], 0, 1
@@ -296,11 +347,11 @@ def simulate(spec: SimulationSpec) -> pd.DataFrame:
             "email_domain_risk": email_risk.round(5),
             "is_foreign_currency": (currency != 0).astype(np.int8),
             "is_international": international,
-            "currency": np.asarray(schema.CURRENCIES)[currency],
-            "merchant_category": np.asarray(schema.MERCHANT_CATEGORIES)[category],
-            "channel": np.asarray(schema.CHANNELS)[channel],
-            "entry_mode": np.asarray(schema.ENTRY_MODES)[entry],
-            "device_type": np.asarray(schema.DEVICE_TYPES)[device],
+            "currency": np.asarray(CURRENCIES)[currency],
+            "merchant_category": np.asarray(MERCHANT_CATEGORIES)[category],
+            "channel": np.asarray(CHANNELS)[channel],
+            "entry_mode": np.asarray(ENTRY_MODES)[entry],
+            "device_type": np.asarray(DEVICE_TYPES)[device],
             "is_fraud": fraud.astype(np.int8),
         }
     )
@@ -308,17 +359,15 @@ def simulate(spec: SimulationSpec) -> pd.DataFrame:
 
 
 def _with_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cast columns to the dtypes the schema promises (integers, floats, strings)."""
-    for feature in schema.NUMERIC_FEATURES:
-        column = frame[feature.name]
-        if feature.integer and not feature.allow_nan:
-            frame[feature.name] = column.astype(np.int64)
-        else:
-            frame[feature.name] = column.astype(np.float64)
-    for name in (*schema.ID_COLUMNS, *(f.name for f in schema.CATEGORICAL_FEATURES)):
-        frame[name] = frame[name].astype(object)
-    frame["is_fraud"] = frame["is_fraud"].astype(np.int64)
-    return frame[list(schema.RAW_COLUMNS)]
+    """Cast columns to the dtypes the example's contract promises (integers, floats, strings)."""
+    for name in frame.columns:
+        if name in STRING_COLUMNS:
+            frame[name] = frame[name].astype(object)
+        elif name in INTEGER_COLUMNS:
+            frame[name] = frame[name].astype(np.int64)
+        elif name != "timestamp":
+            frame[name] = frame[name].astype(np.float64)
+    return frame
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:

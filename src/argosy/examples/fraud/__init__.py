@@ -1,0 +1,1 @@
+"""The card-fraud example: a deterministic simulator for the repository's ``contract.yaml``."""
