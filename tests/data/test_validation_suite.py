@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from argosy.config import Params
-from argosy.data.simulate import write_parquet
+from argosy.data.contract import Contract, parse_contract
+from argosy.examples.fraud.simulate import write_parquet
 from argosy.validation.suite import DataValidationError, validate_dir
 
 from ..conftest import REPO, venv_env
@@ -23,7 +23,7 @@ def good(small_frame: pd.DataFrame) -> pd.DataFrame:
     return small_frame.iloc[:4000].copy()
 
 
-def run(tmp_path: Path, frame: pd.DataFrame | None, params: Params, raw: bytes | None = None):
+def run(tmp_path: Path, frame: pd.DataFrame | None, contract: Contract, raw: bytes | None = None):
     data = tmp_path / "data"
     data.mkdir()
     if frame is not None:
@@ -31,13 +31,13 @@ def run(tmp_path: Path, frame: pd.DataFrame | None, params: Params, raw: bytes |
     if raw is not None:
         (data / "transactions.parquet").write_bytes(raw)
     reports = tmp_path / "reports"
-    return data, reports, lambda: validate_dir(data, params.validate_, reports)
+    return data, reports, lambda: validate_dir(data, contract, reports)
 
 
 def test_good_data_passes_with_data_docs(
-    tmp_path: Path, good: pd.DataFrame, params: Params
+    tmp_path: Path, good: pd.DataFrame, contract: Contract
 ) -> None:
-    _, reports, validate = run(tmp_path, good, params)
+    _, reports, validate = run(tmp_path, good, contract)
     outcome = validate()
     assert outcome.success
     assert outcome.rows == 4000
@@ -58,7 +58,7 @@ def _dtype(f: pd.DataFrame) -> pd.DataFrame:
 
 
 def _nulls(f: pd.DataFrame) -> pd.DataFrame:
-    f.loc[f.index[:7], "merchant_id"] = None
+    f.loc[f.index[:7], "amount_usd"] = None
     return f
 
 
@@ -94,15 +94,18 @@ def _empty(f: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (_drop, r"expect_table_columns_to_match_set: missing columns \['cvv_match'\]"),
-        (_dtype, r"expect_column_values_to_be_in_type_list\(amount_usd\)"),
-        (_nulls, r"expect_column_values_to_not_be_null\(merchant_id\): 7 rows"),
-        (_range, r"expect_column_values_to_be_between\(hour_of_day\): 3 rows"),
-        (_category, r"expect_column_values_to_be_in_set\(channel\): 4 rows .*carrier_pigeon"),
-        (_duplicates, r"expect_column_values_to_be_unique\(transaction_id\): 6 rows"),
-        (_label_rate, r"expect_column_mean_to_be_between\(is_fraud\): observed 0\.2"),
-        (_timestamps, r"expect_column_values_to_be_between\(timestamp\): 2 rows"),
-        (_empty, r"expect_table_row_count_to_be_between: observed 0"),
+        (_drop, r"expect_table_columns_to_match_set: missing columns \['cvv_match'\].*\[contract"),
+        (_dtype, r"in_type_list\(amount_usd\).*\[contract\.yaml features\.amount_usd\.type\]"),
+        (_nulls, r"expect_column_values_to_not_be_null\(amount_usd\): 7 rows.*\.nullable\]"),
+        (
+            _range,
+            r"between\(hour_of_day\): 3 rows.*\[contract\.yaml features\.hour_of_day\.min/max",
+        ),
+        (_category, r"in_set\(channel\): 4 rows .*carrier_pigeon.*features\.channel\.values\]"),
+        (_duplicates, r"expect_column_values_to_be_unique\(transaction_id\): 6 rows.*yaml id\]"),
+        (_label_rate, r"mean_to_be_between\(is_fraud == 1\): observed 0\.2.*yaml label_rate\]"),
+        (_timestamps, r"between\(timestamp\): 2 rows.*\[contract\.yaml time_range\]"),
+        (_empty, r"expect_table_row_count_to_be_between: observed 0.*\[contract\.yaml rows\]"),
     ],
     ids=[
         "missing-column",
@@ -119,12 +122,12 @@ def _empty(f: pd.DataFrame) -> pd.DataFrame:
 def test_each_class_of_bad_data_is_named(
     tmp_path: Path,
     good: pd.DataFrame,
-    params: Params,
+    contract: Contract,
     mutate: Callable[[pd.DataFrame], pd.DataFrame],
     expected: str,
 ) -> None:
     # Given good data with one class of defect
-    _, reports, validate = run(tmp_path, mutate(good.copy()), params)
+    _, reports, validate = run(tmp_path, mutate(good.copy()), contract)
     # When validated / Then it fails, naming the expectation and how many rows broke it
     with pytest.raises(DataValidationError, match=expected):
         validate()
@@ -136,11 +139,11 @@ def test_each_class_of_bad_data_is_named(
 @pytest.mark.parametrize(
     "cut", [0, 100, -200], ids=["zero-bytes", "truncated-head", "truncated-tail"]
 )
-def test_corrupt_parquet(tmp_path: Path, good: pd.DataFrame, params: Params, cut: int) -> None:
+def test_corrupt_parquet(tmp_path: Path, good: pd.DataFrame, contract: Contract, cut: int) -> None:
     # Given a Parquet file cut short
     write_parquet(good, tmp_path / "whole.parquet")
     whole = (tmp_path / "whole.parquet").read_bytes()
-    _, reports, validate = run(tmp_path, None, params, raw=whole[:cut] if cut else b"")
+    _, reports, validate = run(tmp_path, None, contract, raw=whole[:cut] if cut else b"")
     # Then validation names the file as unreadable and writes no Data Docs
     with pytest.raises(DataValidationError, match=r"transactions\.parquet: not a readable Parquet"):
         validate()
@@ -158,8 +161,8 @@ def test_cli_exit_code_and_message(tmp_path: Path, good: pd.DataFrame) -> None:
             str(data),
             "--reports",
             str(reports),
-            "--params",
-            str(REPO / "params.yaml"),
+            "--contract",
+            str(REPO / "contract.yaml"),
         ],
         capture_output=True,
         text=True,
@@ -173,3 +176,76 @@ def test_cli_exit_code_and_message(tmp_path: Path, good: pd.DataFrame) -> None:
     # And progress is one line per suite, naming the one that failed, not a bar per suite
     assert re.search(r"suite \d+/\d+ channel: 3 expectation\(s\), 1 failed", proc.stderr)
     assert "Calculating Metrics" not in proc.stderr
+
+
+def _contradicting(contract: Contract, edit: Callable[[dict], None]) -> Contract:
+    raw = contract.model_dump(mode="json", exclude_none=True)
+    edit(raw)
+    return parse_contract(raw)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda c: c["features"].update(loyalty_tier={"type": "integer"}),
+            r"missing columns \['loyalty_tier'\].*\[contract\.yaml features / other_columns",
+        ),
+        (
+            lambda c: c["features"].update(currency={"type": "integer"}),
+            r"in_type_list\(currency\).*\[contract\.yaml features\.currency\.type\]",
+        ),
+        (
+            lambda c: c["label"].update(positive="yes", negative="no"),
+            r"is_fraud.*\[contract\.yaml label",
+        ),
+    ],
+    ids=["declared-column-missing", "wrong-type", "label-values"],
+)
+def test_a_contract_that_contradicts_the_data_names_column_and_key(
+    tmp_path: Path, good: pd.DataFrame, contract: Contract, edit, expected: str
+) -> None:
+    # Given good data and a contract that says something else about it
+    wrong = _contradicting(contract, edit)
+    _, _, validate = run(tmp_path, good, wrong)
+    # When validated / Then the failure names the column and the contract key to fix
+    with pytest.raises(DataValidationError, match=expected):
+        validate()
+
+
+def test_a_nullable_string_categorical_without_an_event_time_passes(tmp_path: Path) -> None:
+    # Given data with no event time, a hyphenated id, string labels and nulls in a categorical
+    frame = pd.DataFrame(
+        {
+            "row-key": [f"r{i}" for i in range(200)],
+            "plan-type": (["basic", "pro", None, "basic"] * 50),
+            "tenure": list(range(200)),
+            "churned": (["no", "no", "no", "yes"] * 50),
+        }
+    )
+    contract = parse_contract(
+        {
+            "name": "churn",
+            "source": "files",
+            "id": "row-key",
+            "label": {"column": "churned", "positive": "yes", "negative": "no"},
+            "features": {
+                "plan-type": {"type": "categorical", "values": ["basic", "pro"], "nullable": True},
+                "tenure": {"type": "integer", "min": 0, "max": 1000},
+            },
+            "rows": {"min": 100, "max": 1000},
+            "label_rate": {"min": 0.1, "max": 0.4},
+            "metric": {"primary": "pr_auc", "floors": {}},
+            "monitoring": {
+                "min_rows": 10,
+                "min_labelled_rows": 10,
+                "min_positives": 1,
+                "pr_auc_min": 0.1,
+                "recall_min": 0.1,
+            },
+        }
+    )
+    _, _, validate = run(tmp_path, frame, contract)
+    # When validated / Then it passes, including the positive rate of a string label
+    outcome = validate()
+    assert outcome.success, outcome.message()

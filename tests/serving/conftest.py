@@ -25,11 +25,41 @@ import numpy as np
 import pytest
 
 N_FEATURES = 30
+MODEL_NAME = "example-model"
+ID_COLUMN = "row-key"  # a hyphen, as real id columns may have: never a Python identifier
+# f00 rejects unseen values, f01 is nullable, f02 maps unseen values to its `other` code (5).
 CATEGORICAL = {"f00": ["web", "pos", "atm", "moto"], "f01": ["a", "b", "c"], "f02": list("vwxyz")}
-ALLOW_NAN = {"f03", "f04", "f05", "f01"}
-FEATURES = [f"f{i:02d}" for i in range(N_FEATURES)]
+UNSEEN_OTHER = {"f02"}
+BOOLEAN = {"f08", "f12"}
+NULLABLE = {"f03", "f04", "f05", "f01", "f12"}
+HYPHENATED = "f09-score"
+FEATURES = [HYPHENATED if i == 9 else f"f{i:02d}" for i in range(N_FEATURES)]
 THRESHOLD = 0.5
 MODEL_VERSION = "7"
+
+
+def feature_specs() -> list[dict[str, Any]]:
+    """The fixture's ``feature_specs``, in the form train writes (``FeatureSpec.to_dict``)."""
+    specs = []
+    for f in FEATURES:
+        kind = "categorical" if f in CATEGORICAL else "boolean" if f in BOOLEAN else "numeric"
+        specs.append(
+            {
+                "name": f,
+                "type": kind,
+                "nullable": f in NULLABLE,
+                "minimum": -100.0 if kind == "numeric" else None,
+                "maximum": 100.0 if kind == "numeric" else None,
+                "categories": CATEGORICAL.get(f),
+                "unseen": "other" if f in UNSEEN_OTHER else "reject",
+            }
+        )
+    return specs
+
+
+def code_count(name: str) -> int:
+    """How many codes the training data uses for a categorical feature (``other`` included)."""
+    return len(CATEGORICAL[name]) + (name in UNSEEN_OTHER)
 
 
 def _train(out: Path, seed: int = 0) -> Path:
@@ -40,12 +70,22 @@ def _train(out: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     n = 2000
     x = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
-    for name, cats in CATEGORICAL.items():
-        x[:, FEATURES.index(name)] = rng.integers(0, len(cats), size=n)
-    for name in ALLOW_NAN:
+    for name in CATEGORICAL:
+        x[:, FEATURES.index(name)] = rng.integers(0, code_count(name), size=n)
+    for name in BOOLEAN:
+        x[:, FEATURES.index(name)] = rng.integers(0, 2, size=n)
+    for name in NULLABLE:
         col = FEATURES.index(name)
         x[rng.random(n) < 0.1, col] = np.nan
-    logit = 1.5 * np.nan_to_num(x[:, 6]) - np.nan_to_num(x[:, 7]) + (x[:, 0] == 2) - 1.0
+    logit = (
+        1.5 * np.nan_to_num(x[:, 6])
+        - np.nan_to_num(x[:, 7])
+        + (x[:, 0] == 2)
+        + 1.5 * (x[:, 2] == 5)  # the `other` code of f02 gets a score of its own
+        - (x[:, 1] == 1)
+        + 0.8 * x[:, 8]
+        - 1.0
+    )
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     clf = xgb.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, random_state=seed)
     clf.fit(x, y)
@@ -56,14 +96,13 @@ def _train(out: Path, seed: int = 0) -> Path:
     data = onx.SerializeToString()
     (out / "model.onnx").write_bytes(data)
     metadata = {
-        "name": "fraud-detector",
+        "name": MODEL_NAME,
         "version": MODEL_VERSION,
         "features": FEATURES,
-        "feature_specs": [
-            {"name": f, "allow_nan": f in ALLOW_NAN, "categories": CATEGORICAL.get(f)}
-            for f in FEATURES
-        ],
+        "feature_specs": feature_specs(),
+        "id_column": ID_COLUMN,
         "input_name": "features",
+        "output_name": "probabilities",
         "threshold": THRESHOLD,
         "sha256": hashlib.sha256(data).hexdigest(),
         "mlflow_run_id": "0123456789abcdef",
@@ -76,16 +115,56 @@ def _train(out: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model directory following the contract (read-only for tests: copy before mutating)."""
-    return _train(tmp_path_factory.mktemp("model") / "fraud-detector")
+    return _train(tmp_path_factory.mktemp("model") / MODEL_NAME)
 
 
 def valid_rows(n: int, seed: int = 1) -> np.ndarray:
-    """Rows that satisfy the feature contract (categorical codes in range, no NaN)."""
+    """Rows that satisfy the feature contract (declared category codes, 0/1 booleans, no NaN)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
     for name, cats in CATEGORICAL.items():
         x[:, FEATURES.index(name)] = rng.integers(0, len(cats), size=n)
+    for name in BOOLEAN:
+        x[:, FEATURES.index(name)] = rng.integers(0, 2, size=n)
     return x
+
+
+def id_tensor(ids: list[str]) -> dict[str, Any]:
+    """The optional row id tensor, named after the model's id column."""
+    return {"name": ID_COLUMN, "datatype": "BYTES", "shape": [len(ids)], "data": ids}
+
+
+def raw_value(name: str, code: float) -> Any:
+    """The raw value a client holds for one encoded value (categories by name, booleans)."""
+    if np.isnan(code):
+        return None
+    if name in CATEGORICAL:
+        cats = CATEGORICAL[name]
+        return cats[int(code)] if code < len(cats) else "never-seen"
+    if name in BOOLEAN:
+        return bool(code)
+    return float(code)
+
+
+def named_body(x: np.ndarray, raw: bool = True, ids: list[str] | None = None) -> dict[str, Any]:
+    """A V2 request with one tensor per feature.
+
+    With ``raw``, categorical features go as BYTES category strings and booleans as BOOL (what a
+    client has); without it every feature goes as FP32 codes.
+    """
+    inputs = []
+    for j, name in enumerate(FEATURES):
+        col = x[:, j]
+        if raw and (name in CATEGORICAL or name in BOOLEAN):
+            datatype = "BYTES" if name in CATEGORICAL else "BOOL"
+            data = [raw_value(name, v) for v in col]
+        else:
+            datatype = "FP32"
+            data = [None if np.isnan(v) else float(v) for v in col]
+        inputs.append({"name": name, "datatype": datatype, "shape": [len(col)], "data": data})
+    if ids is not None:
+        inputs.append(id_tensor(ids))
+    return {"inputs": inputs}
 
 
 def infer_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:

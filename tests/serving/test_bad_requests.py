@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import FEATURES, Client, InProcess, infer_body, valid_rows
 
-INFER = "/v2/models/fraud-detector/infer"
+INFER = "/v2/models/example-model/infer"
 
 
 def one_row(**changes: float | None) -> dict[str, Any]:
@@ -84,26 +84,37 @@ CASES: list[tuple[str, bytes | dict[str, Any], int, str]] = [
     ("fractional category", one_row(f00=1.5), 400, "'f00' is categorical"),
     ("NaN category forbidden", one_row(f00=None), 400, "'f00'"),
     (
-        "txn wrong length",
+        "id wrong length",
         {
             "inputs": [
                 *features([1, 30], ROW)["inputs"],
-                {"name": "transaction_id", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
+                {"name": "row-key", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
             ]
         },
         400,
         "1 rows",
     ),
     (
-        "txn wrong dtype",
+        "id wrong dtype",
         {
             "inputs": [
                 *features([1, 30], ROW)["inputs"],
-                {"name": "transaction_id", "datatype": "FP32", "shape": [1], "data": [1.0]},
+                {"name": "row-key", "datatype": "FP32", "shape": [1], "data": [1.0]},
             ]
         },
         400,
         "BYTES",
+    ),
+    (
+        "id tensor under another name",
+        {
+            "inputs": [
+                *features([1, 30], ROW)["inputs"],
+                {"name": "txn_id", "datatype": "BYTES", "shape": [1], "data": ["a"]},
+            ]
+        },
+        400,
+        "unknown input",
     ),
     (
         "unknown output",
@@ -149,7 +160,7 @@ def test_oversize_body_with_content_length_is_refused_before_it_is_read(
     # Given a client announcing a body over the 64 KiB limit and sending only the headers
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(
-            b"POST /v2/models/fraud-detector/infer HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v2/models/example-model/infer HTTP/1.1\r\nHost: x\r\n"
             b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
         )
         # Then it gets a 413 at once and the connection is closed
@@ -163,7 +174,7 @@ def test_oversize_chunked_body_is_refused(server: InProcess) -> None:
     chunk = b"x" * 40_000
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(
-            b"POST /v2/models/fraud-detector/infer HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v2/models/example-model/infer HTTP/1.1\r\nHost: x\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         try:

@@ -10,9 +10,18 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import FEATURES, Client, InProcess, infer_body, valid_rows
+from .conftest import (
+    HYPHENATED,
+    ID_COLUMN,
+    Client,
+    InProcess,
+    id_tensor,
+    infer_body,
+    named_body,
+    valid_rows,
+)
 
-INFER = "/v2/models/fraud-detector/infer"
+INFER = "/v2/models/example-model/infer"
 
 json_values = st.recursive(
     st.none()
@@ -25,7 +34,9 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-names = st.sampled_from(["features", "transaction_id", "f00", "f03", "f10", "nope", ""])
+names = st.sampled_from(
+    ["features", ID_COLUMN, "f00", "f01", "f02", "f03", "f08", "f10", HYPHENATED, "nope", ""]
+)
 datatypes = st.sampled_from(["FP32", "FP64", "INT64", "INT8", "UINT8", "BYTES", "BOOL", "x", None])
 shapes = st.lists(st.integers(min_value=-2, max_value=200), max_size=3) | json_values
 tensors = st.fixed_dictionaries(
@@ -65,9 +76,7 @@ def valid_body(rnd: random.Random) -> dict[str, Any]:
     n = rnd.randint(1, 5)
     body = infer_body(valid_rows(n, seed=rnd.randrange(1000)))
     if rnd.random() < 0.5:
-        body["inputs"].append(
-            {"name": "transaction_id", "datatype": "BYTES", "shape": [n], "data": ["t"] * n}
-        )
+        body["inputs"].append(id_tensor(["t"] * n))
     return body
 
 
@@ -105,14 +114,8 @@ def test_mutated_valid_bodies_never_5xx(server: InProcess) -> None:
     statuses: dict[int, int] = {}
     for i in range(2500):
         body = valid_body(rnd)
-        if i % 3 == 0:  # per-feature form
-            x = valid_rows(2, seed=i)
-            body = {
-                "inputs": [
-                    {"name": f, "datatype": "FP32", "shape": [2], "data": x[:, j].tolist()}
-                    for j, f in enumerate(FEATURES)
-                ]
-            }
+        if i % 3 == 0:  # per-feature form: raw strings and booleans, or FP32 codes
+            body = named_body(valid_rows(2, seed=i), raw=i % 2 == 0)
         # When mutated and posted
         status = post(client, mutate(json.dumps(body).encode(), rnd))
         statuses[status] = statuses.get(status, 0) + 1
@@ -126,7 +129,7 @@ def test_mutated_valid_bodies_never_5xx(server: InProcess) -> None:
 
 def test_random_bytes_on_the_socket_never_5xx(server: InProcess) -> None:
     rnd = random.Random(7)
-    prefixes = [b"", b"POST /v2/models/fraud-detector/infer HTTP/1.1\r\n", b"GET /v2 HTTP/1.1\r\n"]
+    prefixes = [b"", b"POST /v2/models/example-model/infer HTTP/1.1\r\n", b"GET /v2 HTTP/1.1\r\n"]
     for _ in range(300):
         payload = rnd.choice(prefixes) + rnd.randbytes(rnd.randint(0, 400))
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:

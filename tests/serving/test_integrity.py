@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .conftest import Subprocess, infer_body, spawn_server, valid_rows
 
-INFER = "/v2/models/fraud-detector/infer"
+INFER = "/v2/models/example-model/infer"
 
 
 def copy_model(model_dir: Path, tmp_path: Path) -> Path:
@@ -24,7 +24,7 @@ def assert_not_ready(srv: Subprocess, why: str) -> None:
     assert status == 400
     assert doc["ready"] is False
     assert why in doc["error"]
-    status, doc = c.json("GET", "/v2/models/fraud-detector/ready")
+    status, doc = c.json("GET", "/v2/models/example-model/ready")
     assert status == 400
     assert why in doc["error"]
     status, doc = c.json("POST", INFER, infer_body(valid_rows(1)))
@@ -81,12 +81,12 @@ def test_pinned_sha256_and_version_from_arguments(
     # Then it is ready and serves the pinned version
     assert c.json("GET", "/v2/health/ready") == (200, {"ready": True})
     status, doc = c.json(
-        "POST", "/v2/models/fraud-detector/versions/42/infer", infer_body(valid_rows(1))
+        "POST", "/v2/models/example-model/versions/42/infer", infer_body(valid_rows(1))
     )
     assert status == 200
     assert doc["model_version"] == "42"
     metrics = c.request("GET", "/metrics")[2].decode()
-    assert f'argosy_model_info{{name="fraud-detector",version="42",sha256="{sha}"}} 1' in metrics
+    assert f'argosy_model_info{{name="example-model",version="42",sha256="{sha}"}} 1' in metrics
     assert srv.terminate() == 0
 
 

@@ -79,7 +79,7 @@ def test_cold_start_to_first_inference(
     client = Client(srv.port)
     body = infer_body(valid_rows(1))
     while True:
-        status, _, _ = client.request("POST", "/v2/models/fraud-detector/infer", body)
+        status, _, _ = client.request("POST", "/v2/models/example-model/infer", body)
         if status == 200:
             break
         assert time.monotonic() - t0 < 10
@@ -113,7 +113,7 @@ def test_serve_extra_alone_serves_in_a_fresh_virtualenv(
     spawned.append(srv)
     # Then it answers an inference request
     client = Client(srv.port)
-    status, doc = client.json("POST", "/v2/models/fraud-detector/infer", infer_body(valid_rows(2)))
+    status, doc = client.json("POST", "/v2/models/example-model/infer", infer_body(valid_rows(2)))
     assert status == 200
     assert doc["outputs"][0]["shape"] == [2]
     assert srv.terminate() == 0

@@ -21,33 +21,41 @@ from argosy.serving.predlog import (
     prediction_log_schema,
 )
 
-from .conftest import FEATURES, infer_body, make_app, start_in_process, stop_in_process, valid_rows
+from .conftest import (
+    FEATURES,
+    MODEL_NAME,
+    infer_body,
+    make_app,
+    start_in_process,
+    stop_in_process,
+    valid_rows,
+)
 
-INFER = "/v2/models/fraud-detector/infer"
+INFER = "/v2/models/example-model/infer"
 PART_RE = re.compile(r"date=\d{4}-\d{2}-\d{2}/part-\d{8}T\d{12}Z-[0-9a-f]{32}\.parquet$")
 
 
 def logger(**kw: Any) -> PredictionLogger:
-    return PredictionLogger(features=FEATURES, model_name="fraud-detector", model_version="7", **kw)
+    return PredictionLogger(features=FEATURES, model_name=MODEL_NAME, model_version="7", **kw)
 
 
-def submit(log: PredictionLogger, n: int, rid: str = "r", txn: list[str] | None = None) -> None:
+def submit(log: PredictionLogger, n: int, rid: str = "r", ids: list[str] | None = None) -> None:
     x = valid_rows(n)
     scores = np.linspace(0, 1, n, dtype=np.float32)
-    log.submit(rid, txn, x, scores, (scores >= 0.5).astype(np.int8))
+    log.submit(rid, ids, x, scores, (scores >= 0.5).astype(np.int8))
 
 
 def test_columns_follow_the_contract() -> None:
     cols = prediction_log_columns(FEATURES)
     assert cols == [
-        "request_id", "timestamp", "model_name", "model_version", "transaction_id",
+        "request_id", "timestamp", "model_name", "model_version", "row_id",
         *FEATURES, "score", "decision",
     ]  # fmt: skip
     schema = prediction_log_schema(FEATURES)
     assert schema.names == cols
     assert schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
     assert schema.field("decision").type == pa.int8()
-    assert schema.field("transaction_id").nullable
+    assert schema.field("row_id").nullable
     assert all(schema.field(f).type == pa.float32() for f in FEATURES)
     assert PREDICTION_LOG_ID_COLUMNS[0] == "request_id"
 
@@ -57,7 +65,7 @@ def test_rows_are_written_as_date_partitioned_parquet(tmp_path: Path) -> None:
     log = logger(root=str(tmp_path / "log"), flush_interval_s=0.05)
     log.start()
     before = time.time()
-    # When two requests are submitted, one with transaction ids
+    # When two requests are submitted, one with row ids
     submit(log, 3, "req-a", ["t1", "t2", "t3"])
     submit(log, 2, "req-b")
     # Then after close they are in Parquet files under date=YYYY-MM-DD/part-<ts>-<uuid>.parquet
@@ -71,7 +79,7 @@ def test_rows_are_written_as_date_partitioned_parquet(tmp_path: Path) -> None:
     assert rows.names == prediction_log_columns(FEATURES)
     data = table.sort_by("request_id").to_pydict()
     assert data["request_id"] == ["req-a"] * 3 + ["req-b"] * 2
-    assert data["transaction_id"] == ["t1", "t2", "t3", None, None]
+    assert data["row_id"] == ["t1", "t2", "t3", None, None]
     assert set(data["model_version"]) == {"7"}
     assert data["decision"] == [0, 1, 1, 0, 1]
     ts = data["timestamp"][0].timestamp()

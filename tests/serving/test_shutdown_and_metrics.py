@@ -10,16 +10,14 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from .conftest import Client, Subprocess, infer_body, spawn_server, valid_rows
+from .conftest import Client, Subprocess, id_tensor, infer_body, spawn_server, valid_rows
 
-INFER = "/v2/models/fraud-detector/infer"
+INFER = "/v2/models/example-model/infer"
 
 
-def with_txn(n: int, ids: list[str]) -> dict:
+def with_ids(n: int, ids: list[str]) -> dict:
     body = infer_body(valid_rows(n))
-    body["inputs"].append(
-        {"name": "transaction_id", "datatype": "BYTES", "shape": [n], "data": ids}
-    )
+    body["inputs"].append(id_tensor(ids))
     return body
 
 
@@ -34,14 +32,14 @@ def test_sigterm_drains_in_flight_request_and_flushes_log(
     spawned.append(srv)
     c = srv.client()
     for i in range(10):
-        assert c.request("POST", INFER, with_txn(2, [f"a{i}", f"b{i}"]))[0] == 200
+        assert c.request("POST", INFER, with_ids(2, [f"a{i}", f"b{i}"]))[0] == 200
     idle = Client(srv.port)
     assert idle.request("GET", "/v2/health/live")[0] == 200  # an idle keep-alive connection
     # And a request that is half sent when SIGTERM arrives
-    raw = json.dumps(with_txn(1, ["in-flight"])).encode()
+    raw = json.dumps(with_ids(1, ["in-flight"])).encode()
     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     head = (
-        b"POST /v2/models/fraud-detector/infer HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v2/models/example-model/infer HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(raw)
     )
     sock.sendall(head + raw[:50])
@@ -65,7 +63,7 @@ def test_sigterm_drains_in_flight_request_and_flushes_log(
     assert srv.proc.wait(30) == 0
     table = ds.dataset(log_dir, format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 21
-    assert "in-flight" in table.column("transaction_id").to_pylist()
+    assert "in-flight" in table.column("row_id").to_pylist()
     assert "flushed: 21 rows written, 0 dropped" in srv.log()
 
 
@@ -102,7 +100,7 @@ def test_metrics_expose_requests_latency_batches_scores_and_model_info(client: C
     assert "argosy_batch_size_sum 11" in text
     assert 'argosy_prediction_score_bucket{le="+Inf"} 11' in text
     assert "argosy_prediction_score_count 11" in text
-    assert 'argosy_model_info{name="fraud-detector",version="7",sha256="' in text
+    assert 'argosy_model_info{name="example-model",version="7",sha256="' in text
     assert "argosy_model_ready 1" in text
     # and every sample line parses as "name{labels} value"
     for line in text.splitlines():

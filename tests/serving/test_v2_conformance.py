@@ -16,9 +16,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from .conftest import FEATURES, MODEL_VERSION, THRESHOLD, Client, infer_body, valid_rows
+from .conftest import (
+    BOOLEAN,
+    CATEGORICAL,
+    FEATURES,
+    ID_COLUMN,
+    MODEL_VERSION,
+    THRESHOLD,
+    Client,
+    infer_body,
+    valid_rows,
+)
 
-INFER = "/v2/models/fraud-detector/infer"
+INFER = "/v2/models/example-model/infer"
 
 
 def reference_scores(model_dir: Path, x: np.ndarray) -> np.ndarray:
@@ -36,8 +46,8 @@ def assert_tensor(t: dict, name: str, datatype: str, shape: list[int]) -> None:
 def test_health_endpoints_answer_200_true(client: Client) -> None:
     assert client.json("GET", "/v2/health/live") == (200, {"live": True})
     assert client.json("GET", "/v2/health/ready") == (200, {"ready": True})
-    assert client.json("GET", "/v2/models/fraud-detector/ready") == (200, {"ready": True})
-    path = f"/v2/models/fraud-detector/versions/{MODEL_VERSION}/ready"
+    assert client.json("GET", "/v2/models/example-model/ready") == (200, {"ready": True})
+    path = f"/v2/models/example-model/versions/{MODEL_VERSION}/ready"
     assert client.json("GET", path) == (200, {"ready": True})
 
 
@@ -50,17 +60,28 @@ def test_server_metadata_has_name_version_extensions(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v2/models/fraud-detector", f"/v2/models/fraud-detector/versions/{MODEL_VERSION}"]
+    "path", ["/v2/models/example-model", f"/v2/models/example-model/versions/{MODEL_VERSION}"]
 )
 def test_model_metadata_describes_tensors(client: Client, path: str) -> None:
     status, doc = client.json("GET", path)
     assert status == 200
-    assert doc["name"] == "fraud-detector"
+    assert doc["name"] == "example-model"
     assert doc["versions"] == [MODEL_VERSION]
     assert doc["platform"] == "onnxruntime_onnx"
-    assert doc["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, len(FEATURES)]}]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in doc["inputs"]] == [
+        *((f, datatype(f), [-1]) for f in FEATURES),
+        (ID_COLUMN, "BYTES", [-1]),
+    ]
     assert {o["name"] for o in doc["outputs"]} == {"probability", "decision"}
-    assert doc["parameters"]["features"] == FEATURES
+    assert json.loads(doc["parameters"]["features"]) == FEATURES
+    assert doc["parameters"]["features_tensor"] == "features"
+    assert json.loads(doc["parameters"]["features_tensor_shape"]) == [-1, len(FEATURES)]
+
+
+def datatype(feature: str) -> str:
+    if feature in CATEGORICAL:
+        return "BYTES"
+    return "BOOL" if feature in BOOLEAN else "FP32"
 
 
 def test_infer_single_tensor_matches_onnxruntime(client: Client, model_dir: Path) -> None:
@@ -70,7 +91,7 @@ def test_infer_single_tensor_matches_onnxruntime(client: Client, model_dir: Path
     status, doc = client.json("POST", INFER, infer_body(x, id="req-1"))
     # Then the response carries the V2 shape, the id, and ONNX Runtime's probabilities
     assert status == 200
-    assert doc["model_name"] == "fraud-detector"
+    assert doc["model_name"] == "example-model"
     assert doc["model_version"] == MODEL_VERSION
     assert doc["id"] == "req-1"
     prob, decision = doc["outputs"]
@@ -103,7 +124,7 @@ def test_infer_accepts_nested_data_versions_path_and_fp64(client: Client) -> Non
     }
     _, flat = client.json("POST", INFER, infer_body(x))
     status, nested = client.json(
-        "POST", f"/v2/models/fraud-detector/versions/{MODEL_VERSION}/infer", body
+        "POST", f"/v2/models/example-model/versions/{MODEL_VERSION}/infer", body
     )
     assert status == 200
     assert nested["outputs"] == flat["outputs"]
@@ -119,12 +140,12 @@ def test_infer_assigns_unique_ids_and_honours_requested_outputs(client: Client) 
     assert [o["name"] for o in b["outputs"]] == ["decision"]
 
 
-def test_infer_accepts_transaction_id_and_null_for_nan_allowed_feature(client: Client) -> None:
+def test_infer_accepts_the_id_tensor_and_null_for_a_nullable_feature(client: Client) -> None:
     x = valid_rows(2)
-    x[0, FEATURES.index("f03")] = np.nan  # f03 allows missing values
+    x[0, FEATURES.index("f03")] = np.nan  # f03 is nullable
     body = infer_body(x)
     body["inputs"].append(
-        {"name": "transaction_id", "datatype": "BYTES", "shape": [2], "data": ["t1", "t2"]}
+        {"name": "row-key", "datatype": "BYTES", "shape": [2], "data": ["t1", "t2"]}
     )
     status, doc = client.json("POST", INFER, body)
     assert status == 200
@@ -136,7 +157,7 @@ def test_infer_accepts_transaction_id_and_null_for_nan_allowed_feature(client: C
     [
         ("GET", "/v2/models/other-model", 404),
         ("POST", "/v2/models/other-model/infer", 404),
-        ("GET", "/v2/models/fraud-detector/versions/999/ready", 404),
+        ("GET", "/v2/models/example-model/versions/999/ready", 404),
         ("GET", "/v2/nothing-here", 404),
         ("GET", INFER, 405),
         ("POST", "/v2/health/live", 405),

@@ -165,7 +165,7 @@ class Metrics:
             "# HELP argosy_batch_size Rows per inference request.",
             "# TYPE argosy_batch_size histogram",
             *self.batch_size.render("argosy_batch_size"),
-            "# HELP argosy_prediction_score Fraud probability of each scored row.",
+            "# HELP argosy_prediction_score Probability of the positive class of each scored row.",
             "# TYPE argosy_prediction_score histogram",
             *self.scores.render("argosy_prediction_score"),
             "# HELP argosy_model_info The model being served (value is always 1).",

@@ -1,8 +1,11 @@
 """Load the served model directory and turn validated feature matrices into predictions.
 
 The directory is the train stage's contract: ``model.onnx`` (one FP32 input ``[N, F]``; outputs
-``label`` and ``probabilities``, the fraud probability being ``probabilities[:, 1]``) and
-``metadata.json`` (feature order, per-feature NaN and category rules, decision threshold, sha256).
+``label`` and ``probabilities``, the probability of the positive class being
+``probabilities[:, 1]``) and ``metadata.json`` (feature order, one
+:class:`argosy.data.encoding.FeatureSpec` per feature under ``feature_specs``, the optional id
+column, the decision threshold, sha256). The specs are the same encoder training used, so the
+server checks and encodes values exactly as training did without reading the data contract.
 Loading never raises for a model that fails its integrity check: the caller gets a ``LoadedModel``
 whose ``ready`` is False and whose ``reason`` says why, so the server can stay up, answer health
 probes and tell the operator what is wrong instead of crash-looping.
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from argosy.data.encoding import FeatureSpec
 from argosy.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -48,21 +52,6 @@ class RequestError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Validation rules for one model input column.
-
-    Attributes:
-        name: Feature name, also the V2 tensor name when features are sent one tensor each.
-        allow_nan: Whether a missing value (NaN, or JSON ``null``) is acceptable.
-        categories: For categorical features, the category list; values are indexes into it.
-    """
-
-    name: str
-    allow_nan: bool = False
-    categories: tuple[Any, ...] | None = None
-
-
 @dataclass
 class Metadata:
     """The parts of ``metadata.json`` the server uses; unknown keys are ignored by design.
@@ -73,8 +62,10 @@ class Metadata:
         features: Ordered feature names (the columns of the ``[N, F]`` input).
         specs: One ``FeatureSpec`` per feature, in the same order.
         input_name: Name of the ONNX graph input.
-        threshold: Decision threshold: fraud when score >= threshold.
+        threshold: Decision threshold: the positive class when score >= threshold.
         sha256: sha256 of ``model.onnx`` recorded at training time.
+        id_column: The data's row id column: the name of the optional V2 id tensor, whose values
+            reach the prediction log's ``row_id``; None when the data has no id.
         mlflow_run_id: Training run, for the model metadata endpoint.
     """
 
@@ -85,11 +76,15 @@ class Metadata:
     input_name: str
     threshold: float
     sha256: str
+    id_column: str | None = None
     mlflow_run_id: str | None = None
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Metadata:
         """Build from the parsed JSON, failing loudly on a missing or mistyped field.
+
+        A feature without an entry in ``feature_specs`` is numeric and not nullable; the older
+        ``allow_nan`` key is read as ``nullable``.
 
         Args:
             doc: Parsed ``metadata.json``.
@@ -98,23 +93,27 @@ class Metadata:
             The validated metadata.
 
         Raises:
-            ModelLoadError: A required key is missing or has the wrong type.
+            ModelLoadError: A required key is missing, has the wrong type, or the specs do not
+                fit the feature list.
         """
         try:
             features = [str(f) for f in doc["features"]]
-            by_name = {}
-            for spec in doc.get("feature_specs") or []:
-                cats = spec.get("categories")
-                by_name[spec["name"]] = FeatureSpec(
-                    name=str(spec["name"]),
-                    allow_nan=bool(spec.get("allow_nan", False)),
-                    categories=tuple(cats) if cats is not None else None,
-                )
+            by_name: dict[str, FeatureSpec] = {}
+            for entry in doc.get("feature_specs") or []:
+                spec = FeatureSpec.from_dict(entry)
+                if spec.name in by_name:
+                    raise ModelLoadError(f"feature_specs lists '{spec.name}' twice")
+                by_name[spec.name] = spec
             unknown = sorted(set(by_name) - set(features))
             if unknown:
                 raise ModelLoadError(f"feature_specs name features not in 'features': {unknown}")
             if len(set(features)) != len(features):
                 raise ModelLoadError("'features' lists a name twice")
+            id_column = doc.get("id_column")
+            if id_column is not None:
+                id_column = str(id_column)
+                if id_column in by_name or id_column in features:
+                    raise ModelLoadError(f"id_column '{id_column}' is also a feature")
             threshold = float(doc["threshold"])
             if not math.isfinite(threshold):
                 raise ModelLoadError("threshold must be finite")
@@ -127,9 +126,10 @@ class Metadata:
                 input_name=str(doc.get("input_name") or "features"),
                 threshold=threshold,
                 sha256=str(doc["sha256"]).lower(),
+                id_column=id_column,
                 mlflow_run_id=doc.get("mlflow_run_id"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"{METADATA_FILE}: invalid or missing field: {exc!r}") from exc
 
 
@@ -153,23 +153,25 @@ class LoadedModel:
     ready: bool
     reason: str = ""
     session: Any = field(default=None, repr=False)
-    _nan_forbidden: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    _cat_idx: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    _cat_size: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    _cat_nan_ok: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     feature_index: dict[str, int] = field(default_factory=dict, repr=False)
-    _cat_rules: list[tuple[float, bool, int]] = field(default_factory=list, repr=False)
+    _nan_forbidden: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    # Code features (categorical and boolean): column, number of valid codes, nullable.
+    _code_idx: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _code_size: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _code_nan_ok: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _code_rules: list[tuple[float, bool, int]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         specs = self.metadata.specs
         self.feature_index = {name: i for i, name in enumerate(self.metadata.features)}
-        self._nan_forbidden = np.array([not s.allow_nan for s in specs], dtype=bool)
-        cats = [i for i, s in enumerate(specs) if s.categories is not None]
-        self._cat_idx = np.array(cats, dtype=np.intp)
-        self._cat_size = np.array([len(specs[i].categories or ()) for i in cats], dtype=np.float32)
-        self._cat_nan_ok = np.array([specs[i].allow_nan for i in cats], dtype=bool)
-        self._cat_rules = [
-            (float(len(specs[i].categories or ())), specs[i].allow_nan, i) for i in cats
+        self._nan_forbidden = np.array([not s.nullable for s in specs], dtype=bool)
+        coded = [i for i, s in enumerate(specs) if s.categorical or s.type == "boolean"]
+        sizes = [float(_code_count(specs[i])) for i in coded]
+        self._code_idx = np.array(coded, dtype=np.intp)
+        self._code_size = np.array(sizes, dtype=np.float32)
+        self._code_nan_ok = np.array([specs[i].nullable for i in coded], dtype=bool)
+        self._code_rules = [
+            (size, specs[i].nullable, i) for size, i in zip(sizes, coded, strict=True)
         ]
 
     @property
@@ -182,6 +184,11 @@ class LoadedModel:
         """Ordered feature names."""
         return self.metadata.features
 
+    @property
+    def specs(self) -> list[FeatureSpec]:
+        """One spec per feature, in feature order."""
+        return self.metadata.specs
+
     def validate(self, x: np.ndarray) -> None:
         """Reject values the model's feature contract forbids.
 
@@ -189,8 +196,9 @@ class LoadedModel:
             x: FP32 matrix ``[N, F]`` in metadata feature order.
 
         Raises:
-            RequestError: Infinity anywhere, NaN in a feature that forbids it, or a categorical
-                value that is not an integer index into its category list.
+            RequestError: Infinity anywhere, NaN in a feature that is not nullable, a categorical
+                value that is not one of its codes (``[0, len(categories))``, plus the ``other``
+                code under ``unseen: other``), or a boolean that is not 0 or 1.
         """
         if x.shape[0] <= 4:
             # Few rows (the online case): plain Python floats beat a dozen tiny numpy calls, and
@@ -199,30 +207,32 @@ class LoadedModel:
                 total = sum(row)  # NaN or inf anywhere makes the sum non-finite
                 if total - total != 0.0:
                     self._check_finite(np.asarray([row], dtype=np.float32))
-                for size, nan_ok, col in self._cat_rules:
+                for size, nan_ok, col in self._code_rules:
                     v = row[col]
                     if not (0.0 <= v < size and v.is_integer()) and not (v != v and nan_ok):
-                        raise RequestError(
-                            f"feature '{self.features[col]}' is categorical: expected an "
-                            f"integer index in [0, {int(size)})"
-                        )
+                        raise self._code_error(col)
             return
         self._check_finite(x)
-        if self._cat_idx.size:
-            cats = x[:, self._cat_idx]
+        if self._code_idx.size:
+            codes = x[:, self._code_idx]
             with np.errstate(invalid="ignore"):
-                ok = (cats >= 0) & (cats < self._cat_size) & (cats == np.floor(cats))
-            ok |= np.isnan(cats) & self._cat_nan_ok
+                ok = (codes >= 0) & (codes < self._code_size) & (codes == np.floor(codes))
+            ok |= np.isnan(codes) & self._code_nan_ok
             if not ok.all():
-                col = int(np.argmax(~ok.all(axis=0)))
-                name = self.features[int(self._cat_idx[col])]
-                size = int(self._cat_size[col])
-                raise RequestError(
-                    f"feature '{name}' is categorical: expected an integer index in [0, {size})"
-                )
+                raise self._code_error(int(self._code_idx[int(np.argmax(~ok.all(axis=0)))]))
+
+    def _code_error(self, col: int) -> RequestError:
+        spec = self.metadata.specs[col]
+        if spec.type == "boolean":
+            return RequestError(f"feature '{spec.name}' is boolean: expected 0 or 1")
+        size = len(spec.categories or ())
+        other = "" if spec.other_code is None else f" or the other code {spec.other_code}"
+        return RequestError(
+            f"feature '{spec.name}' is categorical: expected an integer code in [0, {size}){other}"
+        )
 
     def _check_finite(self, x: np.ndarray) -> None:
-        """Reject infinity anywhere and NaN in features that forbid it."""
+        """Reject infinity anywhere and NaN in features that are not nullable."""
         finite = np.isfinite(x)
         if finite.all():
             return
@@ -233,7 +243,7 @@ class LoadedModel:
         nan_bad = ~finite.all(axis=0) & self._nan_forbidden
         if nan_bad.any():
             name = self.features[int(np.argmax(nan_bad))]
-            raise RequestError(f"feature '{name}' is NaN/null but does not allow missing values")
+            raise RequestError(f"feature '{name}' is NaN/null but is not nullable")
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Score a validated matrix.
@@ -242,7 +252,7 @@ class LoadedModel:
             x: FP32 C-contiguous matrix ``[N, F]``.
 
         Returns:
-            The fraud probability per row (FP32 ``[N]``).
+            The probability of the positive class per row (FP32 ``[N]``).
         """
         outputs = self.session.run(None, {self.metadata.input_name: x})
         return outputs[PROBABILITY_OUTPUT_INDEX][:, 1]
@@ -326,3 +336,8 @@ def load_model(
         n_features,
     )
     return model
+
+
+def _code_count(spec: FeatureSpec) -> int:
+    """How many codes a categorical or boolean feature takes (booleans: 0 and 1)."""
+    return 2 if spec.type == "boolean" else spec.code_count

@@ -15,9 +15,12 @@ column             Arrow type                meaning
 ``timestamp``      timestamp[us, tz=UTC]     when the server answered the request
 ``model_name``     string                    ``metadata.json`` name
 ``model_version``  string                    the served (pinned) version; "" if unregistered
-``transaction_id`` string, nullable          the request's optional ``transaction_id`` tensor
-one per feature    float32                   named exactly as ``metadata.json`` ``features``
-``score``          float32                   fraud probability
+``row_id``         string, nullable          the request's optional id tensor (named after
+                                             ``metadata.json`` ``id_column``), one per row
+one per feature    float32                   named exactly as ``metadata.json`` ``features``;
+                                             the encoded model input (category and boolean
+                                             codes, NaN for missing)
+``score``          float32                   probability of the positive class
 ``decision``       int8                      1 when score >= threshold, else 0
 =================  ========================  ==============================================
 
@@ -50,7 +53,7 @@ PREDICTION_LOG_ID_COLUMNS = (
     "timestamp",
     "model_name",
     "model_version",
-    "transaction_id",
+    "row_id",
 )
 PREDICTION_LOG_OUTPUT_COLUMNS = ("score", "decision")
 PARTITION_KEY = "date"
@@ -77,7 +80,7 @@ def prediction_log_schema(features: Sequence[str]) -> Any:
         pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("model_name", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
-        pa.field("transaction_id", pa.string(), nullable=True),
+        pa.field("row_id", pa.string(), nullable=True),
         *(pa.field(f, pa.float32()) for f in features),
         pa.field("score", pa.float32(), nullable=False),
         pa.field("decision", pa.int8(), nullable=False),
@@ -124,7 +127,7 @@ class ParquetSink:
 class _Entry:
     request_id: str
     ts_us: int
-    transaction_ids: list[str] | None
+    row_ids: list[str] | None
     x: np.ndarray
     scores: np.ndarray
     decisions: np.ndarray
@@ -200,7 +203,7 @@ class PredictionLogger:
     def submit(
         self,
         request_id: str,
-        transaction_ids: list[str] | None,
+        row_ids: list[str] | None,
         x: np.ndarray,
         scores: np.ndarray,
         decisions: np.ndarray,
@@ -209,9 +212,9 @@ class PredictionLogger:
 
         Args:
             request_id: Request id (one per request, repeated on each row).
-            transaction_ids: One id per row, or None.
+            row_ids: One id per row (the request's id tensor), or None.
             x: The request's ``[N, F]`` matrix (not modified afterwards by the caller).
-            scores: ``[N]`` fraud probabilities.
+            scores: ``[N]`` probabilities of the positive class.
             decisions: ``[N]`` INT8 decisions.
         """
         n = len(scores)
@@ -227,10 +230,10 @@ class PredictionLogger:
                 if not kept:
                     return
                 x, scores, decisions = x[keep], scores[keep], decisions[keep]
-                if transaction_ids is not None:
-                    transaction_ids = [t for t, k in zip(transaction_ids, keep, strict=True) if k]
+                if row_ids is not None:
+                    row_ids = [t for t, k in zip(row_ids, keep, strict=True) if k]
                 n = kept
-        entry = _Entry(request_id, time.time_ns() // 1000, transaction_ids, x, scores, decisions)
+        entry = _Entry(request_id, time.time_ns() // 1000, row_ids, x, scores, decisions)
         with self._cond:
             if self._closing or self._held_rows + n > self.capacity_rows:
                 self.dropped_rows += n
@@ -318,9 +321,9 @@ class PredictionLogger:
             counts = np.fromiter((len(e.scores) for e in batch), np.int64, len(batch))
             ts = np.repeat(np.fromiter((e.ts_us for e in batch), np.int64, len(batch)), counts)
             request_ids = [e.request_id for e in batch for _ in range(len(e.scores))]
-            txn: list[str | None] = []
+            ids: list[str | None] = []
             for e in batch:
-                txn.extend(e.transaction_ids or [None] * len(e.scores))
+                ids.extend(e.row_ids or [None] * len(e.scores))
             scores = np.concatenate([e.scores for e in batch]).astype(np.float32, copy=False)
             decisions = np.concatenate([e.decisions for e in batch]).astype(np.int8, copy=False)
             days = ts // 86_400_000_000
@@ -333,7 +336,7 @@ class PredictionLogger:
                     pa.array(ts[sel], type=pa.timestamp("us", tz="UTC")),
                     pa.array([self.model_name] * n, pa.string()),
                     pa.array([self.model_version] * n, pa.string()),
-                    pa.array(txn if pick is None else [txn[i] for i in pick], pa.string()),
+                    pa.array(ids if pick is None else [ids[i] for i in pick], pa.string()),
                     *(pa.array(x[sel, j]) for j in range(x.shape[1])),
                     pa.array(scores[sel]),
                     pa.array(decisions[sel]),

@@ -234,7 +234,7 @@ class App:
         request_id = req.id or f"{self._id_prefix}-{next(self._ids)}"
         out = encode_infer_response(model, request_id, req.outputs, scores, decisions)
         if self.predlog is not None:
-            self.predlog.submit(request_id, req.transaction_ids, req.x, scores, decisions)
+            self.predlog.submit(request_id, req.row_ids, req.x, scores, decisions)
         return 200, out, JSON
 
 

@@ -1,11 +1,20 @@
 """Open Inference Protocol (V2) JSON: request decoding and response encoding.
 
-A request carries either one ``[N, F]`` tensor named ``features`` (columns in ``metadata.json``
-order) or one ``[N]`` (or ``[N, 1]``) tensor per feature, named after it. An optional BYTES tensor
-``transaction_id`` of shape ``[N]`` is not a model input: it is carried to the prediction log so
-late labels can be joined to predictions. ``data`` may be flat (row-major) or nested, and JSON
-``null`` stands for a missing value. The response has two outputs: ``probability`` (FP32, the fraud
-probability) and ``decision`` (INT8, 1 when probability >= the model's threshold).
+A request carries either one tensor per feature, named after it (shape ``[N]`` or ``[N, 1]``), or
+one FP32 ``[N, F]`` tensor named ``features`` (columns in ``metadata.json`` order, categorical and
+boolean features as their codes). Per feature, the datatype says what the values are:
+
+* a numeric or integer feature: any FP/INT datatype;
+* a categorical feature: ``BYTES``, the raw category strings (what a client has), encoded here
+  with the model's ``FeatureSpec`` exactly as training encoded them; or FP/INT, the codes;
+* a boolean feature: ``BOOL`` (``true``/``false``), or FP/INT 0/1.
+
+JSON ``null`` stands for a missing value in every datatype. An optional ``BYTES`` tensor named
+after the model's id column (``metadata.json`` ``id_column``), of shape ``[N]``, is not a model
+input: it is carried to the prediction log's ``row_id`` so late labels can be joined to
+predictions. ``data`` may be flat (row-major) or nested. The response has two outputs:
+``probability`` (FP32, the probability of the positive class) and ``decision`` (INT8, 1 when
+probability >= the model's threshold). ``GET /v2/models/{name}`` lists every input this accepts.
 """
 
 from __future__ import annotations
@@ -18,10 +27,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from argosy.data.encoding import EncodingError, FeatureSpec
 from argosy.serving.model import LoadedModel, RequestError
 
 FEATURES_TENSOR = "features"
-TRANSACTION_ID_TENSOR = "transaction_id"
 PROBABILITY_OUTPUT = "probability"
 DECISION_OUTPUT = "decision"
 OUTPUT_NAMES = (PROBABILITY_OUTPUT, DECISION_OUTPUT)
@@ -38,13 +47,14 @@ class InferRequest:
     Attributes:
         id: The client's request id, or None to let the server assign one.
         x: FP32 C-contiguous ``[N, F]`` matrix in metadata feature order.
-        transaction_ids: One string per row, or None when the request carried none.
+        row_ids: One id string per row (the id tensor's values), or None when the request
+            carried none.
         outputs: Names of the outputs to return.
     """
 
     id: str | None
     x: np.ndarray
-    transaction_ids: list[str] | None
+    row_ids: list[str] | None
     outputs: tuple[str, ...]
 
 
@@ -114,13 +124,89 @@ def _with_nulls(arr: np.ndarray, name: str, datatype: str) -> np.ndarray:
     return out
 
 
-def _transaction_ids(tensor: dict[str, Any]) -> list[str]:
+def _column_values(tensor: dict[str, Any], name: str, max_rows: int) -> list[Any]:
+    """The values of a ``[N]`` or ``[N, 1]`` non-numeric tensor, flat, as JSON gave them."""
+    shape = _shape(tensor, name)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise RequestError(f"input '{name}': shape must be [N] or [N, 1], got {shape}")
+    if shape[0] > max_rows:
+        raise RequestError(f"batch of {shape[0]} rows exceeds the limit of {max_rows}")
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise RequestError(f"input '{name}': 'data' must be a JSON array")
+    if len(shape) == 2 and any(isinstance(v, list) for v in data):  # nested [[v], [v], ...]
+        if not all(isinstance(v, list) and len(v) == 1 for v in data):
+            raise RequestError(f"input '{name}': nested 'data' must be [[value], ...]")
+        data = [v[0] for v in data]
+    if len(data) != shape[0]:
+        raise RequestError(
+            f"input '{name}': shape {shape} needs {shape[0]} values, 'data' has {len(data)}"
+        )
+    return data
+
+
+def _categories(
+    tensor: dict[str, Any], spec: FeatureSpec, max_rows: int
+) -> tuple[np.ndarray, list[int]]:
+    """Encode a BYTES tensor of raw category strings (null: missing) with the feature's spec."""
+    name = spec.name
+    values = _column_values(tensor, name, max_rows)
+    if not all(v is None or isinstance(v, str) for v in values):
+        raise RequestError(f"input '{name}': BYTES values must be strings or null")
+    try:
+        codes = spec.encode_values(values)
+    except EncodingError as exc:
+        raise RequestError(f"input '{name}': {exc}") from None
+    return codes, [len(values)]
+
+
+def _booleans(tensor: dict[str, Any], name: str, max_rows: int) -> tuple[np.ndarray, list[int]]:
+    """Decode a BOOL tensor (``true``/``false``, null: missing) into 1.0/0.0/NaN."""
+    values = _column_values(tensor, name, max_rows)
+    out = np.empty(len(values), dtype=np.float32)
+    for i, value in enumerate(values):
+        if value is None:
+            out[i] = np.nan
+        elif isinstance(value, bool):
+            out[i] = float(value)
+        else:
+            raise RequestError(f"input '{name}': BOOL values must be true, false or null")
+    return out, [len(values)]
+
+
+def _feature_column(
+    tensor: dict[str, Any], spec: FeatureSpec, max_rows: int
+) -> tuple[np.ndarray, list[int]]:
+    """One feature's tensor as FP32 model input: codes for categories and booleans."""
+    name = spec.name
+    datatype = tensor.get("datatype")
+    if datatype == "BYTES":
+        if not spec.categorical:
+            raise RequestError(
+                f"input '{name}': datatype BYTES is for categorical features; "
+                f"'{name}' is {spec.type}: send {_datatype(spec)}"
+            )
+        return _categories(tensor, spec, max_rows)
+    if datatype == "BOOL":
+        if spec.type != "boolean":
+            raise RequestError(
+                f"input '{name}': datatype BOOL is for boolean features; "
+                f"'{name}' is {spec.type}: send {_datatype(spec)}"
+            )
+        return _booleans(tensor, name, max_rows)
+    flat, shape = _numeric(tensor, name, max_rows, 1)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise RequestError(f"input '{name}': shape must be [N] or [N, 1], got {shape}")
+    return flat, shape
+
+
+def _row_ids(tensor: dict[str, Any], name: str) -> list[str]:
     if tensor.get("datatype") != "BYTES":
-        raise RequestError(f"input '{TRANSACTION_ID_TENSOR}': datatype must be BYTES")
-    shape = _shape(tensor, TRANSACTION_ID_TENSOR)
+        raise RequestError(f"input '{name}': datatype must be BYTES")
+    shape = _shape(tensor, name)
     data = tensor.get("data")
     if not isinstance(data, list) or len(shape) != 1 or shape[0] != len(data):
-        raise RequestError(f"input '{TRANSACTION_ID_TENSOR}': expected shape [N] and N strings")
+        raise RequestError(f"input '{name}': expected shape [N] and N strings")
     out = []
     for value in data:
         if isinstance(value, str):
@@ -128,8 +214,19 @@ def _transaction_ids(tensor: dict[str, Any]) -> list[str]:
         elif isinstance(value, int) and not isinstance(value, bool):
             out.append(str(value))
         else:
-            raise RequestError(f"input '{TRANSACTION_ID_TENSOR}': values must be strings")
+            raise RequestError(f"input '{name}': values must be strings")
     return out
+
+
+def _refuse_unknown(by_name: dict[str, Any], model: LoadedModel) -> None:
+    unknown = [name for name in by_name if name not in model.feature_index]
+    if unknown:
+        id_name = model.metadata.id_column
+        ids = f" and the optional id '{id_name}'" if id_name is not None else ""
+        raise RequestError(
+            f"unknown input(s) {sorted(unknown)[:5]}; expected '{FEATURES_TENSOR}' "
+            f"or the model's feature names{ids} (GET /v2/models/{model.name} lists them)"
+        )
 
 
 def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> InferRequest:
@@ -176,9 +273,11 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
             raise RequestError(f"input '{name}' appears twice")
         by_name[name] = tensor
 
-    txn_tensor = by_name.pop(TRANSACTION_ID_TENSOR, None)
+    id_name = model.metadata.id_column
+    id_tensor = by_name.pop(id_name, None) if id_name is not None else None
     if FEATURES_TENSOR in by_name and FEATURES_TENSOR not in model.feature_index:
         tensor = by_name.pop(FEATURES_TENSOR)
+        _refuse_unknown(by_name, model)
         if by_name:
             raise RequestError(
                 f"send either one '{FEATURES_TENSOR}' tensor or one tensor per feature, "
@@ -192,21 +291,15 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
         n = shape[0]
         x = flat.reshape(n, n_features)
     else:
-        unknown = [name for name in by_name if name not in model.feature_index]
-        if unknown:
-            raise RequestError(
-                f"unknown input(s) {sorted(unknown)[:5]}; expected '{FEATURES_TENSOR}' "
-                f"or the model's feature names"
-            )
+        _refuse_unknown(by_name, model)
         missing = [f for f in features if f not in by_name]
         if missing:
             raise RequestError(f"missing feature input(s): {missing[:10]}")
         x = None
         n = -1
-        for j, name in enumerate(features):
-            flat, shape = _numeric(by_name[name], name, max_batch, 1)
-            if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-                raise RequestError(f"input '{name}': shape must be [N] or [N, 1], got {shape}")
+        for j, spec in enumerate(model.specs):
+            name = spec.name
+            flat, shape = _feature_column(by_name[name], spec, max_batch)
             if x is None:
                 n = shape[0]
                 x = np.empty((n, n_features), dtype=np.float32)
@@ -219,13 +312,12 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
         raise RequestError(f"batch of {n} rows exceeds the limit of {max_batch}")
     assert x is not None  # noqa: S101  (n >= 1 guarantees it; narrows the type)
 
-    txn_ids = None
-    if txn_tensor is not None:
-        txn_ids = _transaction_ids(txn_tensor)
-        if len(txn_ids) != n:
-            raise RequestError(
-                f"input '{TRANSACTION_ID_TENSOR}': has {len(txn_ids)} values for {n} rows"
-            )
+    row_ids = None
+    if id_tensor is not None:
+        assert id_name is not None  # noqa: S101  (an id tensor is only taken under its name)
+        row_ids = _row_ids(id_tensor, id_name)
+        if len(row_ids) != n:
+            raise RequestError(f"input '{id_name}': has {len(row_ids)} values for {n} rows")
 
     outputs = OUTPUT_NAMES
     requested = doc.get("outputs")
@@ -239,7 +331,7 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
         if unknown_out:
             raise RequestError(f"unknown output(s) {unknown_out[:5]}; available: {OUTPUT_NAMES}")
         outputs = names or OUTPUT_NAMES
-    return InferRequest(request_id, np.ascontiguousarray(x), txn_ids, outputs)
+    return InferRequest(request_id, np.ascontiguousarray(x), row_ids, outputs)
 
 
 def encode_infer_response(
@@ -255,7 +347,7 @@ def encode_infer_response(
         model: The model that answered.
         request_id: Id echoed to the client (the client's, or the one the server assigned).
         outputs: Output names to include.
-        scores: FP32 fraud probabilities ``[N]``.
+        scores: FP32 probabilities of the positive class ``[N]``.
         decisions: INT8 decisions ``[N]``.
 
     Returns:
@@ -281,22 +373,90 @@ def encode_infer_response(
     return orjson.dumps(doc)
 
 
+def _datatype(spec: FeatureSpec) -> str:
+    """The V2 datatype a client sends a feature's raw values in."""
+    if spec.categorical:
+        return "BYTES"
+    return "BOOL" if spec.type == "boolean" else "FP32"
+
+
+def _input_parameters(spec: FeatureSpec) -> dict[str, str | int | float | bool]:
+    """A feature tensor's OIP ``parameters``: scalars only (lists as JSON strings)."""
+    params: dict[str, str | int | float | bool] = {"type": spec.type, "nullable": spec.nullable}
+    if spec.categorical:
+        params["content_type"] = "str"  # MLServer's name for BYTES holding UTF-8 strings
+        params["categories"] = json.dumps(list(spec.categories or ()))
+        params["unseen"] = spec.unseen
+        if spec.other_code is not None:
+            params["other_code"] = spec.other_code
+        params["also_accepts"] = "FP32/INT codes: the category's index in categories"
+    elif spec.type == "boolean":
+        params["also_accepts"] = "FP32/INT 0 or 1"
+    if spec.minimum is not None:
+        params["minimum"] = spec.minimum
+    if spec.maximum is not None:
+        params["maximum"] = spec.maximum
+    return params
+
+
 def model_metadata(model: LoadedModel) -> dict[str, Any]:
-    """The V2 model metadata document, plus Argosy's feature list under ``parameters``."""
+    """The V2 model metadata document.
+
+    ``inputs`` lists one tensor per feature, in model order, with the datatype a client sends the
+    raw values in and OIP-style scalar ``parameters`` (type, nullable, categories as a JSON
+    string, unseen policy), then the optional id tensor when the model has an id column. The
+    alternative single ``[N, F]`` FP32 ``features`` tensor of codes is described under the
+    model's ``parameters``.
+    """
     n = len(model.features)
+    inputs: list[dict[str, Any]] = [
+        {
+            "name": spec.name,
+            "datatype": _datatype(spec),
+            "shape": [-1],
+            "parameters": _input_parameters(spec),
+        }
+        for spec in model.specs
+    ]
+    id_column = model.metadata.id_column
+    if id_column is not None:
+        inputs.append(
+            {
+                "name": id_column,
+                "datatype": "BYTES",
+                "shape": [-1],
+                "parameters": {
+                    "optional": True,
+                    "model_input": False,
+                    "content_type": "str",
+                    "description": "row id, carried to the prediction log's row_id column",
+                },
+            }
+        )
+    parameters: dict[str, str | int | float | bool] = {
+        "features": json.dumps(model.features),
+        "features_tensor": FEATURES_TENSOR,
+        "features_tensor_datatype": "FP32",
+        "features_tensor_shape": json.dumps([-1, n]),
+        "features_tensor_description": (
+            f"alternative to the per-feature inputs: one [N, {n}] FP32 tensor named "
+            f"'{FEATURES_TENSOR}', columns in 'features' order, categories and booleans as codes"
+        ),
+        "threshold": model.metadata.threshold,
+        "sha256": model.sha256,
+    }
+    if id_column is not None:
+        parameters["id_column"] = id_column
+    if model.metadata.mlflow_run_id is not None:
+        parameters["mlflow_run_id"] = str(model.metadata.mlflow_run_id)
     return {
         "name": model.name,
         "versions": [model.version] if model.version else [],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": FEATURES_TENSOR, "datatype": "FP32", "shape": [-1, n]}],
+        "inputs": inputs,
         "outputs": [
             {"name": PROBABILITY_OUTPUT, "datatype": "FP32", "shape": [-1]},
             {"name": DECISION_OUTPUT, "datatype": "INT8", "shape": [-1]},
         ],
-        "parameters": {
-            "features": model.features,
-            "threshold": model.metadata.threshold,
-            "sha256": model.sha256,
-            "mlflow_run_id": model.metadata.mlflow_run_id,
-        },
+        "parameters": parameters,
     }
