@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argosy.data import schema
-from argosy.data.simulate import SimulationSpec, simulate
+from argosy.data.contract import load_contract
+from argosy.examples.fraud.simulate import SimulationSpec, simulate
 
 from ..conftest import REPO, venv_env
 
 pytestmark = pytest.mark.slow
 
 ROWS = 3000
+LABEL = load_contract(REPO / "contract.yaml").label.column
 IDENTITY = {
     "GIT_AUTHOR_NAME": "argosy-ingest",
     "GIT_AUTHOR_EMAIL": "argosy-ingest@example.com",
@@ -75,6 +76,7 @@ def repo(tmp_path: Path) -> Path:
     work, origin = tmp_path / "work", tmp_path / "origin.git"
     (work / "data").mkdir(parents=True)
     (work / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (work / "contract.yaml").write_text((REPO / "contract.yaml").read_text())
     batch(work / "data" / "transactions.parquet", seed=1, start=date(2026, 1, 1))
     sh(work, "git", "init", "-q", "-b", "main")
     sh(work, "dvc", "init", "-q")
@@ -121,7 +123,7 @@ def test_a_good_batch_becomes_one_pushed_commit_of_data_dvc(tmp_path: Path, repo
 def all_fraud(path: Path) -> Path:
     """A batch whose label rate is far above the data gate's bound: every row is fraud."""
     frame = simulate(SimulationSpec(rows=ROWS, seed=3, start=date(2026, 3, 1), days=7))
-    frame[schema.LABEL_COLUMN] = 1
+    frame[LABEL] = 1
     frame.to_parquet(path)
     return path
 
@@ -136,7 +138,7 @@ def repeated_ids(path: Path) -> Path:
 @pytest.mark.parametrize(
     ("make_batch", "expectation", "column", "report_dir"),
     [
-        (all_fraud, "expect_column_mean_to_be_between", schema.LABEL_COLUMN, "reports/ingest"),
+        (all_fraud, "expect_column_mean_to_be_between", f"{LABEL} == 1", "reports/ingest"),
         (
             repeated_ids,
             "expect_column_values_to_be_unique",

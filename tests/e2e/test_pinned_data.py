@@ -1,4 +1,4 @@
-"""A fresh clone regenerates data/ from the pinned seed, and it matches the hash data.dvc pins."""
+"""A fresh clone gets the data data.dvc pins: regenerated (the example) or pulled (your files)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def clone_like(tmp_path: Path) -> Path:
     root = tmp_path / "clone"
     root.mkdir()
-    for name in ("params.yaml", "data.dvc", ".dvcignore"):
+    for name in ("params.yaml", "contract.yaml", "data.dvc", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
@@ -60,3 +60,46 @@ def test_different_seed_is_refused_and_removed(tmp_path: Path) -> None:
     assert "regenerated data hashes to" in proc.stderr
     assert "but data.dvc pins" in proc.stderr
     assert not (root / "data").exists()
+
+
+def _as_files_source(root: Path) -> None:
+    contract = (root / "contract.yaml").read_text()
+    (root / "contract.yaml").write_text(contract.replace("source: simulate", "source: files", 1))
+
+
+def test_own_files_missing_without_a_remote_say_what_to_do(tmp_path: Path) -> None:
+    # Given a fork's checkout (`source: files`) with data.dvc but no data/ and no DVC remote
+    root = clone_like(tmp_path)
+    _as_files_source(root)
+    # When `argosy ensure-data` runs
+    proc = ensure_data(root)
+    # Then it fails with one message naming both ways out, and creates no data
+    assert proc.returncode == 1
+    assert "data/ is missing and `dvc pull data.dvc` could not fetch it" in proc.stderr
+    assert "dvc add data" in proc.stderr
+    assert "dvc remote add" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((root / "data").glob("*.parquet"))
+
+
+def test_own_files_are_pulled_from_the_dvc_remote(tmp_path: Path) -> None:
+    # Given a fork whose data was pushed to a directory remote, and a clone without data/
+    (tmp_path / "first").mkdir()
+    source = clone_like(tmp_path / "first")
+    assert ensure_data(source).returncode == 0
+    _as_files_source(source)
+    remote = tmp_path / "remote"
+    env = venv_env()
+    for args in (["dvc", "remote", "add", "-d", "storage", str(remote)], ["dvc", "push", "-q"]):
+        subprocess.run(args, cwd=source, check=True, env=env, capture_output=True)
+    clone = tmp_path / "clone"
+    shutil.copytree(source, clone, ignore=shutil.ignore_patterns("data", "cache"))
+    # When `argosy ensure-data` runs there
+    proc = ensure_data(clone)
+    # Then the pinned version is pulled and DVC sees it up to date
+    assert proc.returncode == 0, proc.stderr
+    assert "pulled the pinned version" in proc.stdout
+    status = subprocess.run(
+        ["dvc", "status", "data.dvc"], cwd=clone, capture_output=True, text=True, env=env
+    )
+    assert "up to date" in status.stdout

@@ -17,6 +17,8 @@ import mlflow
 import pytest
 import yaml
 
+from argosy.data.contract import load_contract
+
 from ..conftest import REPO, venv_env
 
 pytestmark = pytest.mark.slow
@@ -40,7 +42,7 @@ def digest(path: Path) -> str:
 def run_count(uri: str) -> int:
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name("fraud-detector")
+    experiment = client.get_experiment_by_name(load_contract(REPO / "contract.yaml").name)
     return 0 if experiment is None else len(client.search_runs([experiment.experiment_id]))
 
 
@@ -48,7 +50,7 @@ def run_count(uri: str) -> int:
 def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A git + DVC repo with the pipeline definition and 20k simulated rows, reproduced once."""
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", "contract.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "manifests/overlays/production").mkdir(parents=True)

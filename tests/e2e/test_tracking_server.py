@@ -15,10 +15,11 @@ import mlflow
 import pytest
 
 from argosy.config import Params
+from argosy.data.contract import Contract
 from argosy.data.prepare import prepare
-from argosy.data.simulate import SimulationSpec, simulate_to
 from argosy.evaluation.gate import GateError, run_gate
 from argosy.evaluation.metrics import ModelFileError, run_evaluate
+from argosy.examples.fraud.simulate import SimulationSpec, simulate_to
 from argosy.gitops.pin import ModelPin, render_pin
 from argosy.registry import models
 from argosy.training.train import TrainingError, train
@@ -29,9 +30,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def prepared(tmp_path: Path, params: Params) -> Path:
+def prepared(tmp_path: Path, params: Params, contract: Contract) -> Path:
     simulate_to(SimulationSpec(20_000, 21, date(2026, 1, 1), 30), tmp_path / "data")
-    prepare(tmp_path / "data", tmp_path / "prepared", params.prepare)
+    prepare(tmp_path / "data", tmp_path / "prepared", params.prepare, contract)
     return tmp_path / "prepared"
 
 
@@ -39,13 +40,14 @@ def test_train_and_gate_against_a_real_server(
     tmp_path: Path,
     prepared: Path,
     params: Params,
+    contract: Contract,
     mlflow_server: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a tracking server and a trained model logged to it over HTTP
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     shutil.copy(REPO / "data.dvc", tmp_path / "data.dvc")
-    result = train(prepared, tmp_path / "model", params.train, tmp_path)
+    result = train(prepared, tmp_path / "model", params.train, contract, tmp_path)
     mlflow.set_tracking_uri(mlflow_server)
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["argosy.sha256"] == result.sha256
@@ -57,7 +59,7 @@ def test_train_and_gate_against_a_real_server(
 
     # And that model gated (no champion yet), registered and pinned as the production champion
     reports = tmp_path / "reports"
-    run_evaluate(tmp_path / "model", prepared, reports, params.evaluate)
+    run_evaluate(tmp_path / "model", prepared, reports, params.evaluate, contract)
     production = tmp_path / "production-model.yaml"
     shutil.copy(REPO / "manifests/overlays/production/model.yaml", production)
 
@@ -70,6 +72,7 @@ def test_train_and_gate_against_a_real_server(
             reports,
             params.gate,
             params.evaluate,
+            contract,
         )
 
     first = gate()
@@ -77,7 +80,7 @@ def test_train_and_gate_against_a_real_server(
     assert first["champion"] is None
     version = models.register(reports / "gate.json", models.client(mlflow_server))
     pin = ModelPin(
-        "fraud-detector", version.version, result.sha256, result.run_id, version.storage_uri
+        contract.name, version.version, result.sha256, result.run_id, version.storage_uri
     )
     production.write_text(render_pin(pin, "production"))
 
@@ -100,13 +103,17 @@ def test_train_and_gate_against_a_real_server(
     # And a pin to a version the registry does not hold is a clear error, not a decision
     missing = ModelPin(pin.name, "99", pin.sha256, pin.run_id, pin.storage_uri)
     production.write_text(render_pin(missing, "production"))
-    with pytest.raises(GateError, match="cannot fetch champion fraud-detector v99"):
+    with pytest.raises(GateError, match=f"cannot fetch champion {contract.name} v99"):
         gate()
     assert not (reports / "gate.json").exists()
 
 
 def test_unreachable_tracking_server_fails_before_training(
-    tmp_path: Path, prepared: Path, params: Params, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    prepared: Path,
+    params: Params,
+    contract: Contract,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a tracking URI where nothing listens (port 9 on loopback), with retries off
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
@@ -116,5 +123,5 @@ def test_unreachable_tracking_server_fails_before_training(
     with pytest.raises(
         TrainingError, match=r"cannot reach the MLflow tracking server at http://127\.0\.0\.1:9"
     ):
-        train(prepared, tmp_path / "model", params.train, tmp_path)
+        train(prepared, tmp_path / "model", params.train, contract, tmp_path)
     assert not (tmp_path / "model").exists()

@@ -15,27 +15,29 @@ import pandas as pd
 import pytest
 
 from argosy.config import Params
+from argosy.data.contract import Contract
 from argosy.data.prepare import prepare
-from argosy.data.simulate import SimulationSpec, simulate_to
 from argosy.evaluation.metrics import OnnxModel
+from argosy.examples.fraud.simulate import SimulationSpec, simulate_to
 from argosy.hashing import file_sha256
 from argosy.training.train import train
 
 
 @pytest.fixture(scope="module")
 def trained(
-    tmp_path_factory: pytest.TempPathFactory, params: Params
+    tmp_path_factory: pytest.TempPathFactory, params: Params, contract: Contract
 ) -> tuple[OnnxModel, pd.DataFrame]:
     root = tmp_path_factory.mktemp("model")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     try:
         simulate_to(SimulationSpec(60_000, 5, date(2026, 1, 1), 45), root / "data")
-        prepare(root / "data", root / "prepared", params.prepare)
+        prepare(root / "data", root / "prepared", params.prepare, contract)
         train(
             root / "prepared",
             root / "model",
             params.train.model_copy(update={"device": "cpu"}),
+            contract,
             root,
         )
     finally:
@@ -48,10 +50,12 @@ def score(model: OnnxModel, frame: pd.DataFrame) -> np.ndarray:
     return model.predict(model.matrix(frame))
 
 
-def test_metadata_contract(trained: tuple[OnnxModel, pd.DataFrame]) -> None:
+def test_metadata_contract(trained: tuple[OnnxModel, pd.DataFrame], contract: Contract) -> None:
     model, _ = trained
     meta = model.metadata
-    assert meta["name"] == "fraud-detector"
+    assert meta["name"] == contract.name
+    assert meta["id_column"] == contract.id
+    assert [s["name"] for s in meta["feature_specs"]] == list(contract.feature_names)
     assert len(meta["features"]) >= 25
     assert meta["input_name"] == "features"
     assert 0 < meta["threshold"] < 1

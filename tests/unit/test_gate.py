@@ -7,16 +7,21 @@ import math
 import pytest
 
 from argosy.config import GateParams
-from argosy.evaluation.gate import decide, render_markdown
+from argosy.data.contract import MetricContract
+from argosy.evaluation.gate import decide as decide_with
+from argosy.evaluation.gate import render_markdown
 
+METRIC = MetricContract(primary="pr_auc", floors={"pr_auc": 0.3, "roc_auc": 0.85})
 PARAMS = GateParams(
-    primary_metric="pr_auc",
-    floors={"pr_auc": 0.3, "roc_auc": 0.85},
     max_regression=0.01,
     slice_max_regression=0.05,
     slice_min_positives=20,
     max_latency_us_per_row=50.0,
 )
+
+
+def decide(challenger: dict, champion: dict | None, params: GateParams):
+    return decide_with(challenger, champion, params, METRIC)
 
 
 def metrics(pr_auc: float, roc_auc: float = 0.95, latency: float = 10.0, slices=None) -> dict:
@@ -92,7 +97,7 @@ def test_markdown_is_a_pr_body() -> None:
         "champion_version": "3",
         "checks": [{"name": "non-regression:pr_auc", "passed": False, "detail": "worse"}],
         "floors": {"pr_auc": 0.3},
-        "model": {"name": "fraud-detector", "sha256": "a" * 64, "run_id": "r1"},
+        "model": {"name": "example-model", "sha256": "a" * 64, "run_id": "r1"},
         "data_hash": "d1.dir",
         "git_commit": "c" * 40,
     }

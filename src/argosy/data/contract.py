@@ -290,9 +290,11 @@ def _describe(error: ValidationError, source: Path) -> str:
                 f"  {key}: unknown key"
                 + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(known)})")
             )
+        elif isinstance(item.get("input"), dict):  # a rule across keys: the message says which
+            lines.append(f"  {key}: {item['msg'].removeprefix('Value error, ')}")
         else:
-            got = item.get("input")
-            shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
+            got = repr(item.get("input"))
+            shown = got if len(got) <= 80 else got[:77] + "..."
             lines.append(f"  {key}: {item['msg']} (got {shown})")
     return "\n".join(lines)
 

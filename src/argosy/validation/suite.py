@@ -338,10 +338,11 @@ def validate_frame(
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
         )
         evaluated += len(run.results)
-        keys = [key for _, key in expectations]
+        # One expectation of each type per column: results come back in their own order.
+        keys = {expectation.expectation_type: key for expectation, key in expectations}
         failed = [
-            _describe(r, contract, key)
-            for r, key in zip(run.results, keys, strict=True)
+            _describe(r, contract, keys[r.expectation_config.type])
+            for r in run.results
             if not r.success
         ]
         failures += failed
