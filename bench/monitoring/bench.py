@@ -5,7 +5,7 @@ every row (the same per-column tests in plain numpy/scipy); the monitor is ``evi
 params.yaml's sampling (``monitor.max_rows``). The sampling error is the largest per-column
 difference between the sampled and the full-data distances; a sweep over caps and sample seeds on
 the 1M-row window (numpy only, one process) shows how that error and the drift decision depend on
-the cap. Usage:
+the cap. Columns and their kinds come from contract.yaml (the shipped example). Usage:
 
     .venv/bin/python bench/monitoring/bench.py [--out bench/monitoring/results.json]
 """
@@ -30,12 +30,15 @@ SWEEP_SEEDS = (0, 1, 2, 3, 4)
 def _make_data(work: Path) -> None:
     import pandas as pd
 
-    from argosy.data import schema
-    from argosy.data.simulate import SimulationSpec, simulate
+    from argosy.data.contract import load_contract
+    from argosy.examples.fraud.simulate import SimulationSpec, simulate
+
+    contract = load_contract()
 
     def encoded(rows: int, seed: int, scenario: str) -> pd.DataFrame:
         spec = SimulationSpec(rows, seed, date(2026, 4, 1), 30, scenario)
-        return pd.DataFrame(schema.to_matrix(simulate(spec)), columns=list(schema.FEATURES))
+        matrix = contract.to_matrix(simulate(spec))
+        return pd.DataFrame(matrix, columns=list(contract.feature_names))
 
     encoded(200_000, 1, "baseline").to_parquet(work / "reference.parquet")
     for rows in SIZES:
@@ -58,10 +61,11 @@ def _measure(work: Path, engine: str, rows: int) -> dict:
     import pandas as pd
 
     from argosy.config import load_params
+    from argosy.data.contract import load_contract
     from argosy.monitoring.drift import evidently_drift, numpy_drift
     from argosy.monitoring.monitor import settings_from
 
-    settings = settings_from(load_params().monitor)
+    settings = settings_from(load_params().monitor, load_contract())
     if engine == "numpy-full":
         from dataclasses import replace
 
@@ -93,10 +97,11 @@ def _sweep(work: Path) -> dict:
     import pandas as pd
 
     from argosy.config import load_params
+    from argosy.data.contract import load_contract
     from argosy.monitoring.drift import numpy_drift
     from argosy.monitoring.monitor import settings_from
 
-    settings = settings_from(load_params().monitor)
+    settings = settings_from(load_params().monitor, load_contract())
     reference = pd.read_parquet(work / "reference.parquet")
     current = pd.read_parquet(work / f"current-{SIZES[-1]}.parquet")
     full = numpy_drift(reference, current, replace(settings, max_rows=10**9))

@@ -10,12 +10,21 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+from argosy.clikit import (
+    DEFAULT_CONTRACT,
+    DEFAULT_PARAMS,
+    ContractOption,
+    ParamsOption,
+    contract_or_exit,
+    fail,
+    params_or_exit,
+)
 from argosy.data.ingest import ingest_command
+from argosy.data.profile import init_command
 from argosy.demo import DEMO_HELP, demo_command
 from argosy.gitops.cli import promote_app, register, registry_app, rollback
 from argosy.images import pin_images_command
@@ -30,27 +39,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ParamsOption = Annotated[
-    Path, typer.Option("--params", help="params.yaml to read (validated before any work).")
-]
-DataDir = Annotated[Path, typer.Option(help="Directory of raw transaction Parquet files.")]
+DataDir = Annotated[Path, typer.Option(help="Directory of the raw data's Parquet files.")]
 PreparedDir = Annotated[Path, typer.Option(help="Directory holding train/valid/test splits.")]
 ModelDir = Annotated[Path, typer.Option(help="Model directory (model.onnx + metadata.json).")]
 ReportsDir = Annotated[Path, typer.Option(help="Where reports are written.")]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` to stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def params_or_exit(path: Path) -> Params:
-    """Load params.yaml or exit 2 with the message naming each bad key."""
-    try:
-        return load_params(path)
-    except ConfigError as exc:
-        fail(str(exc), code=2)
 
 
 @app.callback()
@@ -65,48 +57,55 @@ def _main(
     logging.getLogger("argosy").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def _scenarios() -> str:
+    from argosy.examples import simulator
+
+    return ", ".join(simulator().SCENARIOS)
+
+
 @app.command()
 def simulate(
-    rows: Annotated[int | None, typer.Option(help="Transactions to generate.")] = None,
+    rows: Annotated[int | None, typer.Option(help="Rows to generate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same bytes).")] = None,
     start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (UTC).")] = None,
     days: Annotated[int | None, typer.Option(help="Length of the window in days.")] = None,
     scenario: Annotated[
         str | None,
-        typer.Option(
-            help="Drift scenario: baseline, merchant_mix, amount_inflation, "
-            "channel_shift or new_fraud_pattern."
-        ),
+        typer.Option(help="Drift scenario of the example's simulator (default: params.yaml)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("data"),
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Generate synthetic card transactions; unset options come from params.yaml `simulate:`."""
-    from argosy.data.simulate import SimulationError, SimulationSpec, parse_start, simulate_to
+    """Generate the shipped example's synthetic data; unset options come from params `simulate:`."""
+    from argosy.examples import simulator
 
+    sim = simulator()
     defaults = params_or_exit(params).simulate
     try:
-        spec = SimulationSpec(
+        spec = sim.SimulationSpec(
             rows=defaults.rows if rows is None else rows,
             seed=defaults.seed if seed is None else seed,
-            start=parse_start(start or defaults.start),
+            start=sim.parse_start(start or defaults.start),
             days=defaults.days if days is None else days,
             scenario=scenario or defaults.scenario,
         )
-    except SimulationError as exc:
-        fail(str(exc), code=2)
-    path = simulate_to(spec, out)
-    typer.echo(f"wrote {spec.rows} transactions ({spec.scenario}) to {path}")
+    except sim.SimulationError as exc:
+        fail(f"{exc} (scenarios: {_scenarios()})", code=2)
+    path = sim.simulate_to(spec, out)
+    typer.echo(f"wrote {spec.rows} rows ({spec.scenario}) to {path}")
 
 
 @app.command("ensure-data")
-def ensure_data(params: ParamsOption = DEFAULT_PARAMS) -> None:
-    """Regenerate data/ from the pinned seed when it is missing, and check it against data.dvc."""
+def ensure_data(
+    params: ParamsOption = DEFAULT_PARAMS, contract: ContractOption = DEFAULT_CONTRACT
+) -> None:
+    """Make data/ hold what data.dvc pins: your files (dvc pull) or the example's simulator."""
     from argosy.data.pinned import PinnedDataError, ensure_pinned_data
 
     config = params_or_exit(params)
+    source = contract_or_exit(contract).source
     try:
-        typer.echo(ensure_pinned_data(Path.cwd(), config.simulate))
+        typer.echo(ensure_pinned_data(Path.cwd(), source, config.simulate))
     except PinnedDataError as exc:
         fail(str(exc))
 
@@ -115,14 +114,14 @@ def ensure_data(params: ParamsOption = DEFAULT_PARAMS) -> None:
 def validate(
     data: DataDir = Path("data"),
     reports: ReportsDir = Path("reports/validation"),
-    params: ParamsOption = DEFAULT_PARAMS,
+    contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
     """Run the Great Expectations suite on the raw data; exit 1 naming each failed expectation."""
     from argosy.validation.suite import DataValidationError, validate_dir
 
-    config = params_or_exit(params)
+    declared = contract_or_exit(contract)
     try:
-        outcome = validate_dir(data, config.validate_, reports)
+        outcome = validate_dir(data, declared, reports)
     except DataValidationError as exc:
         fail(f"{exc}\nreport: {reports / 'result.json'}, Data Docs: {reports / 'data_docs'}")
     typer.echo(outcome.message())
@@ -133,11 +132,17 @@ def prepare(
     data: DataDir = Path("data"),
     out: PreparedDir = Path("artifacts/prepared"),
     params: ParamsOption = DEFAULT_PARAMS,
+    contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
-    """Split the validated data by time into train/valid/test plus a drift reference sample."""
+    """Split the validated data into train/valid/test (by event time, else stratified)."""
+    from argosy.data.encoding import EncodingError
     from argosy.data.prepare import prepare as run_prepare
 
-    sizes = run_prepare(data, out, params_or_exit(params).prepare)
+    config, declared = params_or_exit(params), contract_or_exit(contract)
+    try:
+        sizes = run_prepare(data, out, config.prepare, declared)
+    except (FileNotFoundError, ValueError, EncodingError) as exc:
+        fail(str(exc))
     typer.echo(f"train {sizes.train}, valid {sizes.valid}, test {sizes.test} rows in {out}")
 
 
@@ -146,14 +151,15 @@ def train(
     prepared: PreparedDir = Path("artifacts/prepared"),
     model: ModelDir = Path("models"),
     params: ParamsOption = DEFAULT_PARAMS,
+    contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
     """Train XGBoost, export ONNX (parity-checked) and log the run to MLflow."""
     from argosy.training.train import TrainingError
     from argosy.training.train import train as run_train
 
-    config = params_or_exit(params)
+    config, declared = params_or_exit(params), contract_or_exit(contract)
     try:
-        result = run_train(prepared, model, config.train)
+        result = run_train(prepared, model, config.train, declared)
     except TrainingError as exc:
         fail(str(exc))
     typer.echo(
@@ -169,13 +175,16 @@ def evaluate(
     prepared: PreparedDir = Path("artifacts/prepared"),
     reports: ReportsDir = Path("reports"),
     params: ParamsOption = DEFAULT_PARAMS,
+    contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
     """Score the test split: PR-AUC, ROC-AUC, recall@FPR, precision@k, Brier, slices, latency."""
+    from argosy.data.encoding import EncodingError
     from argosy.evaluation.metrics import ModelFileError, run_evaluate
 
+    config, declared = params_or_exit(params), contract_or_exit(contract)
     try:
-        metrics = run_evaluate(model, prepared, reports, params_or_exit(params).evaluate)
-    except ModelFileError as exc:
+        metrics = run_evaluate(model, prepared, reports, config.evaluate, declared)
+    except (ModelFileError, EncodingError) as exc:
         fail(str(exc))
     typer.echo(
         f"PR-AUC {metrics['pr_auc']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}, "
@@ -195,6 +204,7 @@ def gate(
     ),
     reports: ReportsDir = Path("reports"),
     params: ParamsOption = DEFAULT_PARAMS,
+    contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
     """Compare the challenger with the production champion; write gate.json and gate.md."""
     import mlflow
@@ -204,11 +214,11 @@ def gate(
     from argosy.gitops.pin import PinError
     from argosy.tracking import tracking_uri
 
-    config = params_or_exit(params)
+    config, declared = params_or_exit(params), contract_or_exit(contract)
     mlflow.set_tracking_uri(tracking_uri())
     try:
         report = run_gate(
-            model, prepared, metrics, production, reports, config.gate, config.evaluate
+            model, prepared, metrics, production, reports, config.gate, config.evaluate, declared
         )
     except (GateError, ModelFileError, PinError) as exc:
         fail(str(exc))
@@ -251,6 +261,9 @@ def summary(reports: ReportsDir = Path("reports")) -> None:
         typer.echo(f"  {label:<24} {target}")
     typer.echo(f"\nDecision: {report['decision'].upper()}")
 
+
+# Use your own data: draft a data contract from a file.
+app.command("init")(init_command)
 
 # GitOps: registration, promotion through git, verification, rollback, registry sync.
 app.command()(register)

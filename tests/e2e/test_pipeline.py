@@ -155,7 +155,9 @@ def test_corrupt_data_stops_at_validate(pipeline_repo: tuple[Path, dict]) -> Non
         assert (root / "dvc.lock").read_text() == lock_before
         assert run_count(ctx["env"]["MLFLOW_TRACKING_URI"]) == runs_before
     finally:
+        # `dvc repro` re-pins data.dvc when data/ changed: restore the committed pin too
         bad.unlink()
+        sh(root, "git", "checkout", "--", "data.dvc", env=ctx["env"])
         sh(root, "dvc", "checkout", "--force", env=ctx["env"])
 
 

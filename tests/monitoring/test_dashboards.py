@@ -26,7 +26,7 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 def exported_metrics() -> set[str]:
     """Every metric family the server and the monitor expose, read from their real renderers."""
-    metrics = Metrics("fraud-detector", "3", "ab" * 32)
+    metrics = Metrics("example-model", "3", "ab" * 32)
     metrics.observe_request("infer", 200, 0.01)
     metrics.observe_request("infer", 500, 0.01)
     metrics.add_family("argosy_prediction_log_rows_total", "counter", "x", lambda: [])
@@ -88,7 +88,7 @@ def test_component_renders_and_validates_strictly(rendered: list[dict[str, Any]]
 
 def test_dashboard_is_grafana_json_with_the_panels_the_issue_asks_for() -> None:
     # Given the dashboard JSON
-    dashboard = json.loads((COMPONENT / "fraud-detector.json").read_text())
+    dashboard = json.loads((COMPONENT / "model-dashboard.json").read_text())
     # When its structure is inspected
     panels = dashboard["panels"]
     ids = [p["id"] for p in panels]
@@ -114,7 +114,7 @@ def test_every_queried_metric_is_exported_by_the_server_or_the_monitor(
     # Given the metric families the server and the monitor really expose
     exported = exported_metrics()
     # When the dashboard's and the alert rules' queries are scanned for metric names
-    dashboard = json.loads((COMPONENT / "fraud-detector.json").read_text())
+    dashboard = json.loads((COMPONENT / "model-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [
         rule["expr"]

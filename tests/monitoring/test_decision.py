@@ -98,7 +98,9 @@ def test_degraded_label_feedback_alone_triggers_retraining() -> None:
 def test_feedback_reason_with_insufficient_window_still_retrains() -> None:
     # Given a quiet latest window but degraded labels from the lookback
     # When the monitor decides
-    verdict = decide(windows("insufficient_data"), ["fraud rate 2x"], None, NOW, 2, COOLDOWN)
+    verdict = decide(
+        windows("insufficient_data"), ["positive-label rate 2x"], None, NOW, 2, COOLDOWN
+    )
     # Then the label evidence is enough
     assert verdict.decision == "retrain"
 
@@ -129,3 +131,15 @@ def test_missing_state_is_a_fresh_start_and_a_corrupt_one_an_error(tmp_path: Pat
     # Then the error names the file and how to recover
     with pytest.raises(StateError, match=r"state\.json: not a monitor state file.*move it aside"):
         load_state(bad)
+
+
+def test_insufficient_data_names_the_contract_key_and_both_numbers() -> None:
+    # Given a latest window of 10 rows and a minimum of 2000 from the contract
+    # When the monitor decides
+    verdict = decide(windows("insufficient_data"), (), None, NOW, 2, COOLDOWN, min_rows=2000)
+    # Then the reason says how many rows there were, how many are needed, and where that is set
+    assert verdict.decision == "insufficient_data"
+    assert verdict.reasons == (
+        "latest window has 10 logged rows, fewer than the 2000 of contract.yaml "
+        "monitoring.min_rows",
+    )

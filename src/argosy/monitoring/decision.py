@@ -2,8 +2,8 @@
 
 Rules, in order:
 
-1. A window with fewer than ``min_rows`` logged rows is ``insufficient_data``: too little to tell,
-   which is never the same as "no drift".
+1. A window with fewer than ``min_rows`` logged rows (contract.yaml ``monitoring.min_rows``) is
+   ``insufficient_data``: too little to tell, which is never the same as "no drift".
 2. Drift must hold: the last ``consecutive_windows`` windows must all be over the drift-share
    threshold. A window of insufficient data breaks the run (nobody saw drift hold through it).
 3. Degraded label feedback is a reason on its own.
@@ -142,6 +142,7 @@ def decide(
     now: datetime,
     consecutive_windows: int,
     cooldown: timedelta,
+    min_rows: int | None = None,
 ) -> Verdict:
     """Apply the rules in the module docstring.
 
@@ -152,6 +153,8 @@ def decide(
         now: The time of this decision.
         consecutive_windows: Windows in a row that must be over the threshold.
         cooldown: Minimum time between two triggers.
+        min_rows: The window size below which there is too little data (contract.yaml
+            ``monitoring.min_rows``), quoted in the ``insufficient_data`` reason.
     """
     streak = drift_streak(windows)
     reasons: list[str] = []
@@ -170,7 +173,10 @@ def decide(
         return Verdict("retrain", tuple(reasons), streak)
     if not windows or windows[-1].status == "insufficient_data":
         rows = windows[-1].rows if windows else 0
-        return Verdict("insufficient_data", (f"latest window has {rows} logged rows",), streak)
+        reason = f"latest window has {rows} logged rows"
+        if min_rows is not None:
+            reason += f", fewer than the {min_rows} of contract.yaml monitoring.min_rows"
+        return Verdict("insufficient_data", (reason,), streak)
     if streak:
         return Verdict(
             "drift_pending",

@@ -6,12 +6,19 @@ the tests' cross-check). Only distance tests are offered (normed Wasserstein, Je
 distance does not shrink towards "drift" as the window grows, unlike a p-value, so the same
 threshold means the same size of shift at 2,000 rows and at 2,000,000.
 
+Which features are compared, and how, is given explicitly (``DriftSettings.features`` and
+``frequency_compared``, built from the data contract by ``DriftSettings.for_features``): nothing
+here knows a column name. A missing value (NaN, the encoder's one missing code) is left out of the
+comparison in both implementations alike, so a nullable feature compares its observed values; a
+column with no observed value on one side only is drift (distance 1), on both sides none.
+
 A window larger than ``max_rows`` is sampled without replacement (seeded) before the tests; the
 benchmark in ``bench/monitoring`` measures the sampling error this costs (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +28,8 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from argosy.monitoring.columns import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, SCORE_COLUMN
+from argosy.data.encoding import FeatureSpec
+from argosy.monitoring.columns import SCORE_COLUMN
 
 Method = Literal["wasserstein", "jensenshannon"]
 
@@ -32,19 +40,23 @@ class DriftError(ValueError):
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """How columns are compared.
+    """Which columns are compared, and how.
 
     Attributes:
+        features: The model features, in input order (the contract's ``features:``).
+        frequency_compared: Those compared by value frequencies (categorical and boolean).
         num_method: Test for numerical features.
-        cat_method: Test for categorical features and 0/1 flags.
-        per_column_method: Overrides by column name.
+        cat_method: Test for frequency-compared features.
+        per_column_method: Overrides by column name (a feature or ``score``).
         num_threshold: A numerical column drifts when its distance is at least this.
-        cat_threshold: Same for categorical columns.
+        cat_threshold: Same for frequency-compared columns.
         prediction_threshold: Same for the score (prediction drift).
         max_rows: Larger windows are sampled down to this many rows.
         seed: Seed of that sample.
     """
 
+    features: tuple[str, ...]
+    frequency_compared: frozenset[str] = frozenset()
     num_method: Method = "wasserstein"
     cat_method: Method = "jensenshannon"
     per_column_method: dict[str, Method] = field(default_factory=dict)
@@ -54,23 +66,59 @@ class DriftSettings:
     max_rows: int = 200_000
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "frequency_compared", frozenset(self.frequency_compared))
+        if not self.features:
+            raise DriftError("no features to compare")
+        stray = sorted(self.frequency_compared - set(self.features))
+        if stray:
+            raise DriftError(f"frequency_compared names columns that are not features: {stray}")
+        unknown = self.unknown_columns()
+        if unknown:
+            raise DriftError(
+                f"per_column_method names columns that are neither features nor "
+                f"{SCORE_COLUMN!r}: {unknown}"
+            )
+
+    @classmethod
+    def for_features(cls, specs: Iterable[FeatureSpec], **options: Any) -> DriftSettings:
+        """Settings for these feature specs (the contract's), kinds from ``frequency_compared``.
+
+        Args:
+            specs: The feature specs, in input order.
+            **options: Any other field (methods, thresholds, sampling).
+        """
+        specs = tuple(specs)
+        return cls(
+            features=tuple(s.name for s in specs),
+            frequency_compared=frozenset(s.name for s in specs if s.frequency_compared),
+            **options,
+        )
+
+    def unknown_columns(self) -> list[str]:
+        """Names in ``per_column_method`` that are neither a feature nor the score."""
+        return sorted(set(self.per_column_method) - {*self.features, SCORE_COLUMN})
+
+    def categorical(self, column: str) -> bool:
+        """Whether ``column`` is compared by value frequencies."""
+        return column in self.frequency_compared
+
     def method(self, column: str) -> Method:
         """The test for ``column``."""
         if column in self.per_column_method:
             return self.per_column_method[column]
-        if column == SCORE_COLUMN:
-            return self.num_method
-        return self.cat_method if column in CATEGORICAL_COLUMNS else self.num_method
+        return self.cat_method if self.categorical(column) else self.num_method
 
     def threshold(self, column: str) -> float:
         """The distance at which ``column`` counts as drifted."""
         if column == SCORE_COLUMN:
             return self.prediction_threshold
-        return self.cat_threshold if column in CATEGORICAL_COLUMNS else self.num_threshold
+        return self.cat_threshold if self.categorical(column) else self.num_threshold
 
     def kind(self, column: str) -> str:
-        """``categorical`` or ``numerical``, as the tests treat the column."""
-        return "categorical" if column in CATEGORICAL_COLUMNS else "numerical"
+        """``categorical`` (frequencies) or ``numerical``, as the tests treat the column."""
+        return "categorical" if self.categorical(column) else "numerical"
 
 
 @dataclass(frozen=True)
@@ -97,7 +145,7 @@ class DriftResult:
         current_rows: Rows in the window before sampling.
         compared_rows: Rows actually compared (after sampling).
         reference_rows: Rows in the reference sample.
-        features: One result per model feature, in schema order.
+        features: One result per model feature, in the contract's order.
         prediction: The score's drift, or None when the reference has no scores.
     """
 
@@ -109,7 +157,7 @@ class DriftResult:
 
     @property
     def drift_share(self) -> float:
-        """Share of model features that drifted."""
+        """Share of the model features (the contract's) that drifted."""
         return sum(c.drifted for c in self.features) / len(self.features)
 
     @property
@@ -134,8 +182,9 @@ class DriftResult:
         }
 
 
-def _columns(reference: pd.DataFrame) -> list[str]:
-    return [*FEATURE_COLUMNS, *([SCORE_COLUMN] if SCORE_COLUMN in reference.columns else [])]
+def _columns(reference: pd.DataFrame, settings: DriftSettings) -> list[str]:
+    score = [SCORE_COLUMN] if SCORE_COLUMN in reference.columns else []
+    return [*settings.features, *score]
 
 
 def _check(frame: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -157,7 +206,7 @@ def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 def _prepare(
     reference: pd.DataFrame, current: pd.DataFrame, settings: DriftSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    columns = _columns(reference)
+    columns = _columns(reference, settings)
     _check(reference, columns, "the reference sample")
     _check(current, columns, "the prediction-log window")
     ref = sample_rows(reference[columns], settings.max_rows, settings.seed)
@@ -177,7 +226,7 @@ def _result(
         current_rows=current_rows,
         compared_rows=compared,
         reference_rows=ref_rows,
-        features=tuple(one(c) for c in FEATURE_COLUMNS),
+        features=tuple(one(c) for c in s.features),
         prediction=one(SCORE_COLUMN) if SCORE_COLUMN in distances else None,
     )
 
@@ -204,11 +253,24 @@ def jensenshannon_binned(reference: np.ndarray, current: np.ndarray, categorical
     return float(distance.jensenshannon(p, q))
 
 
+def observed(values: np.ndarray) -> np.ndarray:
+    """The values that are not missing (NaN, the encoder's missing code), as float64."""
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def _empty_distance(ref: np.ndarray, cur: np.ndarray) -> float | None:
+    """1 when only one side has no observed value, 0 when neither has any, else None."""
+    if len(ref) and len(cur):
+        return None
+    return 0.0 if len(ref) == len(cur) else 1.0
+
+
 def _numpy_distance(ref: np.ndarray, cur: np.ndarray, method: Method, categorical: bool) -> float:
-    ref = ref[~np.isnan(ref)].astype(np.float64)
-    cur = cur[~np.isnan(cur)].astype(np.float64)
-    if len(ref) == 0 or len(cur) == 0:
-        return 0.0 if len(ref) == len(cur) else 1.0
+    ref, cur = observed(ref), observed(cur)
+    empty = _empty_distance(ref, cur)
+    if empty is not None:
+        return empty
     if method == "wasserstein":
         return wasserstein_norm(ref, cur)
     return jensenshannon_binned(ref, cur, categorical)
@@ -225,7 +287,7 @@ def numpy_drift(
     ref, cur, columns = _prepare(reference, current, settings)
     distances = {
         c: _numpy_distance(
-            ref[c].to_numpy(), cur[c].to_numpy(), settings.method(c), c in CATEGORICAL_COLUMNS
+            ref[c].to_numpy(), cur[c].to_numpy(), settings.method(c), settings.categorical(c)
         )
         for c in columns
     }
@@ -257,16 +319,27 @@ def evidently_drift(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    ref, cur, columns = _prepare(reference, current, settings)
+    ref, cur, all_columns = _prepare(reference, current, settings)
+    # Evidently refuses a column without an observed value; those get the numpy rule's distance.
+    distances: dict[str, float] = {}
+    for c in all_columns:
+        empty = _empty_distance(observed(ref[c].to_numpy()), observed(cur[c].to_numpy()))
+        if empty is not None:
+            distances[c] = empty
+    columns = [c for c in all_columns if c not in distances]
+    if not columns:
+        raise DriftError("no column has an observed (non-missing) value in both frames")
+    ref, cur = ref[columns], cur[columns]
     definition = DataDefinition(
-        numerical_columns=[c for c in columns if c not in CATEGORICAL_COLUMNS],
-        categorical_columns=[c for c in columns if c in CATEGORICAL_COLUMNS],
+        numerical_columns=[c for c in columns if not settings.categorical(c)],
+        categorical_columns=[c for c in columns if settings.categorical(c)],
     )
+    overrides = {c: m for c, m in settings.per_column_method.items() if c in columns}
     preset = DataDriftPreset(
         columns=columns,
         num_method=settings.num_method,
         cat_method=settings.cat_method,
-        per_column_method=dict(settings.per_column_method) or None,
+        per_column_method=overrides or None,
         num_threshold=settings.num_threshold,
         cat_threshold=settings.cat_threshold,
         per_column_threshold={SCORE_COLUMN: settings.prediction_threshold}
@@ -277,12 +350,11 @@ def evidently_drift(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition),
     )
-    distances: dict[str, float] = {}
     for metric in snapshot.dict()["metrics"]:
         config = metric["config"]
         if config.get("type", "").endswith(":ValueDrift"):
             distances[config["column"]] = float(metric["value"])
-    missing = [c for c in columns if c not in distances]
+    missing = [c for c in all_columns if c not in distances]
     if missing:  # pragma: no cover - would mean Evidently changed its result format
         raise DriftError(f"Evidently returned no drift value for {missing}")
     if html is not None:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from argosy.config import MonitorParams
-from argosy.data import schema
+from argosy.data.contract import Contract
 from argosy.monitoring.columns import SCORE_COLUMN
 from argosy.monitoring.decision import (
     DECISIONS,
@@ -40,8 +40,8 @@ from argosy.monitoring.decision import (
     save_state,
     window_status,
 )
-from argosy.monitoring.drift import DriftResult, DriftSettings, evidently_drift
-from argosy.monitoring.feedback import Feedback, evaluate_feedback
+from argosy.monitoring.drift import DriftError, DriftResult, DriftSettings, evidently_drift
+from argosy.monitoring.feedback import Feedback, FeedbackError, evaluate_feedback, require_id
 from argosy.monitoring.predlog import read_labels, read_window
 
 log = logging.getLogger(__name__)
@@ -51,18 +51,45 @@ class MonitorError(RuntimeError):
     """The monitor cannot run (no reference sample, unreadable inputs)."""
 
 
-def settings_from(params: MonitorParams) -> DriftSettings:
-    """The drift tests that params.yaml ``monitor:`` configures."""
-    return DriftSettings(
-        num_method=params.num_method,
-        cat_method=params.cat_method,
-        per_column_method=dict(params.per_column_method),
-        num_threshold=params.num_threshold,
-        cat_threshold=params.cat_threshold,
-        prediction_threshold=params.prediction_threshold,
-        max_rows=params.max_rows,
-        seed=params.sample_seed,
-    )
+class MonitorConfigError(MonitorError):
+    """params.yaml ``monitor:`` does not fit the data contract (the message names the key)."""
+
+
+def settings_from(params: MonitorParams, contract: Contract) -> DriftSettings:
+    """The drift tests that params.yaml ``monitor:`` configures, on the contract's features.
+
+    Raises:
+        MonitorConfigError: ``monitor.per_column_method`` names a column that is neither a
+            feature of the contract nor ``score``, or ``monitor.max_rows`` is below
+            contract.yaml ``monitoring.min_rows``.
+    """
+    known = {*contract.feature_names, SCORE_COLUMN}
+    unknown = sorted(set(params.per_column_method) - known)
+    if unknown:
+        raise MonitorConfigError(
+            f"params.yaml monitor.per_column_method names {unknown}, which are neither features "
+            f"of the data contract (contract.yaml features) nor {SCORE_COLUMN!r}"
+        )
+    if params.max_rows < contract.monitoring.min_rows:
+        raise MonitorConfigError(
+            f"params.yaml monitor.max_rows ({params.max_rows}) is below contract.yaml "
+            f"monitoring.min_rows ({contract.monitoring.min_rows}): a window would be sampled "
+            "below the size it needs"
+        )
+    try:
+        return DriftSettings.for_features(
+            contract.specs,
+            num_method=params.num_method,
+            cat_method=params.cat_method,
+            per_column_method=dict(params.per_column_method),
+            num_threshold=params.num_threshold,
+            cat_threshold=params.cat_threshold,
+            prediction_threshold=params.prediction_threshold,
+            max_rows=params.max_rows,
+            seed=params.sample_seed,
+        )
+    except DriftError as exc:  # pragma: no cover - the checks above come first
+        raise MonitorConfigError(f"params.yaml monitor: {exc}") from None
 
 
 def window_ends(as_of: datetime, window: timedelta, after: datetime | None, count: int) -> list:
@@ -78,25 +105,55 @@ def window_ends(as_of: datetime, window: timedelta, after: datetime | None, coun
     return sorted(e for e in ends if after is None or e > after)
 
 
-def load_reference(path: Path, model_dir: Path | None) -> pd.DataFrame:
+def _score(reference: pd.DataFrame, model_dir: Path, features: list[str]) -> np.ndarray | None:
+    """The model's positive-label probability for every reference row, or None without a model."""
+    onnx = model_dir / "model.onnx"
+    if not onnx.exists():
+        return None
+    metadata = model_dir / "metadata.json"
+    if metadata.exists():
+        try:
+            trained_on = json.loads(metadata.read_text()).get("features")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise MonitorError(f"{metadata}: not a model metadata file ({exc})") from None
+        if trained_on is not None and list(trained_on) != features:
+            raise MonitorError(
+                f"{model_dir}: the model's features (metadata.json) are not the data contract's "
+                "(contract.yaml features, in order): was it trained with another contract?"
+            )
+    import onnxruntime as ort
+
+    from argosy.serving.model import PROBABILITY_OUTPUT_INDEX
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    matrix = np.ascontiguousarray(reference[features].to_numpy(np.float32))
+    outputs = session.run(None, {session.get_inputs()[0].name: matrix})
+    return np.asarray(outputs[PROBABILITY_OUTPUT_INDEX])[:, 1]
+
+
+def load_reference(path: Path, contract: Contract, model_dir: Path | None = None) -> pd.DataFrame:
     """The reference sample, plus its scores when the model is there to compute them.
 
+    The sample is prepare's: the contract's features encoded as the server logs them (float32,
+    missing as NaN) and the label as 0/1.
+
     Raises:
-        MonitorError: No reference sample.
+        MonitorError: No reference sample, or one without the contract's features, or a model
+            trained on other features.
     """
     if not path.exists():
         raise MonitorError(f"{path}: no reference sample (run the pipeline's prepare stage)")
     reference = pd.read_parquet(path)
-    onnx = model_dir / "model.onnx" if model_dir is not None else None
-    if onnx is not None and onnx.exists():
-        import onnxruntime as ort
-
-        from argosy.serving.model import PROBABILITY_OUTPUT_INDEX
-
-        session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-        matrix = reference[list(schema.FEATURES)].to_numpy(np.float32)
-        outputs = session.run(None, {session.get_inputs()[0].name: matrix})
-        reference[SCORE_COLUMN] = np.asarray(outputs[PROBABILITY_OUTPUT_INDEX])[:, 1]
+    features = list(contract.feature_names)
+    missing = [f for f in features if f not in reference.columns]
+    if missing:
+        raise MonitorError(
+            f"{path}: lacks features {missing[:6]} of the data contract (contract.yaml features); "
+            "re-run the pipeline's prepare stage"
+        )
+    scores = _score(reference, model_dir, features) if model_dir is not None else None
+    if scores is not None:
+        reference[SCORE_COLUMN] = scores
     return reference
 
 
@@ -143,6 +200,7 @@ class MonitorOutcome:
 
 def run_monitor(
     params: MonitorParams,
+    contract: Contract,
     as_of: datetime,
     log_root: str,
     reference_path: Path,
@@ -155,6 +213,8 @@ def run_monitor(
 
     Args:
         params: params.yaml ``monitor:``.
+        contract: The data contract: features and their kinds, id and label columns,
+            ``monitoring:`` sizes and floors.
         as_of: The time of the run (UTC); windows ending after it are not complete yet.
         log_root: The prediction log's root (directory or fsspec URI).
         reference_path: prepare's reference sample.
@@ -164,20 +224,28 @@ def run_monitor(
         labels_path: Late labels (Parquet file or directory), optional.
 
     Raises:
-        MonitorError: Missing reference. PredictionLogError: unreadable log or labels.
+        MonitorError: Missing reference; MonitorConfigError: params that do not fit the contract,
+            or labels without a contract id. PredictionLogError: unreadable log or labels.
         StateError: Unreadable state file.
     """
+    settings = settings_from(params, contract)
+    if labels_path is not None:
+        try:
+            require_id(contract)
+        except FeedbackError as exc:
+            raise MonitorConfigError(str(exc)) from None
+    min_rows = contract.monitoring.min_rows
+    features = contract.feature_names
     state = load_state(state_path)
-    reference = load_reference(reference_path, model_dir)
-    settings = settings_from(params)
+    reference = load_reference(reference_path, contract, model_dir)
     window = timedelta(minutes=params.window_minutes)
     seen = datetime.fromisoformat(state.windows[-1].end) if state.windows else None
     evaluated: list[tuple[WindowOutcome, DriftResult | None]] = []
     for end in window_ends(as_of, window, seen, params.consecutive_windows):
         start = end - window
-        frame = read_window(log_root, start, end)
+        frame = read_window(log_root, start, end, features)
         result = None
-        if len(frame) >= params.min_rows:
+        if len(frame) >= min_rows:
             stem = end.strftime("%Y%m%dT%H%M%SZ")
             result = evidently_drift(
                 reference,
@@ -191,7 +259,7 @@ def run_monitor(
             start=start.isoformat(),
             end=end.isoformat(),
             rows=len(frame),
-            status=window_status(len(frame), share, params.min_rows, params.drift_share),
+            status=window_status(len(frame), share, min_rows, params.drift_share),
             drift_share=share,
         )
         log.info("window %s..%s: %d rows, %s", start, end, len(frame), outcome.status)
@@ -201,11 +269,24 @@ def run_monitor(
     feedback = None
     if labels_path is not None:
         lookback = as_of - timedelta(days=params.feedback.lookback_days)
-        predictions = read_window(log_root, lookback, as_of)
-        reference_rate = float(reference[schema.LABEL_COLUMN].mean())
-        feedback = evaluate_feedback(
-            predictions, read_labels(labels_path), reference_rate, params.feedback
-        )
+        predictions = read_window(log_root, lookback, as_of, features)
+        label = contract.label.column
+        if label not in reference.columns:
+            raise MonitorError(
+                f"{reference_path}: no label column {label!r} (contract.yaml label.column), so "
+                "no training-period positive-label rate; re-run the pipeline's prepare stage"
+            )
+        reference_rate = float(reference[label].astype(np.float64).mean())
+        try:
+            feedback = evaluate_feedback(
+                predictions,
+                read_labels(labels_path, contract),
+                reference_rate,
+                params.feedback,
+                contract,
+            )
+        except FeedbackError as exc:
+            raise MonitorError(f"{labels_path}: {exc}") from None
 
     last = datetime.fromisoformat(state.last_trigger) if state.last_trigger else None
     verdict = decide(
@@ -215,6 +296,7 @@ def run_monitor(
         as_of,
         params.consecutive_windows,
         timedelta(hours=params.cooldown_hours),
+        min_rows=min_rows,
     )
     if verdict.decision == "retrain":
         state.last_trigger = as_of.isoformat()
@@ -319,7 +401,10 @@ def render_summary(outcome: MonitorOutcome) -> str:
             lines += ["", f"Prediction drift (score, {p.method}): {p.distance:.3f}{flag}"]
     fb = outcome.feedback
     if fb is not None:
-        lines += ["", f"Label feedback: {fb.status}, {fb.labelled} labelled, {fb.positives} frauds"]
+        lines += [
+            "",
+            f"Label feedback: {fb.status}, {fb.labelled} labelled, {fb.positives} positive",
+        ]
         if fb.pr_auc is not None:
             lines.append(f"live PR-AUC {fb.pr_auc:.3f}, recall {fb.recall:.3f}")
     return "\n".join(lines) + "\n"

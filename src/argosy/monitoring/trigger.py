@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from argosy.data import schema
+from argosy.data.contract import Contract
 
 
 class TriggerError(RuntimeError):
@@ -38,8 +38,11 @@ def _run(root: Path, *command: str) -> None:
         raise TriggerError(f"`{' '.join(command)}` failed:\n" + "\n".join(tail))
 
 
-def add_labelled_period(labelled: Path, data_dir: Path) -> tuple[Path, int]:
-    """Copy one labelled Parquet file into ``data_dir`` after checking it is raw transaction data.
+def add_labelled_period(labelled: Path, data_dir: Path, contract: Contract) -> tuple[Path, int]:
+    """Copy one labelled Parquet file into ``data_dir`` after checking it is raw data.
+
+    Raw data has every column the contract names (``contract.raw_columns``: id, time,
+    ``other_columns``, ``features`` and ``label.column``).
 
     Raises:
         TriggerError: Not a Parquet file, missing raw columns, or a file of that name exists.
@@ -49,9 +52,13 @@ def add_labelled_period(labelled: Path, data_dir: Path) -> tuple[Path, int]:
         rows = pq.read_metadata(labelled).num_rows
     except (OSError, ValueError) as exc:
         raise TriggerError(f"{labelled}: not a readable Parquet file ({exc})") from None
-    missing = [c for c in schema.RAW_COLUMNS if c not in table_schema.names]
+    missing = [c for c in contract.raw_columns if c not in table_schema.names]
     if missing:
-        raise TriggerError(f"{labelled}: not raw transaction data, lacks {missing[:6]}")
+        raise TriggerError(
+            f"{labelled}: not raw data of this contract, lacks {missing[:6]}"
+            f"{'...' if len(missing) > 6 else ''} (contract.yaml id, time, other_columns, "
+            "features and label.column)"
+        )
     target = data_dir / labelled.name
     if target.exists():
         raise TriggerError(f"{target} exists: this period is already in the training data")
@@ -60,13 +67,15 @@ def add_labelled_period(labelled: Path, data_dir: Path) -> tuple[Path, int]:
     return target, rows
 
 
-def retrain(root: Path, labelled: Path, run_pipeline: bool = True) -> TriggerResult:
+def retrain(
+    root: Path, labelled: Path, contract: Contract, run_pipeline: bool = True
+) -> TriggerResult:
     """Append ``labelled`` to ``root/data``, ``dvc add data`` and (by default) ``dvc repro``.
 
     Raises:
         TriggerError: Bad input file, or DVC failed (the message carries DVC's last lines).
     """
-    target, rows = add_labelled_period(labelled, root / "data")
+    target, rows = add_labelled_period(labelled, root / "data", contract)
     try:
         _run(root, "dvc", "add", "data")
     except TriggerError:
