@@ -42,10 +42,10 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]
 
 
 def bench_size(rows: int, work: Path) -> dict:
-    """Set up a repository with ``rows`` simulated transactions and time every stage."""
+    """Set up a repository with ``rows`` rows of the example's data and time every stage."""
     root = work / f"rows-{rows}"
     root.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", "contract.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     pin = root / "manifests/overlays/production"

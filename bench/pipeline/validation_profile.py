@@ -11,7 +11,7 @@ one JSON object (seconds):
 - ``suite_s``: the whole suite on every row (no Data Docs);
 - ``data_docs_s``: the suite on every row with Data Docs, minus ``suite_s``.
 
-Usage: python bench/pipeline/validation_profile.py [--data data] [--params params.yaml]
+Usage: python bench/pipeline/validation_profile.py [--data data] [--contract contract.yaml]
 """
 
 from __future__ import annotations
@@ -51,16 +51,16 @@ def main() -> None:
     """Measure and print the profile."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data"))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--contract", type=Path, default=Path("contract.yaml"))
     args = parser.parse_args()
     profile = {
         "python_s": fresh_interpreter("pass"),
         "ge_import_s": fresh_interpreter("import great_expectations"),
     }
-    from argosy.config import load_params
+    from argosy.data.contract import load_contract
     from argosy.validation.suite import read_raw, validate_frame
 
-    params = load_params(args.params).validate_
+    params = load_contract(args.contract)
     (frame, failures), profile["read_s"] = timed(read_raw, args.data)
     if frame is None:
         raise SystemExit(f"unreadable data: {failures}")
