@@ -179,7 +179,7 @@ def test_cli_exit_code_and_message(tmp_path: Path, good: pd.DataFrame) -> None:
 
 
 def _contradicting(contract: Contract, edit: Callable[[dict], None]) -> Contract:
-    raw = contract.model_dump(mode="json", exclude_none=True)
+    raw = contract.model_dump(mode="json")
     edit(raw)
     return parse_contract(raw)
 
@@ -228,6 +228,10 @@ def test_a_nullable_string_categorical_without_an_event_time_passes(tmp_path: Pa
             "name": "churn",
             "source": "files",
             "id": "row-key",
+            "time": None,
+            "time_range": None,
+            "other_columns": [],
+            "slices": [],
             "label": {"column": "churned", "positive": "yes", "negative": "no"},
             "features": {
                 "plan-type": {"type": "categorical", "values": ["basic", "pro"], "nullable": True},

@@ -172,12 +172,14 @@ class Server:
         self.port = int(out.read_text().split("listening on http://127.0.0.1:")[1].split()[0])
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
+        """POST a JSON body; return the status and the parsed answer."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         response = conn.getresponse()
         return response.status, json.loads(response.read())
 
     def stop(self) -> None:
+        """SIGTERM: drain, flush the prediction log, exit."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
         self.log_file.close()

@@ -33,6 +33,9 @@ def second_doc(id_column: str | None = "row-key", min_rows: int = 2_000) -> dict
             "paperless": {"type": "boolean"},
         },
         "other_columns": ["signup-source"],
+        "time": None,
+        "time_range": None,
+        "slices": [],
         "rows": {"min": 100, "max": 10_000_000},
         "label_rate": {"min": 0.05, "max": 0.5},
         "metric": {"primary": "pr_auc", "floors": {"pr_auc": 0.3}},
@@ -44,8 +47,7 @@ def second_doc(id_column: str | None = "row-key", min_rows: int = 2_000) -> dict
             "recall_min": 0.3,
         },
     }
-    if id_column is not None:
-        doc["id"] = id_column
+    doc["id"] = id_column
     return doc
 
 

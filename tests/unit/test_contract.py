@@ -19,6 +19,9 @@ SMALL = {
     "name": "churn-model",
     "source": "files",
     "id": "row-key",
+    "time": None,
+    "time_range": None,
+    "other_columns": [],
     "label": {"column": "churned", "positive": "yes", "negative": "no"},
     "features": {
         "plan-type": {"type": "categorical", "values": ["basic", "pro"], "nullable": True},
@@ -87,6 +90,7 @@ def test_a_second_contract_loads_with_hyphens_and_string_labels(small: dict) -> 
         (lambda c: c.update(slices=["nope"]), r"slices: 'nope' is not a declared feature"),
         (lambda c: c.update(id="tenure"), r"more than one role: \['tenure'\]"),
         (lambda c: c.update(time="ts"), r"time and time_range go together"),
+        (lambda c: c.pop("time"), r"time: required; write `time: null` when it does not apply"),
         (lambda c: c["metric"]["floors"].update(accuracy=0.9), r"unknown metric 'accuracy'"),
         (lambda c: c["label"].update(negative="yes"), r"positive and negative must differ"),
         (lambda c: c.update(name="Churn_Model"), r"name: String should match pattern"),

@@ -159,18 +159,19 @@ class MonitoringContract(_Section):
 class Contract(_Section):
     """The whole of contract.yaml."""
 
+    # Keys that DVC's params dependencies name must be present even when empty (null / []).
     name: K8sName
     description: str = ""
     source: Literal["simulate", "files"]
-    id: str | None = None
-    time: str | None = None
-    time_range: TimeRangeContract | None = None
+    id: str | None
+    time: str | None
+    time_range: TimeRangeContract | None
     label: LabelContract
     features: dict[str, FeatureContract]
-    other_columns: list[str] = Field(default_factory=list)
+    other_columns: list[str]
     rows: RangeContract
     label_rate: RangeContract
-    slices: list[str] = Field(default_factory=list)
+    slices: list[str]
     metric: MetricContract
     monitoring: MonitoringContract
 
@@ -283,7 +284,14 @@ def _describe(error: ValidationError, source: Path) -> str:
     lines = [f"{source}: invalid data contract"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "missing" and len(item["loc"]) == 1:
+            lines.append(
+                f"  {key}: required; write `{key}: {'[]' if key in _LISTS else 'null'}` when it "
+                "does not apply"
+                if key in _NULLABLE_KEYS
+                else f"  {key}: required (see the comments in contract.yaml)"
+            )
+        elif item["type"] == "extra_forbidden":
             known = _known_keys(item["loc"][:-1])
             hint = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
             lines.append(
@@ -297,6 +305,10 @@ def _describe(error: ValidationError, source: Path) -> str:
             shown = got if len(got) <= 80 else got[:77] + "..."
             lines.append(f"  {key}: {item['msg']} (got {shown})")
     return "\n".join(lines)
+
+
+_LISTS = ("other_columns", "slices")
+_NULLABLE_KEYS = ("id", "time", "time_range", *_LISTS)
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:

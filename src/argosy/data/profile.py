@@ -676,7 +676,8 @@ def _render(
     if id_column:
         out.append(f"id: {_key(id_column)}")
     else:
-        out.append("# id: none given (--id); label feedback needs one to join late labels on.")
+        out.append("# none given (--id); label feedback needs one to join late labels on.")
+        out.append("id: null")
     if time:
         column, first, last, low, high = time
         out += [
@@ -685,7 +686,8 @@ def _render(
             f'time_range: {{min: "{low.isoformat()}", max: "{high.isoformat()}"}}',
         ]
     else:
-        out.append("# time: none given (--time); the split is stratified on the label.")
+        out.append("# none given (--time); the split is stratified on the label.")
+        out += ["time: null", "time_range: null"]
     counts = ", ".join(f"{_show(v)} {c:,} rows" for v, c in label.counts)
     out += [
         "",
