@@ -81,6 +81,8 @@ def simulate(
 
     sim = simulator()
     defaults = params_or_exit(params).simulate
+    if defaults is None:
+        fail("params.yaml has no `simulate:` section (the example's simulator was removed)", 2)
     try:
         spec = sim.SimulationSpec(
             rows=defaults.rows if rows is None else rows,

@@ -6,7 +6,6 @@ any work starts and the message names the key. Reading the file has no other eff
 
 from __future__ import annotations
 
-import math
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -262,7 +261,7 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    simulate: SimulateParams
+    simulate: SimulateParams | None = None  # the example's simulator only
     prepare: PrepareParams
     train: TrainParams
     evaluate: EvaluateParams

@@ -52,7 +52,7 @@ def pinned_md5(root: Path) -> str:
     return str(outs[0].get("md5", ""))
 
 
-def ensure_pinned_data(root: Path, source: str, params: SimulateParams) -> str:
+def ensure_pinned_data(root: Path, source: str, params: SimulateParams | None) -> str:
     """Make sure ``data/`` holds the pinned data set, fetching or regenerating it when absent.
 
     Args:
@@ -82,6 +82,11 @@ def ensure_pinned_data(root: Path, source: str, params: SimulateParams) -> str:
         return f"{data_dir}: present (dvc repro checks it against data.dvc)"
     if source == "files":
         return _pull(root)
+    if params is None:
+        raise PinnedDataError(
+            "contract.yaml says `source: simulate` but params.yaml has no `simulate:` section; "
+            "set `source: files` for your own data"
+        )
     return _regenerate(root, params)
 
 
