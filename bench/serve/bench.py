@@ -96,7 +96,7 @@ def make_model(out: Path, seed: int = 0) -> None:
         for i, f in enumerate(features)
     ]
     meta = {
-        "name": "fraud-detector",
+        "name": "bench-model",
         "version": "1",
         "features": features,
         "feature_specs": specs,
@@ -124,6 +124,11 @@ def make_mlflow_model(model_dir: Path, out: Path) -> None:
     mlflow.onnx.save_model(onnx.load(model_dir / "model.onnx"), str(out), signature=sig)
 
 
+def model_name(model_dir: Path) -> str:
+    """The served model's name, as its metadata.json (from the data contract) gives it."""
+    return str(json.loads((model_dir / "metadata.json").read_text())["name"])
+
+
 def make_mlserver_dir(model_dir: Path, out: Path, port: int, parallel_workers: int | None) -> None:
     """An MLServer repository: the custom ONNX runtime, model-settings.json and settings.json."""
     out.mkdir(parents=True, exist_ok=True)
@@ -132,8 +137,8 @@ def make_mlserver_dir(model_dir: Path, out: Path, port: int, parallel_workers: i
     (out / "model-settings.json").write_text(
         json.dumps(
             {
-                "name": "fraud-detector",
-                "implementation": "mlserver_onnx.OnnxFraud",
+                "name": model_name(model_dir),
+                "implementation": "mlserver_onnx.OnnxClassifier",
                 "parameters": {"uri": "./model.onnx"},
             }
         )
@@ -161,6 +166,8 @@ def rows(n: int) -> list[list[float]]:
     for j, spec in enumerate(SPECS):
         if spec.get("categories"):
             out[:, j] = rng.integers(0, len(spec["categories"]), size=n)
+        elif spec.get("type") == "boolean":
+            out[:, j] = rng.integers(0, 2, size=n)
         else:
             lo = spec.get("minimum") or 0.0
             hi = min(spec.get("maximum") or lo + 10.0, lo + 1000.0)
@@ -280,7 +287,7 @@ def servers(model_dir: Path, mlserver: Path, kserve: Path) -> list[Server]:
     make_mlserver_dir(model_dir, ms_inproc, 18720, 0)
     predlog = WORK / "predictions"
     shutil.rmtree(predlog, ignore_errors=True)
-    infer = "/v2/models/fraud-detector/infer"
+    infer = f"/v2/models/{model_name(model_dir)}/infer"
     main_bin = str(MAIN_PY.parent)
     path_env = {"PATH": main_bin + os.pathsep + os.environ.get("PATH", "")}
     src_env = {"PYTHONPATH": str(REPO / "src")}
@@ -323,7 +330,7 @@ def servers(model_dir: Path, mlserver: Path, kserve: Path) -> list[Server]:
         Server(
             "kserve",
             [str(kserve / "bin" / "python"), str(HERE / "peers" / "kserve_onnx.py"),
-             "--model_name", "fraud-detector", "--model_path", str(model_dir / "model.onnx"),
+             "--model_name", model_name(model_dir), "--model_path", str(model_dir / "model.onnx"),
              "--http_port", "18750", "--grpc_port", "18751"],
             18750, infer, v2_body, note="kserve 0.15.2 ModelServer, custom ONNX Model class",
         ),

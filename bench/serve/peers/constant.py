@@ -8,7 +8,7 @@ from argosy.serving.model import load_model
 from argosy.serving.server import App, Limits, ModelServer, run
 
 BODY = (
-    b'{"model_name":"fraud-detector","model_version":"1","id":"x","outputs":[{"name":'
+    b'{"model_name":"bench-model","model_version":"1","id":"x","outputs":[{"name":'
     b'"probability","datatype":"FP32","shape":[1],"data":[0.5]}]}'
 )
 

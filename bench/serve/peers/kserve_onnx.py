@@ -10,8 +10,8 @@ from kserve import InferRequest, InferResponse, Model, ModelServer
 from kserve.protocol.infer_type import InferOutput
 
 
-class OnnxFraud(Model):
-    """Scores the ``features`` tensor; returns the fraud probability."""
+class OnnxClassifier(Model):
+    """Scores the ``features`` tensor; returns the positive-class probability."""
 
     def __init__(self, name: str, path: str) -> None:
         super().__init__(name)
@@ -41,4 +41,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
     parser.add_argument("--model_path", required=True)
     args, _ = parser.parse_known_args()
-    ModelServer().start([OnnxFraud(args.model_name, args.model_path)])
+    ModelServer().start([OnnxClassifier(args.model_name, args.model_path)])

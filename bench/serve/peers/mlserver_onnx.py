@@ -7,8 +7,8 @@ from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from mlserver.utils import get_model_uri
 
 
-class OnnxFraud(MLModel):
-    """Scores the ``features`` tensor; returns the fraud probability."""
+class OnnxClassifier(MLModel):
+    """Scores the ``features`` tensor; returns the positive-class probability."""
 
     async def load(self) -> bool:
         """Open the ONNX Runtime session (one intra-op thread, as Argosy uses)."""
