@@ -266,3 +266,35 @@ def test_monitor_with_labels_sees_no_drift_on_rows_drawn_like_training(
     assert decision["feedback"]["status"] == "ok", decision["feedback"]
     assert decision["decision"] == "no_drift", decision
     assert decision["drift_share"] == 0.0
+
+
+def test_a_contract_drafted_by_init_is_one_make_run_accepts(tmp_path: Path) -> None:
+    # Given a clone and a file with every column type, nulls and no event time
+    env = venv_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", **IDENTITY)
+    root = tmp_path / "clone"
+    sh(tmp_path, env, "git", "clone", "-q", str(REPO), str(root))
+    census = load_contract(CENSUS)
+    shutil.rmtree(root / "data", ignore_errors=True)
+    write(synthesize(census, rows=6000, seed=3), root / "data" / "income.parquet")
+    # When README's steps run: argosy init, dvc add data, then what `make run` runs
+    drafted = sh(
+        root,
+        env,
+        *("argosy", "init", "--data", "data/income.parquet", "--label", "income"),
+        *("--id", "record-id", "--name", "income-draft", "--force"),
+    )
+    assert "contract.yaml" in drafted.stdout + drafted.stderr
+    sh(root, env, "dvc", "add", "-q", "data")
+    sh(root, env, "argosy", "ensure-data")
+    sh(root, env, "dvc", "repro")
+    # Then the draft describes the data (types and nulls as declared) and the pipeline ran
+    draft = load_contract(root / "contract.yaml")
+    assert draft.source == "files"
+    assert draft.name == "income-draft"
+    assert draft.time is None
+    assert {n: draft.features[n].type for n in census.features} == {
+        n: f.type for n, f in census.features.items()
+    }
+    assert draft.features["workclass"].nullable
+    assert json.loads((root / "reports/validation/result.json").read_text())["success"] is True
+    assert json.loads((root / "reports/gate.json").read_text())["decision"] == "promote"
