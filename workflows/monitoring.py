@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from argosy.workflows.codegen import workflow_settings
+from argosy.workflows.codegen import model_name, workflow_settings
 from argosy.workflows.monitoring import drift_monitor
 
 
 def build(root: Path) -> list:
-    """The drift-monitor CronWorkflow of the repository at ``root``."""
-    return [drift_monitor(workflow_settings(root))]
+    """The drift-monitor CronWorkflow of the repository at ``root`` (its contract's model)."""
+    return [drift_monitor(workflow_settings(root), model_name(root))]

@@ -1,6 +1,7 @@
 """Fixtures for promotion tests: real bare git repositories, real MLflow, a local GitHub API.
 
-The MLflow runs follow the train-stage contract exactly: experiment ``fraud-detector``, tags
+The MLflow runs follow the train-stage contract exactly: experiment and model named after
+contract.yaml's ``name:`` (:data:`MODEL`), tags
 ``argosy.sha256``/``argosy.data_hash``/``argosy.git_commit``, an ONNX model logged with
 ``mlflow.onnx.log_model(name="model")``, and the deployable directory under ``serving/``.
 """
@@ -20,7 +21,11 @@ from typing import Any
 
 import pytest
 
+from argosy.data.contract import load_contract
+
 REPO = Path(__file__).resolve().parents[2]
+#: The model's name: contract.yaml ``name:``, what `argosy promote` defaults to.
+MODEL = load_contract(REPO / "contract.yaml").name
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.com",
@@ -75,7 +80,7 @@ class Remote:
 
 @pytest.fixture
 def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Remote:
-    """A bare origin whose main holds this repository's manifests (copied, committed)."""
+    """A bare origin whose main holds this repository's manifests and contract (committed)."""
     for key, value in GIT_ENV.items():
         monkeypatch.setenv(key, value)
     bare = tmp_path / "origin.git"
@@ -85,6 +90,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Remote:
     shutil.copytree(
         REPO / "manifests", seed / "manifests", ignore=shutil.ignore_patterns("platform")
     )
+    shutil.copy(REPO / "contract.yaml", seed / "contract.yaml")
     (seed / "README.md").write_text("seed\n")
     run_git(seed, "add", ".")
     run_git(seed, "commit", "--quiet", "-m", "seed")
@@ -132,21 +138,26 @@ class Pipeline:
     count: int = 0
     made: list[TrainedModel] = field(default_factory=list)
 
-    def train(self, decision: str = "promote", data_hash: str = "d" * 32) -> TrainedModel:
-        """Log a run like the train stage and write a gate report with ``decision``."""
+    def train(
+        self, decision: str = "promote", data_hash: str = "d" * 32, name: str = MODEL
+    ) -> TrainedModel:
+        """Log a run like the train stage and write a gate report with ``decision``.
+
+        ``name`` is the model's (contract.yaml ``name:``; a fork's contract names another).
+        """
         import mlflow
         import onnx
 
         self.count += 1
         mlflow.set_tracking_uri(self.tracking_uri)
-        experiment = mlflow.set_experiment("fraud-detector")
+        experiment = mlflow.set_experiment(name)
         raw = tiny_onnx_bytes(self.count)
         sha = hashlib.sha256(raw).hexdigest()
         work = self.root / f"train{self.count}"
         (work / "serving").mkdir(parents=True)
         (work / "serving" / "model.onnx").write_bytes(raw)
         metadata = {
-            "name": "fraud-detector",
+            "name": name,
             "features": ["x"],
             "threshold": 0.5,
             "sha256": sha,
@@ -168,7 +179,7 @@ class Pipeline:
             "challenger": metrics,
             "champion": None,
             "reasons": ["no champion yet" if decision == "promote" else "pr_auc below floor"],
-            "model": {"name": "fraud-detector", "uri": info.model_uri, "sha256": sha},
+            "model": {"name": name, "uri": info.model_uri, "sha256": sha},
             "data_hash": data_hash,
             "git_commit": "c" * 40,
             "champion_version": None,

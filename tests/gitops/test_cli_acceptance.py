@@ -6,12 +6,16 @@ local HTTP server on 127.0.0.1 that checks method, path, headers and body (conft
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
+from argosy import k8s
 from argosy.cli import app
+from argosy.gitops.pin import read_pin
 
-from .gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
+from .gitops_fixtures import MODEL, FakeGitHub, Pipeline, Remote, run_git
 
 STAGING = "manifests/overlays/staging/model.yaml"
 
@@ -46,7 +50,7 @@ def test_register_then_promote_staging_then_production(
     )
     # Then the branch is pushed and the PR body (the gate report) is printed
     assert local.exit_code == 0, local.output
-    assert remote.branches() == ["main", "promote/fraud-detector-v1"]
+    assert remote.branches() == ["main", f"promote/{MODEL}-v1"]
     assert model.gate_md.read_text().strip() in local.output
     # When it runs again with a token against the local GitHub API
     monkeypatch.setenv("GITHUB_TOKEN", github_api.token)
@@ -60,7 +64,7 @@ def test_register_then_promote_staging_then_production(
     assert opened.exit_code == 0, opened.output
     assert list(github_api.pulls) == [1]
     assert github_api.pulls[1]["body"] == model.gate_md.read_text()
-    assert github_api.pulls[1]["head"] == "promote/fraud-detector-v1"
+    assert github_api.pulls[1]["head"] == f"promote/{MODEL}-v1"
     # And staging again changes nothing
     again = runner.invoke(app, ["promote", "--env", "staging", "--repo-dir", str(clone)])
     assert "nothing to do" in again.output
@@ -83,3 +87,32 @@ def test_promote_refuses_a_rejected_model_through_the_cli(
     assert promoted.exit_code == 1
     assert "not in the MLflow registry" in promoted.output
     assert remote.branches() == ["main"]
+
+
+def test_promote_defaults_to_the_contracts_model_name(remote: Remote, pipeline: Pipeline) -> None:
+    # Given a fork whose contract names another model, and a registered run of that model
+    name = "income-classifier" if MODEL != "income-classifier" else "churn-scorer"
+    clone = remote.clone("work")
+    contract = clone / "contract.yaml"
+    contract.write_text(re.sub(r"(?m)^name: .*$", f"name: {name}", contract.read_text()))
+    run_git(clone, "commit", "--quiet", "-am", "Rename the model")
+    run_git(clone, "push", "--quiet", "origin", "main")
+    model = pipeline.train(name=name)
+    runner = CliRunner()
+    # When staging is promoted with no --model, before and after registration
+    unregistered = runner.invoke(app, ["promote", "--env", "staging", "--repo-dir", str(clone)])
+    runner.invoke(app, ["register", "--gate", str(model.gate_json)])
+    staged = runner.invoke(app, ["promote", "--env", "staging", "--repo-dir", str(clone)])
+    # Then the registry is asked for the contract's model, and the message names it
+    assert unregistered.exit_code == 1
+    assert f"{name} 'candidate' is not in the MLflow registry" in unregistered.output
+    # And the promotion pins that model, and the overlay serves it under its name
+    assert staged.exit_code == 0, staged.output
+    run_git(clone, "pull", "--quiet")
+    pin = read_pin(clone / STAGING)
+    assert pin is not None
+    assert pin.name == name
+    docs = k8s.render_kustomize(clone / "manifests" / "overlays" / "staging")
+    isvc = next(d for d in docs if d["kind"] == "InferenceService")
+    assert isvc["metadata"]["name"] == name
+    assert MODEL not in remote.show("main", STAGING)

@@ -19,7 +19,7 @@ from argosy.gitops.github import GitHubSettings
 from argosy.gitops.pin import parse_pin, read_pin
 from argosy.registry import models
 
-from .gitops_fixtures import FakeGitHub, Pipeline, Remote, run_git
+from .gitops_fixtures import MODEL, FakeGitHub, Pipeline, Remote, run_git
 
 STAGING = "manifests/overlays/staging/model.yaml"
 PRODUCTION = "manifests/overlays/production/model.yaml"
@@ -54,12 +54,13 @@ def test_staging_promotion_is_one_commit_changing_only_the_pin(
     assert run_git(remote.bare, "rev-list", "--count", f"{before}..main").strip() == "1"
     assert remote.changed_files(remote.main()) == [STAGING]
     subject = remote.log()[0]
-    assert subject == f"Promote fraud-detector v{version.version} to staging"
+    assert subject == f"Promote {MODEL} v{version.version} to staging"
     message = run_git(remote.bare, "log", "-1", "--format=%B", "main")
     assert "pr_auc=" in message
     assert version.sha256 in message
     # And the pin names the model, its sha256 and its storage in the run's serving/ directory
     text = remote.show("main", STAGING)
+    assert f"argosy.io/model-name: {MODEL}" in text
     assert f"argosy.io/model-version: '{version.version}'" in text
     assert version.sha256 in text
     assert f"storageUri: {pipeline.made[0].artifact_uri}/serving" in text
@@ -101,7 +102,7 @@ def test_rejected_push_is_retried_on_top_of_the_competing_commit(
     # Then both commits landed: ours on top of theirs, nothing lost
     assert outcome.changed
     assert remote.log()[:2] == [
-        f"Promote fraud-detector v{version.version} to staging",
+        f"Promote {MODEL} v{version.version} to staging",
         "Concurrent change",
     ]
     assert remote.show("main", "README.md") == "changed concurrently\n"
@@ -143,7 +144,7 @@ def test_two_concurrent_promotions_both_land(
     assert errors == []
     subjects = remote.log()
     for version in (first, second):
-        assert f"Promote fraud-detector v{version.version} to staging" in subjects
+        assert f"Promote {MODEL} v{version.version} to staging" in subjects
     final = parse_pin(remote.show("main", STAGING), STAGING)
     assert final.version in {first.version, second.version}
 
@@ -153,11 +154,9 @@ def test_unpromotable_version_is_refused_with_no_branch(
 ) -> None:
     # Given a model version registered by hand, without a gate decision
     model = pipeline.train()
-    mlflow_client.create_registered_model("fraud-detector")
-    mv = mlflow_client.create_model_version(
-        "fraud-detector", source=model.model_uri, run_id=model.run_id
-    )
-    version = models.get_version(mlflow_client, "fraud-detector", str(mv.version))
+    mlflow_client.create_registered_model(MODEL)
+    mv = mlflow_client.create_model_version(MODEL, source=model.model_uri, run_id=model.run_id)
+    version = models.get_version(mlflow_client, MODEL, str(mv.version))
     clone = remote.clone("work")
     before = (remote.main(), remote.branches())
     # When it is promoted to production
@@ -174,7 +173,7 @@ def test_rejected_gate_is_not_registered(pipeline: Pipeline, mlflow_client) -> N
     with pytest.raises(models.GateError, match="the gate rejected this model"):
         models.register(model.gate_json, mlflow_client)
     # Then no model version exists
-    assert mlflow_client.search_model_versions("name='fraud-detector'") == []
+    assert mlflow_client.search_model_versions(f"name='{MODEL}'") == []
 
 
 def test_production_opens_one_pull_request_with_the_gate_report(
@@ -189,7 +188,7 @@ def test_production_opens_one_pull_request_with_the_gate_report(
     first = promotion.promote(clone, version, "production", body=body, github=settings(github_api))
     second = promotion.promote(clone, version, "production", body=body, github=settings(github_api))
     # Then the branch exists with one commit on main, main itself is untouched
-    branch = f"promote/fraud-detector-v{version.version}"
+    branch = f"promote/{MODEL}-v{version.version}"
     assert remote.branches() == sorted(["main", branch])
     assert remote.main() == main_before
     assert remote.changed_files(f"refs/heads/{branch}") == [PRODUCTION]
@@ -197,7 +196,7 @@ def test_production_opens_one_pull_request_with_the_gate_report(
     assert list(github_api.pulls) == [1]
     pull = github_api.pulls[1]
     assert (pull["head"], pull["base"], pull["body"]) == (branch, "main", body)
-    assert set(github_api.labels[1]) == {"promotion", "env:production", "model:fraud-detector"}
+    assert set(github_api.labels[1]) == {"promotion", "env:production", f"model:{MODEL}"}
     assert (
         first.pull_request == second.pull_request == ("https://github.example/acme/argosy/pull/1")
     )
@@ -287,12 +286,10 @@ def test_verify_rejects_a_model_registered_without_the_gate(
 ) -> None:
     # Given an overlay hand-edited to pin a version registered outside argosy (no gate report)
     model = pipeline.train()
-    mlflow_client.create_registered_model("fraud-detector")
-    mv = mlflow_client.create_model_version(
-        "fraud-detector", source=model.model_uri, run_id=model.run_id
-    )
+    mlflow_client.create_registered_model(MODEL)
+    mv = mlflow_client.create_model_version(MODEL, source=model.model_uri, run_id=model.run_id)
     pin = promotion.ModelPin(
-        name="fraud-detector",
+        name=MODEL,
         version=str(mv.version),
         sha256=model.sha256,
         run_id=model.run_id,
@@ -313,7 +310,7 @@ def test_rollback_restores_previous_pin_byte_for_byte(
     clone = remote.clone("work")
     for version in (v1, v2):
         promotion.promote(clone, version, "production", body="b", github=settings(github_api))
-        merge(remote, f"promote/fraud-detector-v{version.version}")
+        merge(remote, f"promote/{MODEL}-v{version.version}")
     v1_text = run_git(remote.bare, "show", f"main~1:{PRODUCTION}")
     assert f"'{v1.version}'" in v1_text
 
@@ -325,19 +322,19 @@ def test_rollback_restores_previous_pin_byte_for_byte(
         clone, "production", mark_rolled_back=mark, github=settings(github_api)
     )
     # Then a rollback PR restores v1's model.yaml byte for byte
-    branch = f"rollback/fraud-detector-v{v2.version}-to-v{v1.version}"
+    branch = f"rollback/{MODEL}-v{v2.version}-to-v{v1.version}"
     assert outcome.branch == branch
     assert remote.show(f"refs/heads/{branch}", PRODUCTION) == v1_text
     pulls = [p for p in github_api.pulls.values() if p["head"] == branch]
     assert len(pulls) == 1
     assert "rollback" in github_api.labels[max(github_api.pulls)]
     # And v2 is marked, so promoting it again is refused and changes nothing
-    assert models.get_version(mlflow_client, "fraud-detector", v2.version).rolled_back
+    assert models.get_version(mlflow_client, MODEL, v2.version).rolled_back
     branches = remote.branches()
     with pytest.raises(promotion.PromotionError, match="rolled back"):
         promotion.promote(
             clone,
-            models.get_version(mlflow_client, "fraud-detector", v2.version),
+            models.get_version(mlflow_client, MODEL, v2.version),
             "production",
             body="b",
             github=settings(github_api),

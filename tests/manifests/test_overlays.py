@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +15,22 @@ import pytest
 import yaml
 
 from argosy import k8s
-from argosy.gitops.pin import read_pin
+from argosy.data.contract import load_contract
+from argosy.gitops.pin import (
+    PATCH_TARGET,
+    ModelPin,
+    parse_model_name,
+    read_pin,
+    render_pin,
+    render_unpinned,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = {env: REPO / "manifests" / "overlays" / env for env in ("staging", "production")}
 COMPONENTS = ["raw-deployment", "gpu"]
+ALL_COMPONENTS = [*COMPONENTS, "monitoring-dashboards"]
+MODEL = load_contract(REPO / "contract.yaml").name
+SELECTOR = "serving.kserve.io/inferenceservice"
 DIGEST_IMAGE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 CHECKOV = Path(sys.executable).parent / "checkov"
 
@@ -34,18 +45,43 @@ def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def _with_components(tmp_path: Path, env: str, components: list[str]) -> Path:
-    """Write a kustomization that adds components to an overlay (kustomize needs relative paths)."""
+def _with_components(
+    tmp_path: Path,
+    env: str,
+    components: list[str],
+    pin: str | None = None,
+    inside: bool = False,
+) -> Path:
+    """A copy of manifests/ with ``components`` enabled for the ``env`` overlay.
+
+    Args:
+        tmp_path: Where the copy goes.
+        env: The overlay.
+        components: Component directory names.
+        pin: A ``model.yaml`` text to write into the overlay's copy.
+        inside: List the components in the overlay itself, instead of in a kustomization on
+            top of it (both are supported).
+
+    Returns:
+        The directory to render.
+    """
     root = tmp_path / "-".join([env, *components])
-    root.mkdir()
-    rel = Path(os.path.relpath(REPO / "manifests", root))
+    shutil.copytree(REPO / "manifests", root / "manifests")
+    overlay = root / "manifests" / "overlays" / env
+    if pin is not None:
+        (overlay / "model.yaml").write_text(pin)
+    if inside:
+        kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+        kustomization["components"] = [f"../../components/{c}" for c in components]
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        return overlay
     (root / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
-                "resources": [str(rel / "overlays" / env)],
-                "components": [str(rel / "components" / c) for c in components],
+                "resources": [f"manifests/overlays/{env}"],
+                "components": [f"manifests/components/{c}" for c in components],
             }
         )
     )
@@ -73,7 +109,7 @@ def predictor_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": "fraud-detector-predictor",
+            "name": f"{isvc['metadata']['name']}-predictor",
             "namespace": isvc["metadata"]["namespace"],
             "labels": {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]},
         },
@@ -226,7 +262,103 @@ def test_model_yaml_is_a_pin_with_its_header(env: str) -> None:
     assert f"pinned for the {env} environment" in text
     assert "Written only by `argosy promote`" in text
     pin = read_pin(path)
-    assert pin is None or pin.name == "fraud-detector"
+    assert pin is None or pin.name == MODEL
+    # And it names the contract's model, pinned or not (an unpinned one is exactly what
+    # render_unpinned writes: a fork that renames its model rewrites it with the contract's name)
+    assert parse_model_name(text, str(path)) == MODEL, "model.yaml must name contract.yaml's model"
+    if pin is None:
+        assert text == render_unpinned(MODEL, env)
+
+
+@pytest.mark.parametrize("env", sorted(OVERLAYS))
+def test_the_service_is_named_after_the_pinned_model(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    # Given the committed overlay rendered (its pin names the contract's model)
+    docs = rendered[env]
+    # Then the InferenceService and the selectors of its pods carry the contract's name
+    assert _one(docs, "InferenceService")["metadata"]["name"] == MODEL
+    assert _one(docs, "PodMonitor")["spec"]["selector"]["matchLabels"][SELECTOR] == MODEL
+    # And nothing keeps the base's placeholder name
+    assert all(d["metadata"]["name"].split("-")[0] != PATCH_TARGET for d in docs)
+
+
+def test_nothing_but_the_pins_names_the_model() -> None:
+    # Given every file of manifests/ and argocd/ except the overlays' pins
+    pins = {path.resolve() for path in (REPO / "manifests" / "overlays").glob("*/model.yaml")}
+    files = [
+        path
+        for top in ("manifests", "argocd")
+        for path in sorted((REPO / top).rglob("*"))
+        if path.is_file() and path.resolve() not in pins
+    ]
+    # When they are searched for the contract's model name
+    naming = [str(path.relative_to(REPO)) for path in files if MODEL in path.read_text()]
+    # Then none names it: a fork that renames its model edits contract.yaml and the pins only
+    assert files
+    assert naming == []
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["on-top", "in-overlay"])
+@pytest.mark.parametrize("env", sorted(OVERLAYS))
+def test_another_model_name_renames_everything_that_identified_the_service(
+    tmp_path: Path, env: str, inside: bool
+) -> None:
+    # Given a copy of manifests/ whose overlay pins another model, written by render_pin as
+    # `argosy promote` writes it, with every component enabled (on top of it or in it)
+    name = "income-classifier" if MODEL != "income-classifier" else "churn-scorer"
+    pin = ModelPin(name, "3", "ab" * 32, "0123456789abcdef", "s3://argosy-mlflow/1/r/serving")
+    overlay = _with_components(tmp_path, env, ALL_COMPONENTS, render_pin(pin, env), inside)
+    # When it is rendered and validated strictly
+    docs = k8s.render_kustomize(overlay)
+    errors = k8s.validate_documents(docs)
+    # Then it is valid, and the InferenceService and everything serving it follow the name
+    assert errors == []
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {
+        ("InferenceService", name),
+        ("PodMonitor", name),
+        ("PrometheusRule", name),
+        ("PrometheusRule", f"{name}-drift"),
+        ("NetworkPolicy", f"{name}-ingress"),
+        ("NetworkPolicy", f"{name}-egress"),
+        ("HorizontalPodAutoscaler", f"{name}-predictor"),
+        ("PodDisruptionBudget", f"{name}-predictor"),
+        ("ConfigMap", f"{name}-dashboard"),
+    } <= names
+    isvc = _one(docs, "InferenceService")
+    assert isvc["metadata"]["annotations"]["argosy.io/model-name"] == name
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == pin.storage_uri
+    # And so do the selectors of its pods, the autoscaler's target, labels and alert labels
+    assert _one(docs, "PodMonitor")["spec"]["selector"]["matchLabels"] == {SELECTOR: name}
+    assert _one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == {SELECTOR: name}
+    selected = [
+        p["spec"]["podSelector"]["matchLabels"][SELECTOR]
+        for p in _by_kind(docs, "NetworkPolicy")
+        if p["spec"]["podSelector"]
+    ]
+    assert selected == [name, name]
+    target = _one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert target["name"] == f"{name}-predictor"
+    assert {
+        d["metadata"]["labels"]["app.kubernetes.io/name"]
+        for d in docs
+        if "app.kubernetes.io/name" in d["metadata"].get("labels", {})
+    } == {name}
+    rules = [
+        (group["name"], rule)
+        for d in _by_kind(docs, "PrometheusRule")
+        for group in d["spec"]["groups"]
+        for rule in group["rules"]
+    ]
+    assert {group for group, _ in rules} == {f"argosy-{name}", f"argosy-{name}-drift"}
+    assert {rule["labels"]["model"] for _, rule in rules} == {name}
+    # And nothing in the render names the contract's model or keeps the placeholder
+    text = yaml.safe_dump_all(docs)
+    assert MODEL not in text
+    assert "fraud-detector" not in text
+    assert all(d["metadata"]["name"].split("-")[0] != PATCH_TARGET for d in docs)
+    assert f"{SELECTOR}: {PATCH_TARGET}\n" not in text
 
 
 def test_argocd_renders_and_validates_strictly() -> None:

@@ -16,7 +16,7 @@ from argosy.cli import app
 from argosy.gitops.pin import ModelPin
 from argosy.registry import models
 
-from ..gitops.gitops_fixtures import Pipeline
+from ..gitops.gitops_fixtures import MODEL, Pipeline
 
 
 def pin_of(version: models.RegisteredVersion) -> ModelPin:
@@ -35,14 +35,14 @@ def test_register_tags_the_version_and_sets_candidate(pipeline: Pipeline, mlflow
     # When it is registered
     version = models.register(model.gate_json, mlflow_client)
     # Then the version carries the provenance tags and the candidate alias
-    mv = mlflow_client.get_model_version("fraud-detector", version.version)
+    mv = mlflow_client.get_model_version(MODEL, version.version)
     assert mv.tags[models.TAG_SHA256] == model.sha256
     assert mv.tags[models.TAG_GATE] == "promote"
     assert mv.tags[models.TAG_DATA_HASH] == model.data_hash
     assert mv.tags[models.TAG_GIT_COMMIT] == "c" * 40
     assert mv.tags[models.TAG_STORAGE_URI] == f"{model.artifact_uri}/serving"
     assert version.metrics["pr_auc"] == pytest.approx(0.81)
-    alias = mlflow_client.get_model_version_by_alias("fraud-detector", "candidate")
+    alias = mlflow_client.get_model_version_by_alias(MODEL, "candidate")
     assert str(alias.version) == version.version
     # And the gate report travels with the run
     assert models.read_gate_artifact(mlflow_client, model.run_id)["decision"] == "promote"
@@ -56,7 +56,7 @@ def test_register_twice_reuses_the_version(pipeline: Pipeline, mlflow_client) ->
     second = models.register(model.gate_json, mlflow_client)
     # Then no second version appears
     assert first.version == second.version
-    assert len(mlflow_client.search_model_versions("name='fraud-detector'")) == 1
+    assert len(mlflow_client.search_model_versions(f"name='{MODEL}'")) == 1
 
 
 def test_register_refuses_a_missing_gate_report(tmp_path: Path, mlflow_client) -> None:
@@ -68,7 +68,21 @@ def test_register_refuses_a_missing_gate_report(tmp_path: Path, mlflow_client) -
     assert result.exit_code == 1
     assert "no gate report" in result.output
     assert "dvc repro" in result.output
-    assert mlflow_client.search_model_versions("name='fraud-detector'") == []
+    assert mlflow_client.search_model_versions(f"name='{MODEL}'") == []
+
+
+def test_register_refuses_a_gate_report_that_names_no_model(
+    pipeline: Pipeline, mlflow_client
+) -> None:
+    # Given a gate report whose model has no name (the name is never guessed)
+    model = pipeline.train()
+    gate = json.loads(model.gate_json.read_text())
+    del gate["model"]["name"]
+    model.gate_json.write_text(json.dumps(gate))
+    # When it is registered, Then it is refused and nothing is registered
+    with pytest.raises(models.GateError, match="model is missing name"):
+        models.register(model.gate_json, mlflow_client)
+    assert mlflow_client.search_registered_models() == []
 
 
 def test_register_refuses_a_gate_about_another_model(pipeline: Pipeline, mlflow_client) -> None:
@@ -81,7 +95,7 @@ def test_register_refuses_a_gate_about_another_model(pipeline: Pipeline, mlflow_
     with pytest.raises(models.RegistryError, match="does not describe this run's model"):
         models.register(model.gate_json, mlflow_client)
     # Then nothing is registered
-    assert mlflow_client.search_model_versions("name='fraud-detector'") == []
+    assert mlflow_client.search_model_versions(f"name='{MODEL}'") == []
 
 
 def test_sync_sets_aliases_from_pins_and_refuses_bad_pins(
@@ -91,20 +105,22 @@ def test_sync_sets_aliases_from_pins_and_refuses_bad_pins(
     v1 = models.register(pipeline.train().gate_json, mlflow_client)
     v2 = models.register(pipeline.train().gate_json, mlflow_client)
     # When aliases are synced from the pins
-    result = models.sync_aliases({"staging": pin_of(v2), "production": pin_of(v1)}, mlflow_client)
+    result = models.sync_aliases(
+        {"staging": pin_of(v2), "production": pin_of(v1)}, mlflow_client, name=MODEL
+    )
     # Then the aliases follow git
     assert result == {"staging": v2.version, "production": v1.version}
     get = mlflow_client.get_model_version_by_alias
-    assert str(get("fraud-detector", "production").version) == v1.version
+    assert str(get(MODEL, "production").version) == v1.version
     # When a pin names an unknown version, nothing moves
-    bad = ModelPin("fraud-detector", "99", v1.sha256, v1.run_id, v1.storage_uri)
+    bad = ModelPin(MODEL, "99", v1.sha256, v1.run_id, v1.storage_uri)
     with pytest.raises(models.RegistryError, match="not in the MLflow registry"):
-        models.sync_aliases({"staging": pin_of(v1), "production": bad}, mlflow_client)
-    assert str(get("fraud-detector", "staging").version) == v2.version
+        models.sync_aliases({"staging": pin_of(v1), "production": bad}, mlflow_client, name=MODEL)
+    assert str(get(MODEL, "staging").version) == v2.version
     # When staging pins nothing, its alias is removed
-    models.sync_aliases({"staging": None, "production": pin_of(v1)}, mlflow_client)
+    models.sync_aliases({"staging": None, "production": pin_of(v1)}, mlflow_client, name=MODEL)
     with pytest.raises(Exception, match="alias"):
-        get("fraud-detector", "staging")
+        get(MODEL, "staging")
 
 
 @pytest.mark.slow
@@ -120,8 +136,8 @@ def test_register_verify_and_sync_against_a_real_server(
     # When it is registered, its pin verified (artifact downloaded) and aliases synced
     version = models.register(model.gate_json, client)
     problems = models.verify_pin(pin_of(version), client)
-    models.sync_aliases({"staging": pin_of(version), "production": None}, client)
+    models.sync_aliases({"staging": pin_of(version), "production": None}, client, name=MODEL)
     # Then the server holds the version, the pin checks out, and staging points at it
     assert version.storage_uri.endswith("/serving")
     assert problems == []
-    assert str(client.get_model_version_by_alias("fraud-detector", "staging").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "staging").version) == "1"

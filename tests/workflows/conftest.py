@@ -35,10 +35,10 @@ def templates(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def source_copy(tmp_path: Path) -> Path:
-    """The inputs of `make workflows` (dvc.yaml, params.yaml, workflows/*.py) in tmp_path."""
+    """The inputs of `make workflows` (dvc.yaml, params.yaml, contract.yaml, workflows/*.py)."""
     root = tmp_path / "repo"
     (root / "workflows").mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "contract.yaml"):
         shutil.copy(REPO / name, root / name)
     for module in (REPO / "workflows").glob("*.py"):
         shutil.copy(module, root / "workflows" / module.name)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from argosy.clikit import DEFAULT_CONTRACT, contract_or_exit
 from argosy.gitops.pin import PinError, read_pin
 
 ROOT_HELP = "Repository checkout to work from (its working tree is never modified)."
@@ -37,6 +38,13 @@ TrackingUri = Annotated[
     ),
 ]
 RepoDir = Annotated[Path, typer.Option("--repo-dir", help=ROOT_HELP)]
+Contract = Annotated[
+    Path | None,
+    typer.Option(
+        "--contract",
+        help="The data contract, whose `name:` is the model's. Default: --repo-dir/contract.yaml.",
+    ),
+]
 Remote = Annotated[str, typer.Option(help="Git remote to fetch from and push to.")]
 Base = Annotated[str, typer.Option(help="Branch ArgoCD deploys from.")]
 GitHubRepo = Annotated[
@@ -141,7 +149,11 @@ def promote(
         str,
         typer.Option(help="Model version number or alias to promote."),
     ] = "candidate",
-    model: Annotated[str, typer.Option(help="Registered model name.")] = "fraud-detector",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registered model name. Default: the contract's `name:`."),
+    ] = None,
+    contract: Contract = None,
     reports: Annotated[
         Path, typer.Option(help="Directory with gate.json/gate.md (the PR body).")
     ] = Path("reports"),
@@ -175,6 +187,8 @@ def promote(
         return
     if env is None:
         _fail("--env staging|production is required (or use `argosy promote verify`)", 2)
+    if model is None:
+        model = contract_or_exit(contract or repo_dir / DEFAULT_CONTRACT).name
     from argosy.gitops import git as gitops_git
     from argosy.gitops.promote import Links, PromotionError
     from argosy.gitops.promote import promote as do_promote
@@ -350,12 +364,21 @@ registry_app = typer.Typer(help="MLflow registry chores that follow git.", no_ar
 def sync(
     repo_dir: RepoDir = Path("."),
     ref: Annotated[str, typer.Option(help="Git revision whose overlays are the truth.")] = "HEAD",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Registered model whose alias an overlay that pins nothing removes. "
+            "Default: the contract's `name:`."
+        ),
+    ] = None,
+    contract: Contract = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Point the MLflow aliases `staging` and `production` at what the overlays pin at REF.
 
     Git is the source of truth: every pin is checked against the registry first and no alias
-    moves unless all of them are valid. An overlay that pins no model removes its alias.
+    moves unless all of them are valid. An overlay that pins no model removes its alias (from the
+    contract's model, or --model).
     """
     import tempfile
 
@@ -363,6 +386,7 @@ def sync(
     from argosy.gitops.promote import ENVIRONMENTS, model_yaml
     from argosy.registry.models import RegistryError, sync_aliases
 
+    name = model or contract_or_exit(contract or repo_dir / DEFAULT_CONTRACT).name
     pins = {}
     try:
         repo = gitops_git.repo_root(repo_dir)
@@ -374,7 +398,7 @@ def sync(
                 file = Path(tmp) / "model.yaml"
                 file.write_text(text or "")
                 pins[env] = read_pin(file)
-        result = sync_aliases(pins, _client(tracking_uri))
+        result = sync_aliases(pins, _client(tracking_uri), name=name)
     except (RegistryError, PinError, gitops_git.GitError) as exc:
         _fail(str(exc))
         return

@@ -1,8 +1,11 @@
 """Read and write the model pin that an overlay's ``model.yaml`` carries.
 
-The pin is a strategic-merge patch of the ``fraud-detector`` InferenceService. Its annotations
-carry the MLflow model version, the run id and the sha256 of ``model.onnx``; the predictor's env
-repeats the sha256 and version so the model server can refuse a file that does not match.
+The pin is a strategic-merge patch of the base's InferenceService, whose placeholder name
+:data:`PATCH_TARGET` every patch targets. Its annotations carry the registered model's name (the
+contract's ``name:``; ``manifests/transformers/model-name`` names the InferenceService and every
+resource serving it after it), the MLflow model version, the run id and the sha256 of
+``model.onnx``; the predictor's env repeats the sha256 and version so the model server can refuse a
+file that does not match. An overlay that pins no model yet still names the model.
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ from pathlib import Path
 import yaml
 
 ANNOTATION_PREFIX = "argosy.io/"
+MODEL_NAME = ANNOTATION_PREFIX + "model-name"
+MODEL_VERSION = ANNOTATION_PREFIX + "model-version"
+#: The InferenceService's name in manifests/base: what the pin patches, before it is renamed.
+PATCH_TARGET = "model"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 HEADER = """\
 # The model pinned for the {env} environment.
 # Written only by `argosy promote` (and `argosy rollback`): do not edit by hand.
 # `argosy promote verify` rejects a pin that the MLflow registry and the gate report do not back.
+"""
+UNPINNED = """\
+# No model is pinned yet: the first promotion fills in the annotations and the predictor. Until
+# then argosy.io/model-name, contract.yaml's `name:`, names what the overlay deploys.
 """
 
 
@@ -88,14 +99,9 @@ def parse_pin(text: str, source: str) -> ModelPin | None:
     Raises:
         PinError: The text is not YAML or carries an inconsistent pin.
     """
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PinError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("kind") != "InferenceService":
-        raise PinError(f"{source}: expected an InferenceService patch")
-    annotations = (doc.get("metadata") or {}).get("annotations") or {}
-    version = str(annotations.get(ANNOTATION_PREFIX + "model-version") or "")
+    doc = _load(text, source)
+    annotations = doc["metadata"].get("annotations") or {}
+    version = str(annotations.get(MODEL_VERSION) or "")
     if not version:
         return None
     model = ((doc.get("spec") or {}).get("predictor") or {}).get("model") or {}
@@ -105,7 +111,7 @@ def parse_pin(text: str, source: str) -> ModelPin | None:
         raise PinError(f"{source}: annotation sha256 and ARGOSY_MODEL_SHA256 differ")
     try:
         return ModelPin(
-            name=str(annotations.get(ANNOTATION_PREFIX + "model-name") or ""),
+            name=str(annotations.get(MODEL_NAME) or ""),
             version=version,
             sha256=sha,
             run_id=str(annotations.get(ANNOTATION_PREFIX + "mlflow-run-id") or ""),
@@ -113,6 +119,45 @@ def parse_pin(text: str, source: str) -> ModelPin | None:
         )
     except PinError as exc:
         raise PinError(f"{source}: {exc}") from exc
+
+
+def parse_model_name(text: str, source: str) -> str:
+    """The model an overlay serves (``argosy.io/model-name``), pinned or not yet.
+
+    Args:
+        text: The YAML text of a ``model.yaml``.
+        source: Where the text came from, for messages.
+
+    Returns:
+        The model's name, which names the InferenceService and every resource serving it.
+
+    Raises:
+        PinError: The text is not a pin or names no model.
+    """
+    doc = _load(text, source)
+    name = str((doc["metadata"].get("annotations") or {}).get(MODEL_NAME) or "")
+    if not name:
+        raise PinError(f"{source}: no {MODEL_NAME} annotation; the overlay cannot name its model")
+    return name
+
+
+def _load(text: str, source: str) -> dict:
+    """The pin's YAML document: an InferenceService patch of the base's placeholder."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PinError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("kind") != "InferenceService":
+        raise PinError(f"{source}: expected an InferenceService patch")
+    if not isinstance(doc.get("metadata"), dict):
+        raise PinError(f"{source}: the InferenceService patch has no metadata")
+    if doc["metadata"].get("name") != PATCH_TARGET:
+        raise PinError(
+            f"{source}: metadata.name must be {PATCH_TARGET!r}, the base InferenceService it "
+            f"patches (the served name is the {MODEL_NAME} annotation), "
+            f"got {doc['metadata'].get('name')!r}"
+        )
+    return doc
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -141,8 +186,8 @@ def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None
         YAML text that :func:`parse_pin` reads back as ``pin``.
     """
     annotations = {
-        ANNOTATION_PREFIX + "model-name": pin.name,
-        ANNOTATION_PREFIX + "model-version": pin.version,
+        MODEL_NAME: pin.name,
+        MODEL_VERSION: pin.version,
         ANNOTATION_PREFIX + "model-sha256": pin.sha256,
         ANNOTATION_PREFIX + "mlflow-run-id": pin.run_id,
         **(extra_annotations or {}),
@@ -150,7 +195,7 @@ def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None
     doc = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": "fraud-detector", "annotations": annotations},
+        "metadata": {"name": PATCH_TARGET, "annotations": annotations},
         "spec": {
             "predictor": {
                 "model": {
@@ -165,3 +210,25 @@ def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None
     }
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
     return HEADER.format(env=env) + body
+
+
+def render_unpinned(name: str, env: str) -> str:
+    """The text of an overlay's ``model.yaml`` that pins no model yet but names it.
+
+    The overlay then renders (and ArgoCD deploys) the InferenceService named ``name`` without a
+    model; the first ``argosy promote`` replaces the file with :func:`render_pin`'s.
+
+    Args:
+        name: The model's name (contract.yaml ``name:``).
+        env: Environment name, for the header comment.
+
+    Returns:
+        YAML text that :func:`parse_pin` reads as no pin and :func:`parse_model_name` as ``name``.
+    """
+    doc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": PATCH_TARGET, "annotations": {MODEL_NAME: name, MODEL_VERSION: ""}},
+    }
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+    return HEADER.format(env=env) + UNPINNED + body

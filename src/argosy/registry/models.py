@@ -86,7 +86,7 @@ def load_gate(path: Path) -> dict[str, Any]:
     model = gate.get("model") if isinstance(gate, dict) else None
     if not isinstance(model, dict) or gate.get("decision") not in ("promote", "reject"):
         raise GateError(f"{path}: not a gate report (needs decision and model)")
-    missing = [k for k in ("uri", "sha256", "run_id") if not model.get(k)]
+    missing = [k for k in ("name", "uri", "sha256", "run_id") if not model.get(k)]
     if missing:
         raise GateError(f"{path}: model is missing {', '.join(missing)}")
     return gate
@@ -143,7 +143,7 @@ def register(gate_path: Path, mlflow_client: MlflowClient) -> RegisteredVersion:
     gate = load_gate(gate_path)
     require_promote(gate, gate_path)
     model = gate["model"]
-    name, run_id, sha = model.get("name") or "fraud-detector", model["run_id"], model["sha256"]
+    name, run_id, sha = model["name"], model["run_id"], model["sha256"]
     try:
         run = mlflow_client.get_run(run_id)
     except MlflowException as exc:
@@ -314,12 +314,18 @@ def verify_pin(
 
 
 def sync_aliases(
-    pins: dict[str, ModelPin | None], mlflow_client: MlflowClient, name: str = "fraud-detector"
+    pins: dict[str, ModelPin | None], mlflow_client: MlflowClient, *, name: str
 ) -> dict[str, str | None]:
     """Point each environment's alias at the version its overlay pins (git is the truth).
 
     Every pin is checked to exist (with the pinned sha256) before any alias moves, so a bad pin
     changes nothing. An environment that pins no model loses its alias.
+
+    Args:
+        pins: Environment -> its overlay's pin (None: no model pinned).
+        mlflow_client: Client of the registry.
+        name: Registered model whose alias an environment without a pin loses (the contract's
+            name); a pin names its own model.
 
     Returns:
         Environment -> version now aliased (None where the alias was removed).

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from argosy.config import WorkflowParams, load_params
+from argosy.data.contract import DEFAULT_CONTRACT, ContractError, load_contract
 
 GENERATED = Path("workflows/generated")
 HEADER = (
@@ -36,6 +37,18 @@ def workflow_settings(root: Path) -> WorkflowParams:
     if settings is None:
         raise CodegenError(f"{root / 'params.yaml'} has no `workflow:` section")
     return settings
+
+
+def model_name(root: Path) -> str:
+    """The model's name, contract.yaml ``name:`` of the repository at ``root``.
+
+    Raises:
+        CodegenError: contract.yaml is missing or invalid.
+    """
+    try:
+        return load_contract(root / DEFAULT_CONTRACT).name
+    except ContractError as exc:
+        raise CodegenError(str(exc)) from exc
 
 
 def to_document(obj: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The ``argosy-drift-monitor`` CronWorkflow: `argosy monitor`, then training when it says retrain.
 
 The monitor reads the reference sample that the ``prepare`` stage wrote (restored from the DVC
-remote) and the servers' prediction log; its decision and drift share become output parameters,
-the drift share also an Argo custom Prometheus metric. On ``retrain`` a resource template creates
+remote) and the servers' prediction log (``<workflow.drift_monitor.prediction_log>/<model name>``,
+the name being contract.yaml's); its decision and drift share become output parameters, the drift
+share also an Argo custom Prometheus metric. On ``retrain`` a resource template creates
 a Workflow from ``argosy-training`` at the head of the branch, with the submitter's narrow role.
 """
 
@@ -49,9 +50,16 @@ def training_submission(branch_param: str = _p("revision")) -> str:
     )
 
 
-def drift_monitor(settings: WorkflowParams) -> CronWorkflow:
-    """Build the drift-monitor CronWorkflow from params.yaml ``workflow:``."""
+def drift_monitor(settings: WorkflowParams, model_name: str) -> CronWorkflow:
+    """Build the drift-monitor CronWorkflow.
+
+    Args:
+        settings: params.yaml ``workflow:``.
+        model_name: The monitored model (contract.yaml ``name:``): its prediction log is
+            ``<workflow.drift_monitor.prediction_log>/<model_name>``.
+    """
     schedule = settings.drift_monitor
+    prediction_log = f"{schedule.prediction_log.rstrip('/')}/{model_name}"
     with CronWorkflow(
         name=NAME,
         namespace=settings.namespace,
@@ -73,7 +81,7 @@ def drift_monitor(settings: WorkflowParams) -> CronWorkflow:
             Parameter(name="image", value=settings.image),
             Parameter(name="dvc-remote", value=settings.dvc_remote.url),
             Parameter(name="dvc-endpoint", value=settings.dvc_remote.endpoint or ""),
-            Parameter(name="prediction-log", value=schedule.prediction_log),
+            Parameter(name="prediction-log", value=prediction_log),
         ],
     ) as cron:
         monitor = task_container(

@@ -1,0 +1,59 @@
+"""The pin's text: what `argosy promote` writes into an overlay's model.yaml and reads back."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from argosy.gitops.pin import (
+    MODEL_NAME,
+    PATCH_TARGET,
+    ModelPin,
+    PinError,
+    parse_model_name,
+    parse_pin,
+    render_pin,
+    render_unpinned,
+)
+
+PIN = ModelPin("income-classifier", "7", "ab" * 32, "0123456789abcdef", "s3://store/1/r/serving")
+
+
+def test_a_rendered_pin_patches_the_base_and_names_the_model() -> None:
+    # Given a pin rendered as `argosy promote` writes it
+    text = render_pin(PIN, "staging")
+    doc = yaml.safe_load(text)
+    # Then it patches the base's InferenceService and carries the model's name as annotation
+    assert doc["metadata"]["name"] == PATCH_TARGET
+    assert doc["metadata"]["annotations"][MODEL_NAME] == PIN.name
+    # And it reads back as the same pin and the same name
+    assert parse_pin(text, "model.yaml") == PIN
+    assert parse_model_name(text, "model.yaml") == PIN.name
+
+
+def test_an_unpinned_overlay_still_names_its_model() -> None:
+    # Given the model.yaml of an overlay that pins nothing yet
+    text = render_unpinned("income-classifier", "production")
+    # Then it reads as no pin, but names the model the overlay serves
+    assert parse_pin(text, "model.yaml") is None
+    assert parse_model_name(text, "model.yaml") == "income-classifier"
+    assert "pinned for the production environment" in text
+
+
+def test_a_pin_of_another_inference_service_is_refused() -> None:
+    # Given a pin that names the served model as the patched resource (the pre-placeholder form)
+    doc = yaml.safe_load(render_pin(PIN, "staging"))
+    doc["metadata"]["name"] = PIN.name
+    text = yaml.safe_dump(doc)
+    # When it is read, Then it is refused with the name it must patch
+    with pytest.raises(PinError, match=f"metadata.name must be '{PATCH_TARGET}'"):
+        parse_pin(text, "model.yaml")
+
+
+def test_a_pin_without_a_model_name_is_refused() -> None:
+    # Given an unpinned model.yaml whose model-name annotation was removed
+    doc = yaml.safe_load(render_unpinned("income-classifier", "staging"))
+    del doc["metadata"]["annotations"][MODEL_NAME]
+    # When its model's name is read, Then it is refused
+    with pytest.raises(PinError, match="cannot name its model"):
+        parse_model_name(yaml.safe_dump(doc), "model.yaml")
