@@ -22,7 +22,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 CURRENCIES = ("USD", "EUR", "GBP", "CAD", "MXN", "JPY")
 MERCHANT_CATEGORIES = (
     "grocery",
@@ -176,9 +175,7 @@ def simulate(spec: SimulationSpec) -> pd.DataFrame:
     customer_age = np.minimum(rng.exponential(1100.0, n_customers) + 3, 9000).round()
     customer_risk = np.exp(rng.normal(0.0, 0.5, n_customers))
     customer_cb = rng.poisson(0.04 * customer_risk)
-    merchant_category = rng.choice(
-        len(MERCHANT_CATEGORIES), size=n_merchants, p=_BASE_CATEGORY_MIX
-    )
+    merchant_category = rng.choice(len(MERCHANT_CATEGORIES), size=n_merchants, p=_BASE_CATEGORY_MIX)
     merchant_risk = np.clip(
         rng.beta(1.2, 40.0, n_merchants) * _CATEGORY_RISK[merchant_category], 0, 1
     )
