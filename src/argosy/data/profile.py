@@ -912,3 +912,9 @@ def init_command(
         f"{len(contract.other_columns)} other columns, label {contract.label.column!r} positive "
         f"{contract.label.positive!r}. Review its FORK: lines, then `make run`."
     )
+    repo = out.resolve().parent
+    if out.resolve() == (repo / DEFAULT_CONTRACT).resolve() and (repo / "manifests").is_dir():
+        from argosy.gitops.promote import name_unpinned
+
+        for path in name_unpinned(repo, contract.name):
+            typer.echo(f"wrote {path}: no model pinned yet, served name {contract.name}")

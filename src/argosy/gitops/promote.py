@@ -16,7 +16,16 @@ from argosy import k8s
 from argosy.gitops import git as gitops_git
 from argosy.gitops.git import FileChange, GitError, PushResult
 from argosy.gitops.github import GitHubError, GitHubSettings, PullRequests
-from argosy.gitops.pin import SHA256_RE, ModelPin, PinError, parse_pin, render_pin
+from argosy.gitops.pin import (
+    SHA256_RE,
+    ModelPin,
+    PinError,
+    parse_model_name,
+    parse_pin,
+    render_pin,
+    render_unpinned,
+    write_atomic,
+)
 from argosy.registry.models import RegisteredVersion
 
 ENVIRONMENTS = ("staging", "production")
@@ -70,6 +79,28 @@ def model_yaml(env: str) -> str:
     if env not in ENVIRONMENTS:
         raise PromotionError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
     return f"manifests/overlays/{env}/model.yaml"
+
+
+def name_unpinned(repo: Path, name: str) -> list[str]:
+    """Give the overlays that pin no model yet the contract's model name; return their paths.
+
+    An overlay that pins a model keeps it: only ``argosy promote`` replaces a pin.
+    """
+    renamed = []
+    for env in ENVIRONMENTS:
+        path = repo / model_yaml(env)
+        if not path.exists():
+            continue
+        text = path.read_text()
+        try:
+            pinned = parse_pin(text, str(path)) is not None
+            current = parse_model_name(text, str(path))
+        except PinError:
+            continue  # `argosy promote verify` reports a pin it cannot read
+        if not pinned and current != name:
+            write_atomic(path, render_unpinned(name, env))
+            renamed.append(model_yaml(env))
+    return renamed
 
 
 def validate_overlay(tree: Path, env: str) -> list[str]:
