@@ -2,7 +2,7 @@
 
 Baseline data → ``dvc repro`` → ``argosy register`` → ``argosy promote --env staging`` (a commit on
 a bare origin) → production pin (its promotion branch merged locally, standing in for the human
-approval) → the model server on 127.0.0.1 → a drift scenario replayed over HTTP → ``argosy
+approval) → the model server on 127.0.0.1 → a shifted period replayed over HTTP → ``argosy
 monitor`` → the newly labelled period added with ``argosy retrain`` → the gate of the challenger
 against the production champion → the production pull request body (``reports/gate.md``).
 
@@ -10,14 +10,28 @@ Every step runs the same ``argosy``/``dvc``/``git`` command a person would, in a
 repository's ``main`` (committed state; uncommitted edits are not part of the clone) whose origin
 is a bare repository beside it. ``run_demo`` is the pure core (explicit arguments, a result
 object); ``demo_command`` is the Typer wrapper.
+
+The data come from the clone's data contract (``contract.yaml``), whatever it describes, through
+:mod:`argosy.data.synthetic`: a baseline period, and a later period drawn with ``shift`` (the
+features drift, the label rule stays) that is replayed through the server and then, labelled,
+fed to ``argosy monitor --labels`` and ``argosy retrain``. The demo's setup commit sets the clone's
+``source: files``: ``data/`` is then the demo's own files, pinned by the ``data.dvc`` that ``dvc
+add data`` writes, which is exactly what ``files`` means (``argosy ensure-data`` finds them present
+and never regenerates or pulls anything). With ``source: simulate`` left in place, ``data.dvc``
+would pin data that the contract claims comes from the example's simulator, and ``ensure-data``
+on a fresh checkout of the demo's origin would regenerate the simulator's data and refuse it.
+Nothing here knows the columns: the requests, the labels file and the monitor's sizes are all
+read from the contract.
 """
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,13 +43,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from argosy.data.contract import Contract
+
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 11
+#: The metrics the summary shows when the gate reports them (the primary metric first).
+SUMMARY_METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k")
 Progress = Callable[[int, str], None]
 
 
@@ -50,12 +71,15 @@ class DemoConfig:
     Attributes:
         workdir: Everything is written under it (origin, clone, MLflow, logs, reports).
         source: The git repository whose ``main`` is cloned.
-        baseline_rows: Transactions in the baseline period (the first training set).
+        baseline_rows: Rows of the baseline period (the first training set).
         baseline_days: Length of the baseline period.
-        drift_rows: Transactions of the drifted period replayed through the server.
-        drift_days: Length of the drifted period.
-        scenario: The simulator's drift scenario for that period.
-        seed: Seed of the baseline; the drifted period uses ``seed + 1``.
+        drift_rows: Rows of the shifted period replayed through the server.
+        drift_days: Length of the shifted period (it starts where the baseline ends).
+        shift: How far that period drifts (``argosy.data.synthetic.synthesize``'s ``shift``:
+            0 none, 1 the categorical mixes turned around).
+        seed: Seed of the baseline; the shifted period uses ``seed + 1``.
+        start: First day of the baseline; None: ``argosy.data.synthetic.DEFAULT_START``, or the
+            contract's ``time_range.min`` when both periods do not fit after it.
         batch_rows: Rows per V2 infer request.
         params_overrides: ``{section: {key: value}}`` written into the clone's params.yaml
             before the first run (smaller models in tests).
@@ -68,8 +92,9 @@ class DemoConfig:
     baseline_days: int = 60
     drift_rows: int = 40_000
     drift_days: int = 14
-    scenario: str = "channel_shift"
+    shift: float = 0.5
     seed: int = 20260101
+    start: date | None = None
     batch_rows: int = 500
     params_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     timeout_s: float = 600.0
@@ -183,6 +208,63 @@ def _sha256_of(model_dir: Path) -> str:
     return json.loads((model_dir / "metadata.json").read_text())["sha256"]
 
 
+_SOURCE_LINE = re.compile(r"^source:[ \t]*\S+[ \t]*(#.*)?$", re.MULTILINE)
+
+
+def use_own_files(contract_text: str) -> str:
+    """The contract's text with ``source: files`` (comments and layout kept).
+
+    Raises:
+        DemoError: The text has no top-level ``source:`` line to rewrite.
+    """
+    if not _SOURCE_LINE.search(contract_text):
+        raise DemoError("contract.yaml has no top-level `source:` line")
+    return _SOURCE_LINE.sub("source: files", contract_text, count=1)
+
+
+def window_start(contract: Contract, requested: date | None, days: int) -> date:
+    """The baseline's first day: both periods (``days`` in all) fit inside ``time_range``.
+
+    ``requested`` when given, else ``argosy.data.synthetic.DEFAULT_START`` when it fits, else the
+    contract's ``time_range.min``.
+
+    Raises:
+        DemoError: ``requested`` does not fit.
+    """
+    from argosy.data.synthetic import DEFAULT_START
+
+    if contract.time_range is None:
+        return requested or DEFAULT_START
+    first = date.fromisoformat(contract.time_range.min)
+    last = date.fromisoformat(contract.time_range.max)
+
+    def fits(day: date) -> bool:
+        return first <= day and day + timedelta(days=days) <= last
+
+    if requested is not None:
+        if not fits(requested):
+            raise DemoError(
+                f"{requested} + {days} days is outside contract.yaml time_range {first} .. {last}"
+            )
+        return requested
+    return DEFAULT_START if fits(DEFAULT_START) else first
+
+
+def monitor_contract(
+    raw: Mapping[str, Any], logged_rows: int, labelled_rows: int
+) -> dict[str, Any]:
+    """The contract the demo's monitor reads: window sizes scaled down to one replayed period.
+
+    ``monitoring.min_rows`` (and ``min_labelled_rows``) are sized for production traffic; the
+    demo replays one period, so each is capped at half of what that period holds.
+    """
+    out = copy.deepcopy(dict(raw))
+    sizes = out["monitoring"]
+    sizes["min_rows"] = min(int(sizes["min_rows"]), max(1, logged_rows // 2))
+    sizes["min_labelled_rows"] = min(int(sizes["min_labelled_rows"]), max(1, labelled_rows // 2))
+    return out
+
+
 # ---------------------------------------------------------------- serving and replay
 
 
@@ -209,8 +291,36 @@ def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 90.0) ->
     raise DemoError(f"the model server was not ready within {timeout_s:.0f} s")
 
 
-def replay(port: int, model: str, frame: Any, batch_rows: int) -> int:
-    """Send ``frame``'s features (and transaction ids) as V2 infer requests, in order.
+def request_columns(frame: pd.DataFrame, contract: Contract) -> list[tuple[str, str, list[Any]]]:
+    """Each V2 input tensor of ``frame``'s rows as (name, datatype, values), as a client sends it.
+
+    One tensor per feature, named after it: a categorical one as ``BYTES`` (the raw strings), a
+    boolean one as ``BOOL``, a numeric or integer one as ``FP32``; ``None`` (JSON null) where a
+    value is missing. Then the contract's id column as ``BYTES`` when it declares one.
+    """
+    import numpy as np
+
+    columns: list[tuple[str, str, list[Any]]] = []
+    for spec in contract.specs:
+        column = frame[spec.name]
+        if spec.categorical:
+            missing = column.isna().tolist()
+            values = [None if m else str(v) for v, m in zip(column.tolist(), missing, strict=True)]
+            columns.append((spec.name, "BYTES", values))
+            continue
+        if spec.type == "boolean":
+            codes = spec.encode_values(column.to_numpy(dtype=object)).tolist()
+            columns.append((spec.name, "BOOL", [None if c != c else c == 1.0 for c in codes]))
+            continue
+        numbers = column.to_numpy(dtype=np.float64, na_value=np.nan).tolist()
+        columns.append((spec.name, "FP32", [None if v != v else v for v in numbers]))
+    if contract.id:
+        columns.append((contract.id, "BYTES", frame[contract.id].astype(str).tolist()))
+    return columns
+
+
+def replay(port: int, model: str, frame: pd.DataFrame, contract: Contract, batch_rows: int) -> int:
+    """Send ``frame``'s rows as V2 infer requests of ``batch_rows`` rows, in order.
 
     Returns:
         Rows answered.
@@ -218,30 +328,21 @@ def replay(port: int, model: str, frame: Any, batch_rows: int) -> int:
     Raises:
         DemoError: A request was not answered with 200.
     """
-    from argosy.data import schema
-
-    matrix = schema.to_matrix(frame)
-    ids = frame["transaction_id"].astype(str).tolist()
+    columns = request_columns(frame, contract)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     answered = 0
     try:
-        for start in range(0, len(matrix), batch_rows):
-            chunk = matrix[start : start + batch_rows]
-            data = [None if math.isnan(v) else float(v) for v in chunk.reshape(-1)]
+        for start in range(0, len(frame), batch_rows):
+            end = min(start + batch_rows, len(frame))
             body = {
                 "inputs": [
                     {
-                        "name": "features",
-                        "datatype": "FP32",
-                        "shape": list(chunk.shape),
-                        "data": data,
-                    },
-                    {
-                        "name": "transaction_id",
-                        "datatype": "BYTES",
-                        "shape": [len(chunk)],
-                        "data": ids[start : start + len(chunk)],
-                    },
+                        "name": name,
+                        "datatype": datatype,
+                        "shape": [end - start],
+                        "data": values[start:end],
+                    }
+                    for name, datatype, values in columns
                 ]
             }
             conn.request(
@@ -254,7 +355,7 @@ def replay(port: int, model: str, frame: Any, batch_rows: int) -> int:
             payload = response.read()
             if response.status != 200:
                 raise DemoError(f"infer answered {response.status}: {payload[:300]!r}")
-            answered += len(chunk)
+            answered += end - start
     finally:
         conn.close()
     return answered
@@ -299,7 +400,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     Raises:
         DemoError: A step failed (the message says which and why).
     """
-    from argosy.data.simulate import SimulationSpec, simulate, write_parquet
+    from argosy.data import synthetic
+    from argosy.data.contract import ContractError, load_contract
 
     began = time.monotonic()
     work = config.workdir.resolve()
@@ -332,30 +434,43 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     # The throwaway clone commits as the demo, whatever identity (if any) this machine has.
     run("git", "config", "user.name", "Argosy demo", cwd=clone)
     run("git", "config", "user.email", "demo@argosy.invalid", cwd=clone)
+    contract_path = clone / "contract.yaml"
+    try:
+        contract_path.write_text(use_own_files(contract_path.read_text()))
+        contract = load_contract(contract_path)
+    except (OSError, ContractError) as exc:
+        raise DemoError(f"the clone's data contract: {exc}") from None
+    if config.baseline_rows < contract.rows.min:
+        raise DemoError(
+            f"contract.yaml rows.min is {contract.rows.min}: the baseline needs at least that "
+            f"many rows, not {config.baseline_rows}"
+        )
+    setup = ["contract.yaml"]
     if config.params_overrides:
         _override_params(clone / "params.yaml", config.params_overrides)
-        _commit_and_push(clone, env, "Demo: smaller pipeline settings", "params.yaml")
+        setup.append("params.yaml")
+    _commit_and_push(clone, env, "Demo: synthetic data from contract.yaml (source: files)", *setup)
 
     # 2. baseline period, pinned with DVC, and the pipeline
-    start = date.fromisoformat(
-        str(yaml.safe_load((clone / "params.yaml").read_text())["simulate"]["start"])
+    start = window_start(contract, config.start, config.baseline_days + config.drift_days)
+    _say(
+        progress,
+        2,
+        f"synthesize {config.baseline_rows:,} baseline rows from contract.yaml; "
+        "dvc add data; dvc repro",
     )
-    _say(progress, 2, f"simulate {config.baseline_rows:,} baseline transactions; dvc repro")
+    try:
+        baseline = synthetic.synthesize(
+            contract,
+            config.baseline_rows,
+            seed=config.seed,
+            start=start,
+            days=config.baseline_days,
+        )
+    except synthetic.SyntheticError as exc:
+        raise DemoError(f"synthetic baseline: {exc}") from None
     shutil.rmtree(clone / "data", ignore_errors=True)
-    run(
-        "argosy",
-        "simulate",
-        "--rows",
-        str(config.baseline_rows),
-        "--days",
-        str(config.baseline_days),
-        "--seed",
-        str(config.seed),
-        "--start",
-        start.isoformat(),
-        "--scenario",
-        "baseline",
-    )
+    synthetic.write(baseline, clone / "data" / f"baseline-{start:%Y%m%d}.parquet")
     run("dvc", "add", "--quiet", "data")
     run("dvc", "repro", "--quiet")
     _commit_and_push(clone, env, "Demo: baseline data and pipeline lock", "data.dvc", "dvc.lock")
@@ -430,46 +545,63 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     try:
         wait_ready(port, server)
 
-        # 6. a drifted period through the server
+        # 6. a shifted period through the server
         drift_start = start + timedelta(days=config.baseline_days)
-        spec = SimulationSpec(
-            config.drift_rows, config.seed + 1, drift_start, config.drift_days, config.scenario
-        )
         _say(
             progress,
             6,
-            f"replay {config.drift_rows:,} '{config.scenario}' transactions "
-            f"over HTTP (V2 infer, {config.batch_rows} rows a request)",
+            f"replay {config.drift_rows:,} rows shifted by {config.shift:g} over HTTP "
+            f"(V2 infer, one tensor per feature, {config.batch_rows} rows a request)",
         )
-        period = simulate(spec)
+        try:
+            period = synthetic.synthesize(
+                contract,
+                config.drift_rows,
+                seed=config.seed + 1,
+                start=drift_start,
+                days=config.drift_days,
+                shift=config.shift,
+            )
+        except synthetic.SyntheticError as exc:
+            raise DemoError(f"synthetic shifted period: {exc}") from None
         model_name = json.loads((served_model / "metadata.json").read_text())["name"]
         began_at = time.time()
-        result.served_rows = replay(port, model_name, period, config.batch_rows)
+        result.served_rows = replay(port, model_name, period, contract, config.batch_rows)
         if math.floor(began_at / step) != math.floor(time.time() / step):
             # The replay crossed a window boundary: once more, wholly inside the new window.
-            result.served_rows += replay(port, model_name, period, config.batch_rows)
+            result.served_rows += replay(port, model_name, period, contract, config.batch_rows)
         replay_end = datetime.now(UTC)
     finally:
         stop(server)
         server_log.close()
     result.logged_rows = _logged_rows(predlog) if predlog.exists() else 0
 
-    # 7. the monitor, over the window that holds the replay
-    _say(progress, 7, "argosy monitor: Evidently drift report of the replayed window")
-    as_of = datetime.fromtimestamp(math.ceil(replay_end.timestamp() / step) * step, UTC)
-    base["monitor"].update(
-        min_rows=min(base["monitor"]["min_rows"], max(1, result.logged_rows // 2)),
-        consecutive_windows=1,  # one replayed window stands for the windows drift must hold
+    # 7. the monitor, over the window that holds the replay, with the period's late labels
+    _say(
+        progress, 7, "argosy monitor: drift of the replayed window (Evidently) and its late labels"
     )
+    as_of = datetime.fromtimestamp(math.ceil(replay_end.timestamp() / step) * step, UTC)
+    # One replayed window stands for the consecutive windows drift must hold in production.
+    base["monitor"]["consecutive_windows"] = 1
     monitor_params = work / "monitor-params.yaml"
     monitor_params.write_text(yaml.safe_dump(base, sort_keys=False))
+    monitor_terms = work / "monitor-contract.yaml"
+    monitor_terms.write_text(
+        yaml.safe_dump(
+            monitor_contract(
+                yaml.safe_load(contract_path.read_text()), result.logged_rows, len(period)
+            ),
+            sort_keys=False,
+        )
+    )
     incoming = work / "incoming"
-    labelled = incoming / spec.file_name
-    incoming.mkdir(exist_ok=True)
-    write_parquet(period, labelled)
-    labels = incoming / "labels.parquet"
-    period[["transaction_id", "is_fraud"]].to_parquet(labels)
+    labelled = synthetic.write(period, incoming / f"shifted-{drift_start:%Y%m%d}.parquet")
     monitoring = work / "reports" / "monitoring"
+    labels: list[str] = []
+    if contract.id:
+        labels_file = incoming / "labels.parquet"
+        period[[contract.id, contract.label.column]].to_parquet(labels_file)
+        labels = ["--labels", str(labels_file)]
     run(
         "argosy",
         "monitor",
@@ -479,8 +611,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
         str(clone / "artifacts" / "prepared" / "reference.parquet"),
         "--model-dir",
         str(served_model),
-        "--labels",
-        str(labels),
+        *labels,
         "--state",
         str(monitoring / "state.json"),
         "--reports",
@@ -489,6 +620,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
         as_of.isoformat(),
         "--params",
         str(monitor_params),
+        "--contract",
+        str(monitor_terms),
     )
     result.monitor = json.loads((monitoring / "decision.json").read_text())
 
@@ -558,12 +691,13 @@ def render_summary(result: DemoResult) -> str:
         f"| gate | {gate.get('decision')}: challenger `{result.challenger_sha256[:12]}` vs "
         f"champion `{result.champion_sha256[:12]}` |",
     ]
-    for metric in ("pr_auc", "recall_at_fpr"):
-        if metric in challenger:
-            was = champion.get(metric)
+    primary = gate.get("primary_metric")
+    for metric in dict.fromkeys([primary, *SUMMARY_METRICS]):
+        ours, was = challenger.get(metric), champion.get(metric)
+        if isinstance(ours, int | float):
             lines.append(
-                f"| {metric} | {challenger[metric]:.4f}"
-                + ("" if was is None else f" (champion {was:.4f})")
+                f"| {metric} | {ours:.4f}"
+                + (f" (champion {was:.4f})" if isinstance(was, int | float) else "")
                 + " |"
             )
     lines += ["", "## Reports", ""]
@@ -585,16 +719,18 @@ def render_summary(result: DemoResult) -> str:
 
 _PARAGRAPHS = (
     "Run the whole loop locally: train, promote, serve, detect drift, retrain, gate. No network.",
-    "Simulates a baseline period and runs the pipeline (`dvc repro`) in a clone of this "
-    "repository's main whose origin is a bare repository in the demo directory; registers the "
-    "model and pins it in staging (a commit on origin/main). `argosy promote --env production` "
-    "pushes its branch (no GITHUB_TOKEN: no pull request), and the demo merges that branch "
-    "locally, standing in for a reviewer's approval. Then it serves the model on 127.0.0.1 with "
-    "a prediction log, replays a drifted period through it (V2 infer over HTTP), runs `argosy "
-    "monitor`, adds the newly labelled period with `argosy retrain`, gates the challenger "
-    "against the production champion and prints the production pull request body.",
+    "Synthesizes a baseline period from the data contract (contract.yaml, whatever data it "
+    "describes) and runs the pipeline (`dvc repro`) in a clone of this repository's main whose "
+    "origin is a bare repository in the demo directory; registers the model and pins it in "
+    "staging (a commit on origin/main). `argosy promote --env production` pushes its branch (no "
+    "GITHUB_TOKEN: no pull request), and the demo merges that branch locally, standing in for a "
+    "reviewer's approval. Then it serves the model on 127.0.0.1 with a prediction log, replays a "
+    "later, shifted period through it (V2 infer over HTTP, one tensor per feature), runs `argosy "
+    "monitor` with that period's labels, adds the newly labelled period with `argosy retrain`, "
+    "gates the challenger against the production champion and prints the production pull "
+    "request body.",
     "Your own checkout is never modified; everything is written under --workdir (default: a new "
-    "temporary directory, kept). About 4 minutes on 2 cores with the defaults.",
+    "temporary directory, kept). About a minute on 2 cores with the defaults.",
 )
 DEMO_HELP = "\n\n".join(_PARAGRAPHS)
 
@@ -607,24 +743,27 @@ def demo_command(
             "temporary directory, kept so the reports can be opened."
         ),
     ] = None,
-    rows: Annotated[int, typer.Option(help="Baseline transactions.")] = 100_000,
+    rows: Annotated[int, typer.Option(min=1, help="Rows of the baseline period.")] = 100_000,
     drift_rows: Annotated[
-        int, typer.Option(help="Transactions of the drifted period replayed through the server.")
+        int,
+        typer.Option(min=1, help="Rows of the shifted period replayed through the server."),
     ] = 40_000,
-    scenario: Annotated[
-        str,
+    shift: Annotated[
+        float,
         typer.Option(
-            help="Drift scenario: merchant_mix, amount_inflation, channel_shift or "
-            "new_fraud_pattern."
+            min=0.1,
+            max=1.0,
+            help="How far the replayed period drifts from the baseline: 0.1 slightly, 1 the "
+            "category mixes turned around, numbers up their range, booleans true twice as often.",
         ),
-    ] = "channel_shift",
+    ] = 0.5,
     summary: Annotated[
         Path | None, typer.Option(help="Also copy the summary Markdown to this path.")
     ] = None,
 ) -> None:
     """Run the demo (the full help is ``DEMO_HELP``)."""
     work = workdir or Path(tempfile.mkdtemp(prefix="argosy-demo-"))
-    config = DemoConfig(workdir=work, baseline_rows=rows, drift_rows=drift_rows, scenario=scenario)
+    config = DemoConfig(workdir=work, baseline_rows=rows, drift_rows=drift_rows, shift=shift)
 
     began = time.monotonic()
 

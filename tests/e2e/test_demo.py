@@ -1,7 +1,8 @@
 """The demo's core on reduced sizes: every milestone of the loop, checked where it lands.
 
 Real git (a bare origin), real DVC, MLflow on SQLite, the real model server over HTTP, Evidently
-and the gate; only the sizes are small (20k baseline rows, 8k replayed, a smaller model).
+and the gate, on synthetic data drawn from the clone's contract.yaml; only the sizes are small
+(20k baseline rows, 8k replayed, a smaller model).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from argosy.data.contract import Contract, load_contract
 from argosy.demo import STEPS, DemoConfig, DemoResult, run_demo
 
 pytestmark = pytest.mark.slow
@@ -51,6 +53,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoResult, list[tup
     return result, steps
 
 
+def contract_of(result: DemoResult) -> Contract:
+    return load_contract(result.clone / "contract.yaml")
+
+
 def test_demo_reports_every_step_in_order(demo) -> None:
     # Given a finished reduced run
     _, steps = demo
@@ -71,11 +77,25 @@ def test_staging_pin_is_a_commit_on_origin_main(demo) -> None:
     assert result.champion_sha256 in text
 
 
+def test_the_clone_trains_on_its_own_files(demo) -> None:
+    # Given the run's bare origin
+    result, _ = demo
+    # When reading the contract and data pin on its main
+    pinned = yaml.safe_load(git(result.origin, "show", "main:contract.yaml"))
+    data_dvc = yaml.safe_load(git(result.origin, "show", "main:data.dvc"))
+    # Then the demo's setup commit made data/ the clone's own files, pinned by data.dvc
+    assert pinned["source"] == "files"
+    assert "Demo: synthetic data from contract.yaml (source: files)" in git(
+        result.origin, "log", "--format=%s", "main"
+    )
+    assert data_dvc["outs"][0]["path"] == "data"
+
+
 def test_production_pin_is_the_merged_promotion_branch(demo) -> None:
     # Given the run's bare origin
     result, _ = demo
-    # Then the first model's promotion branch was merged into main (the approval stand-in)
-    assert result.production_branch == "promote/fraud-detector-v1"
+    # Then the first model's promotion branch (named after the contract) was merged into main
+    assert result.production_branch == f"promote/{contract_of(result).name}-v1"
     git(result.origin, "merge-base", "--is-ancestor", result.production_branch, "main")
     production = git(result.origin, "show", "main:manifests/overlays/production/model.yaml")
     assert result.champion_sha256 in production
@@ -93,10 +113,17 @@ def test_replayed_traffic_was_served_and_logged(demo) -> None:
 def test_monitor_detected_drift_and_decided_to_retrain(demo) -> None:
     # Given the monitor's decision over the replayed window
     result, _ = demo
-    # Then drift was found in the scenario's columns, and the HTML report exists
+    contract = contract_of(result)
+    categorical = {n for n, f in contract.features.items() if f.type == "categorical"}
+    # Then drift was found in the contract's features, categorical ones among them
     assert result.monitor["decision"] == "retrain"
     assert result.monitor["drift_share"] >= 0.08
-    assert "channel" in result.monitor["drifted_columns"]
+    drifted = set(result.monitor["drifted_columns"])
+    assert drifted <= set(contract.feature_names)
+    assert drifted & categorical
+    # And the late labels were joined to the logged predictions on the contract's id
+    assert result.monitor["feedback"]["labelled"] > 0
+    # And the HTML report exists
     assert result.reports["drift report (Evidently)"].stat().st_size > 10_000
 
 
@@ -106,7 +133,8 @@ def test_retrain_added_the_labelled_period_and_trained_a_new_model(demo) -> None
     # Then data/ holds both periods, data.dvc changed on origin, and a different model exists
     files = sorted(p.name for p in (result.clone / "data").glob("*.parquet"))
     assert len(files) == 2
-    assert any("channel_shift" in name for name in files)
+    assert any(name.startswith("baseline-") for name in files)
+    assert any(name.startswith("shifted-") for name in files)
     assert result.retrained
     assert result.challenger_sha256 != result.champion_sha256
     assert "Demo: add the newly labelled period" in git(result.origin, "log", "--format=%s", "main")
@@ -123,8 +151,9 @@ def test_gate_compared_the_challenger_with_the_production_champion(demo) -> None
     assert "champion" in body
     assert "challenger" in body
     if result.gate["decision"] == "promote":
-        assert "pushed branch promote/fraud-detector-v2" in result.production_output
-        assert "promote/fraud-detector-v2" in git(result.origin, "branch", "--list")
+        branch = f"promote/{contract_of(result).name}-v2"
+        assert f"pushed branch {branch}" in result.production_output
+        assert branch in git(result.origin, "branch", "--list")
 
 
 def test_summary_links_the_html_reports(demo) -> None:
