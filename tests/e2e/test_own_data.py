@@ -32,6 +32,8 @@ import pytest
 from argosy.data.contract import Contract, load_contract
 from argosy.data.synthetic import synthesize, write
 from argosy.evaluation.metrics import OnnxModel
+from argosy.gitops.pin import parse_model_name
+from argosy.gitops.promote import name_unpinned
 
 from ..conftest import REPO, venv_env
 
@@ -65,6 +67,7 @@ def fork(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # Given the fork's own contract and data in place of the example's
     shutil.copy(CENSUS, root / "contract.yaml")
     contract = load_contract(root / "contract.yaml")
+    name_unpinned(root, contract.name)  # what `argosy init` does to the overlays that pin nothing
     shutil.rmtree(root / "data", ignore_errors=True)
     write(
         synthesize(contract, rows=8000, seed=1, unseen_rate=0.02), root / "data" / "census.parquet"
@@ -283,7 +286,11 @@ def test_a_contract_drafted_by_init_is_one_make_run_accepts(tmp_path: Path) -> N
         *("argosy", "init", "--data", "data/income.parquet", "--label", "income"),
         *("--id", "record-id", "--name", "income-draft", "--force"),
     )
-    assert "contract.yaml" in drafted.stdout + drafted.stderr
+    assert "wrote contract.yaml" in drafted.stdout
+    # And the overlays that pin no model yet serve the drafted name
+    for env in ("staging", "production"):
+        pin = root / f"manifests/overlays/{env}/model.yaml"
+        assert parse_model_name(pin.read_text(), str(pin)) == "income-draft"
     sh(root, env, "dvc", "add", "-q", "data")
     sh(root, env, "argosy", "ensure-data")
     sh(root, env, "dvc", "repro")
