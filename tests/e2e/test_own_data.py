@@ -288,8 +288,8 @@ def test_a_contract_drafted_by_init_is_one_make_run_accepts(tmp_path: Path) -> N
     )
     assert "wrote contract.yaml" in drafted.stdout
     # And the overlays that pin no model yet serve the drafted name
-    for env in ("staging", "production"):
-        pin = root / f"manifests/overlays/{env}/model.yaml"
+    for overlay in ("staging", "production"):
+        pin = root / f"manifests/overlays/{overlay}/model.yaml"
         assert parse_model_name(pin.read_text(), str(pin)) == "income-draft"
     sh(root, env, "dvc", "add", "-q", "data")
     sh(root, env, "argosy", "ensure-data")
