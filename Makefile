@@ -93,7 +93,7 @@ serve: venv ## Serve models/ over the Open Inference Protocol on 127.0.0.1:8080
 bench-serve: venv ## Benchmark Argosy's server vs MLServer, mlflow serve, KServe (~10 min)
 	$(BIN)/python bench/serve/bench.py
 
-workflows: venv ## Regenerate workflows/generated/ from workflows/*.py, dvc.yaml and params.yaml
+workflows: venv ## Regenerate workflows/generated/ from workflows/*.py, dvc.yaml, params.yaml and contract.yaml
 	$(BIN)/argosy workflows generate
 
 check-codegen: workflows ## Fail when workflows/generated/ differs from what the Hera modules produce

@@ -166,7 +166,7 @@ class DriftMonitorScheduleParams(_Section):
     schedule: Annotated[str, Field(pattern=r"^\S+( \S+){4}$")]
     timezone: str
     starting_deadline_seconds: Positive
-    prediction_log: str
+    prediction_log: str  # the servers' log root; the contract's model name is appended
 
 
 class GithubEventsParams(_Section):

@@ -92,7 +92,10 @@ def edit_params(root: Path, overrides: dict[str, dict]) -> None:
 
 def set_floors(root: Path, pr_auc: float) -> None:
     """Make the gate's only floor ``pr_auc`` (latency is not what this test is about)."""
-    edit_params(root, {"gate": {"floors": {"pr_auc": pr_auc}, "max_latency_us_per_row": 1.0e6}})
+    contract = yaml.safe_load((root / "contract.yaml").read_text())
+    contract["metric"]["floors"] = {"pr_auc": pr_auc}
+    (root / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
+    edit_params(root, {"gate": {"max_latency_us_per_row": 1.0e6}})
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +109,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("dagrun")
     work, remote, dvc_remote = base / "work", base / "remote.git", base / "dvc-remote"
     work.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", "contract.yaml"):
         shutil.copy(REPO / name, work / name)
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
     edit_params(work, SMALL)
