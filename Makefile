@@ -39,7 +39,7 @@ run: venv ## Run the whole local pipeline (data, validate, prepare, train, evalu
 demo: venv ## Run the whole loop locally (train, staging, serve, drift, retrain, gate); prints a summary
 	$(BIN)/argosy demo $(if $(DEMO_DIR),--workdir $(DEMO_DIR))
 
-data: venv ## Regenerate data/ from the pinned seed when missing (checked against data.dvc)
+data: venv ## Make data/ what data.dvc pins when missing: dvc pull (your files) or the example's seed
 	$(BIN)/argosy ensure-data
 
 data-pin: venv ## Regenerate data/ from params.yaml `simulate:` and pin it anew in data.dvc

@@ -1,1 +1,1 @@
-"""Synthetic transactions, the feature contract and the train/valid/test split."""
+"""The data contract and its encoder, the data source, the split, `argosy init`, synthetic data."""
