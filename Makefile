@@ -108,20 +108,12 @@ pin-images: venv ## Record pushed image digests (serve: manifests/base, pipeline
 
 .PHONY: schemas validate-manifests
 
-# Pinned copy of the public CRDs catalog (strict JSON schemas of custom resources).
-CRDS_CATALOG_COMMIT := 7b1e26ef9deea49293714d204c1a2270aab1178f
-CRDS_CATALOG_GROUPS := argoproj.io serving.kserve.io serving.knative.dev monitoring.coreos.com karpenter.sh external-secrets.io keda.sh kueue.x-k8s.io nvidia.com bitnami.com kyverno.io
-
-## Fetch the CRD schemas (datreeio/CRDs-catalog at a pinned commit) into .tools/crds-catalog (needs internet)
-schemas: ## Fetch the pinned CRD schemas into .tools/crds-catalog (skipped when ../shared/schemas exists)
-	@if [ -n "$${ARGOSY_SCHEMA_DIR:-}" ] || [ -d ../shared/schemas/crds-catalog ] || [ -d $(TOOLS)/crds-catalog ]; then \
-		echo "CRD schemas already present"; \
-	else \
-		mkdir -p $(TOOLS)/crds-catalog.tmp && \
-		curl -fsSL https://codeload.github.com/datreeio/CRDs-catalog/tar.gz/$(CRDS_CATALOG_COMMIT) \
-			| tar -xz -C $(TOOLS)/crds-catalog.tmp --strip-components=1 $(addprefix CRDs-catalog-$(CRDS_CATALOG_COMMIT)/,$(CRDS_CATALOG_GROUPS)) && \
-		mv $(TOOLS)/crds-catalog.tmp $(TOOLS)/crds-catalog; \
-	fi
+# The strict schemas of the custom resources the project renders are vendored in
+# schemas/crds-catalog (see its PROVENANCE.md). The pinned catalog commit and the list of files
+# live in src/argosy/k8s.py (CRDS_CATALOG_COMMIT, VENDORED_SCHEMAS); validation never needs this.
+## Rewrite schemas/crds-catalog from the pinned CRDs catalog ($ARGOSY_SCHEMA_SOURCE, else ../shared/schemas/crds-catalog, else download)
+schemas: venv ## Rewrite the vendored CRD schemas (schemas/crds-catalog) from the pinned catalog
+	$(BIN)/python -m argosy.k8s vendor
 
 ## Render every overlay and argocd/ with kustomize and validate each document strictly
 validate-manifests: venv ## Render overlays, components and argocd/; validate strictly against offline schemas

@@ -1,23 +1,31 @@
 """Strict, offline validation of Kubernetes documents and ``kubectl kustomize`` rendering.
 
-Custom resources are checked against the strict JSON schemas of the public CRDs catalog
-(``<schema_dir>/<group>/<kind>_<version>.json``); built-in kinds against the strict schemas that
-the ``kubernetes-validate`` package ships. Strict means an unknown field is an error, and a kind
-with no schema at all is an error too: nothing is passed unchecked.
+Custom resources are checked against strict JSON schemas laid out as the public CRDs catalog lays
+them out (``<schema_dir>/<group>/<kind>_<version>.json``); the ones this project renders are
+vendored in ``schemas/crds-catalog`` (see its PROVENANCE.md). Built-in kinds are checked against
+the strict schemas that the ``kubernetes-validate`` package ships. Strict means an unknown field is
+an error, and a kind with no schema at all is an error too: nothing is passed unchecked.
 
 Usage from the shell (renders directories with kustomize, reads files as multi-document YAML)::
 
     python -m argosy.k8s manifests/overlays/staging manifests/overlays/production
+    python -m argosy.k8s vendor   # rewrite schemas/crds-catalog from the pinned catalog
+
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import urllib.request
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -29,12 +37,50 @@ import referencing.jsonschema
 import yaml
 
 SCHEMA_DIR_ENV = "ARGOSY_SCHEMA_DIR"
+SCHEMA_SOURCE_ENV = "ARGOSY_SCHEMA_SOURCE"
 KUBERNETES_VERSION = "1.32.0"
 """Kubernetes release whose built-in schemas the documents are checked against."""
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _TOP_LEVEL = {"apiVersion", "kind", "metadata"}
 _OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+VENDORED_DIR = _REPO_ROOT / "schemas" / "crds-catalog"
+"""The strict schemas of the custom resources the project renders, committed with it."""
+CRDS_CATALOG_REPO = "datreeio/CRDs-catalog"
+CRDS_CATALOG_COMMIT = "7b1e26ef9deea49293714d204c1a2270aab1178f"
+CRDS_CATALOG_URL = "https://codeload.github.com/{repo}/tar.gz/{commit}"
+SHARED_CATALOG = _REPO_ROOT.parent / "shared" / "schemas" / "crds-catalog"
+"""The offline copy of the catalog that sits next to a checkout on the project's machines."""
+VENDORED_SCHEMAS = (
+    "argoproj.io/application_v1alpha1.json",
+    "argoproj.io/applicationset_v1alpha1.json",
+    "argoproj.io/appproject_v1alpha1.json",
+    "argoproj.io/cronworkflow_v1alpha1.json",
+    "argoproj.io/eventsource_v1alpha1.json",
+    "argoproj.io/sensor_v1alpha1.json",
+    "argoproj.io/workflowtemplate_v1alpha1.json",
+    "external-secrets.io/externalsecret_v1.json",
+    "karpenter.sh/nodepool_v1.json",
+    "monitoring.coreos.com/podmonitor_v1.json",
+    "monitoring.coreos.com/prometheusrule_v1.json",
+    "serving.kserve.io/inferenceservice_v1beta1.json",
+    "serving.kserve.io/servingruntime_v1alpha1.json",
+)
+"""Every custom-resource kind that overlays, components, argocd/ and workflows/generated render.
+
+Add a line (then ``make schemas``) when the project starts rendering a new kind; a test renders
+everything and fails on a kind missing here, or on a schema here that nothing renders.
+"""
+CONVERTED_SCHEMAS = frozenset(
+    {"argoproj.io/eventsource_v1alpha1.json", "argoproj.io/sensor_v1alpha1.json"}
+)
+"""Strict conversions of argoproj/argo-events @ 6478ece4 ``api/jsonschema/schema.json``.
+
+The public catalog's copies of these accept any spec; the offline catalog next to a checkout
+carries the strict conversions. A refresh from the downloaded tarball keeps the committed ones.
+"""
+_PROVENANCE = "PROVENANCE.md"
 
 
 class SchemaDirError(FileNotFoundError):
@@ -48,34 +94,130 @@ class KustomizeError(RuntimeError):
 def schema_dir() -> Path:
     """Locate the strict custom-resource schemas.
 
-    ``$ARGOSY_SCHEMA_DIR`` wins; otherwise ``<repo root>/../shared/schemas/crds-catalog``, where the
-    offline copy of the datreeio CRDs catalog lives next to a checkout, else
-    ``<repo root>/.tools/crds-catalog``, where ``make schemas`` downloads it.
+    ``$ARGOSY_SCHEMA_DIR`` wins; otherwise the vendored ``<repo root>/schemas/crds-catalog``, so
+    validation needs neither the network nor anything outside the checkout.
 
     Returns:
         The directory holding ``<group>/<kind>_<version>.json``.
 
     Raises:
         SchemaDirError: The directory does not exist; the message says where it looked and how to
-            fetch the schemas.
+            write the schemas.
     """
     configured = os.environ.get(SCHEMA_DIR_ENV)
-    path = (
-        Path(configured)
-        if configured
-        else _REPO_ROOT.parent / "shared" / "schemas" / "crds-catalog"
-    )
-    fetched = _REPO_ROOT / ".tools" / "crds-catalog"  # where `make schemas` puts them
-    if not configured and not path.is_dir() and fetched.is_dir():
-        return fetched
+    path = Path(configured) if configured else VENDORED_DIR
     if not path.is_dir():
         origin = f"${SCHEMA_DIR_ENV}" if configured else f"the default (${SCHEMA_DIR_ENV} is unset)"
         raise SchemaDirError(
             f"custom-resource schemas not found at {path} (from {origin}). "
-            f"Run `make schemas` to fetch the pinned CRDs catalog, or set ${SCHEMA_DIR_ENV} "
-            "to a directory laid out as <group>/<kind>_<version>.json."
+            f"Run `make schemas` to write the vendored ones from the pinned CRDs catalog, or set "
+            f"${SCHEMA_DIR_ENV} to a directory laid out as <group>/<kind>_<version>.json."
         )
     return path
+
+
+def catalog_source(cache: Path | None = None) -> Path:
+    """Find the pinned CRDs catalog to vendor schemas from, downloading it as a last resort.
+
+    ``$ARGOSY_SCHEMA_SOURCE`` wins; otherwise ``../shared/schemas/crds-catalog`` next to the
+    checkout when present; otherwise the catalog's tarball at :data:`CRDS_CATALOG_COMMIT`,
+    downloaded once into ``cache`` (default ``<repo root>/.tools/crds-catalog-<commit>``).
+
+    Raises:
+        SchemaDirError: ``$ARGOSY_SCHEMA_SOURCE`` names a directory that does not exist.
+    """
+    configured = os.environ.get(SCHEMA_SOURCE_ENV)
+    if configured:
+        if not Path(configured).is_dir():
+            raise SchemaDirError(f"${SCHEMA_SOURCE_ENV} is {configured}, not a directory")
+        return Path(configured)
+    if SHARED_CATALOG.is_dir():
+        return SHARED_CATALOG
+    cache = cache or _REPO_ROOT / ".tools" / f"crds-catalog-{CRDS_CATALOG_COMMIT}"
+    if not cache.is_dir():
+        url = CRDS_CATALOG_URL.format(repo=CRDS_CATALOG_REPO, commit=CRDS_CATALOG_COMMIT)
+        download_catalog(url, cache)
+    return cache
+
+
+def download_catalog(url: str, dest: Path, timeout_s: float = 60.0) -> None:
+    """Extract the vendored schemas and the licence from the catalog's tarball at ``url``.
+
+    Only the files :func:`vendor_schemas` reads are written, under ``dest``; a partial download
+    leaves nothing behind.
+    """
+    wanted = {*VENDORED_SCHEMAS, "LICENSE"}
+    print(f"downloading {url}", file=sys.stderr)
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - a pinned https URL (file: in tests)
+        data = response.read()
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            relative = member.name.partition("/")[2]  # drop the CRDs-catalog-<commit>/ prefix
+            if member.isfile() and relative in wanted:
+                target = partial / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.extractfile(member).read())  # type: ignore[union-attr]
+    partial.rename(dest)
+
+
+def vendor_schemas(
+    source: Path, out: Path = VENDORED_DIR, keep: frozenset[str] = frozenset()
+) -> None:
+    """Write :data:`VENDORED_SCHEMAS`, the licence and PROVENANCE.md from ``source`` into ``out``.
+
+    The copies are byte for byte, and PROVENANCE.md depends only on them and the pin, so running
+    this twice, or on two machines, writes the same files. Any other file under ``out`` goes.
+
+    Args:
+        source: A CRDs catalog laid out as ``<group>/<kind>_<version>.json``.
+        out: The vendored directory to (re)write.
+        keep: Files to keep as they already are in ``out`` instead of copying them.
+
+    Raises:
+        SchemaDirError: ``source`` lacks a file to vendor; nothing is written.
+    """
+    files = [*VENDORED_SCHEMAS, "LICENSE"]
+    origins = {name: (out if name in keep else source) / name for name in files}
+    missing = [str(path) for path in origins.values() if not path.is_file()]
+    if missing:
+        raise SchemaDirError(f"cannot vendor schemas, missing: {', '.join(missing)}")
+    contents = {name: path.read_bytes() for name, path in origins.items()}
+    shutil.rmtree(out, ignore_errors=True)
+    for name, data in contents.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    (out / _PROVENANCE).write_text(provenance(contents))
+
+
+def provenance(contents: dict[str, bytes]) -> str:
+    """PROVENANCE.md for the vendored files ``contents`` (path -> bytes)."""
+    rows = "\n".join(
+        f"| `{name}` | `{hashlib.sha256(data).hexdigest()}` |"
+        + (" strict conversion, see above |" if name in CONVERTED_SCHEMAS else " |")
+        for name, data in sorted(contents.items())
+        if name != "LICENSE"
+    )
+    return f"""# Vendored custom-resource schemas
+
+Strict JSON schemas (objects reject unknown fields) of exactly the custom-resource kinds this
+project renders, so `argosy promote`, `make demo` and the tests validate manifests with no network
+and nothing outside the checkout. Written by `make schemas` (`python -m argosy.k8s vendor`); do
+not edit by hand. To cover a new kind, add it to `VENDORED_SCHEMAS` in `src/argosy/k8s.py` and
+run `make schemas`.
+
+- Source: [{CRDS_CATALOG_REPO}](https://github.com/{CRDS_CATALOG_REPO}) (Apache-2.0, `LICENSE`)
+  at commit `{CRDS_CATALOG_COMMIT}`,
+  copied byte for byte from the offline copy next to a checkout (`../shared/schemas/crds-catalog`).
+- `argoproj.io/eventsource_v1alpha1.json` and `argoproj.io/sensor_v1alpha1.json` are strict
+  conversions of argoproj/argo-events @ 6478ece4 `api/jsonschema/schema.json` from that copy
+  (the catalog's own accept any spec).
+
+| file | sha256 | note |
+|---|---|---|
+{rows}
+"""
 
 
 _find_schema_dir = schema_dir  # validate_documents' parameter shadows the function's name
@@ -267,8 +409,38 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
+def vendor_main(argv: Sequence[str]) -> int:
+    """``python -m argosy.k8s vendor``: rewrite the vendored schemas from the pinned catalog."""
+    parser = argparse.ArgumentParser(
+        prog="python -m argosy.k8s vendor",
+        description=f"Copy the strict schemas of the kinds the project renders from the CRDs "
+        f"catalog at {CRDS_CATALOG_COMMIT[:12]} into the vendored directory, with PROVENANCE.md.",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help=f"Catalog directory. Default: ${SCHEMA_SOURCE_ENV}, else {SHARED_CATALOG} when "
+        "present, else the pinned tarball (downloaded into .tools/).",
+    )
+    parser.add_argument("--out", type=Path, default=VENDORED_DIR, help="Directory to rewrite.")
+    args = parser.parse_args(argv)
+    try:
+        source = args.source or catalog_source()
+        # The tarball has only the catalog's loose Argo Events schemas: keep the strict ones.
+        downloaded = args.source is None and source.name.startswith("crds-catalog-")
+        vendor_schemas(source, args.out, keep=CONVERTED_SCHEMAS if downloaded else frozenset())
+    except (SchemaDirError, OSError, tarfile.TarError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {len(VENDORED_SCHEMAS)} schemas from {source}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Validate each path given on the command line; print errors; return a process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["vendor"]:
+        return vendor_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m argosy.k8s",
         description="Render Kustomize directories (or read YAML files) and validate every document "

@@ -185,6 +185,11 @@ def train(
     from mlflow.models import infer_signature
 
     root = root or Path.cwd()
+    # Reach the tracking server before reading data or spending minutes on training.
+    try:
+        uri = tracking.connect(tracking.tracking_uri(root))
+    except tracking.TrackingServerError as exc:
+        raise TrainingError(str(exc)) from exc
     splits = {s: pd.read_parquet(prepared_dir / f"{s}.parquet") for s in ("train", "valid", "test")}
     matrices = {s: contract.to_matrix(f) for s, f in splits.items()}
     labels = {s: contract.labels(f) for s, f in splits.items()}
@@ -193,8 +198,6 @@ def train(
             raise TrainingError(f"the {name} split has no positive labels to learn from")
 
     device = resolve_device(params.device)
-    # Reach the tracking server before spending minutes on training.
-    uri = tracking.tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     try:
         experiment_id = tracking.ensure_experiment(contract.name, root)
