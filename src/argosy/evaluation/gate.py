@@ -151,6 +151,12 @@ def fetch_champion(pin: ModelPin, dest: Path) -> OnnxModel:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from argosy.tracking import TrackingServerError, connect
+
+    try:
+        connect(mlflow.get_tracking_uri())
+    except TrackingServerError as exc:
+        raise GateError(f"cannot fetch champion {pin.name} v{pin.version}: {exc}") from exc
     client = mlflow.MlflowClient()
     try:
         version = client.get_model_version(pin.name, pin.version)
