@@ -45,3 +45,6 @@ def test_argosy_serve_help_is_the_servers() -> None:
     assert out.returncode == 0
     assert "--model-sha256" in out.stdout
     assert "--prediction-log" in out.stdout
+    # the connection cap is a documented setting with its default and environment variable
+    assert "--max-connections" in out.stdout
+    assert "ARGOSY_MAX_CONNECTIONS" in out.stdout

@@ -187,3 +187,94 @@ def test_stalled_sink_drops_and_counts_without_blocking_or_growing(model_dir: Pa
         stop_in_process(srv)
     assert log.close(10)
     assert log.written_rows + log.dropped_rows == (n_requests + 1) * 100
+
+
+def test_one_unencodable_row_costs_only_itself(tmp_path: Path) -> None:
+    # Given a batch of three requests, the second of which carries one row id Arrow cannot
+    # encode (a lone surrogate: the server refuses these, the writer must not trust that)
+    tables: list[Any] = []
+    log = logger(sink=lambda t, day: tables.append(t), flush_interval_s=60)
+    submit(log, 2, "req-a", ["a0", "a1"])
+    submit(log, 3, "req-b", ["b0", "\ud800", "b2"])
+    submit(log, 1, "req-c", ["c0"])
+    # When the writer flushes them
+    log.start()
+    assert log.close(10)
+    # Then every other row is written, in one file, and only the bad row counts as failed
+    assert len(tables) == 1
+    data = tables[0].to_pydict()
+    assert data["row_id"] == ["a0", "a1", "b0", "b2", "c0"]
+    assert data["request_id"] == ["req-a", "req-a", "req-b", "req-b", "req-c"]
+    assert log.written_rows == 5
+    assert log.failed_rows == 1
+    assert log.write_errors == 1
+    assert log.held_rows == 0
+
+
+def test_an_unencodable_request_id_rejects_only_its_rows() -> None:
+    tables: list[Any] = []
+    log = logger(sink=lambda t, day: tables.append(t), flush_interval_s=60)
+    submit(log, 2, "\udc00")
+    submit(log, 4, "good")
+    log.start()
+    assert log.close(10)
+    assert [t.num_rows for t in tables] == [4]
+    assert log.failed_rows == 2
+    assert log.written_rows == 4
+
+
+def test_write_failures_are_exported_as_metrics(model_dir: Path) -> None:
+    # Given a server whose prediction-log sink always fails
+    def broken(table: Any, day: str) -> None:
+        raise OSError("disk full")
+
+    log = logger(sink=broken, flush_interval_s=0.01)
+    log.start()
+    srv = start_in_process(make_app(model_dir, predlog=log))
+    client = srv.client()
+    try:
+        # When a request is served and its rows are due
+        assert client.request("POST", INFER, infer_body(valid_rows(3)))[0] == 200
+        deadline = time.monotonic() + 10
+        while log.write_errors == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # Then /metrics shows the failed rows and the write error the alert rule watches
+        text = client.request("GET", "/metrics")[2].decode()
+        assert 'argosy_prediction_log_rows_total{outcome="failed"} 3' in text
+        assert "# TYPE argosy_prediction_log_write_errors_total counter" in text
+        assert "argosy_prediction_log_write_errors_total 1" in text
+    finally:
+        client.close()
+        stop_in_process(srv)
+        log.close(5)
+
+
+def test_sink_removes_only_its_own_orphaned_temporary_files(tmp_path: Path) -> None:
+    # Given a log directory with two orphans of the sink's temporary name, and look-alikes
+    root = tmp_path / "log"
+    stamp, uid = "20240102T030405123456Z", "ab" * 16
+    orphans = [
+        root / "date=2024-01-02" / f".part-{stamp}-{uid}.parquet.tmp",
+        root / "date=2024-01-03" / f".part-{stamp}-{'cd' * 16}.parquet.tmp",
+    ]
+    others = [
+        root / "date=2024-01-02" / f"part-{stamp}-{uid}.parquet",
+        root / "date=2024-01-02" / f".part-{stamp}-{uid}.parquet.tmp.bak",
+        root / "date=2024-01-02" / ".part-x.parquet.tmp",
+        root / f".part-{stamp}-{uid}.parquet.tmp",  # not inside a date= partition
+        root / "elsewhere" / f".part-{stamp}-{uid}.parquet.tmp",
+    ]
+    for path in orphans + others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    # When the sink opens the directory
+    from argosy.serving.predlog import ParquetSink
+
+    sink = ParquetSink(str(root))
+    # Then the orphans are gone and nothing else was touched
+    assert not any(p.exists() for p in orphans)
+    assert all(p.exists() for p in others)
+    # And a later write leaves no temporary file behind
+    sink(pa.table({"a": [1]}), "2024-01-02")
+    assert not list(root.rglob("*.tmp")) or set(root.rglob("*.tmp")) <= set(others)

@@ -46,9 +46,11 @@ def assert_tensor(t: dict, name: str, datatype: str, shape: list[int]) -> None:
 def test_health_endpoints_answer_200_true(client: Client) -> None:
     assert client.json("GET", "/v2/health/live") == (200, {"live": True})
     assert client.json("GET", "/v2/health/ready") == (200, {"ready": True})
-    assert client.json("GET", "/v2/models/example-model/ready") == (200, {"ready": True})
+    # KServe's ModelReadyResponse requires the model's name next to `ready`
+    ready = {"name": "example-model", "ready": True}
+    assert client.json("GET", "/v2/models/example-model/ready") == (200, ready)
     path = f"/v2/models/example-model/versions/{MODEL_VERSION}/ready"
-    assert client.json("GET", path) == (200, {"ready": True})
+    assert client.json("GET", path) == (200, ready)
 
 
 def test_server_metadata_has_name_version_extensions(client: Client) -> None:
@@ -188,3 +190,92 @@ def test_keep_alive_serves_many_requests_on_one_connection(client: Client) -> No
         assert status == 200
     # the http.client connection was reused: still the same socket
     assert client.conn.sock is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", INFER, "POST"),
+        ("PUT", INFER, "POST"),
+        ("POST", "/v2/health/ready", "GET, HEAD"),
+        ("DELETE", "/v2/models/example-model", "GET, HEAD"),
+        ("POST", "/v2/models/example-model/ready", "GET, HEAD"),
+    ],
+)
+def test_405_lists_the_allowed_methods(client: Client, method: str, path: str, allow: str) -> None:
+    # When a known endpoint is called with the wrong method
+    code, headers, _ = client.request(method, path, raw=b"{}" if method != "GET" else None)
+    # Then the 405 carries Allow with the methods it takes (RFC 9110 15.5.6)
+    assert code == 405
+    assert headers["allow"] == allow
+
+
+def test_unknown_path_is_not_echoed_whole(client: Client) -> None:
+    # Given an unknown path of 8,000 characters (under the head limit)
+    long_name = "x" * 8000
+    for path in (
+        f"/v2/{long_name}",
+        f"/v2/models/{long_name}",
+        f"/v2/models/example-model/versions/{long_name}",
+    ):
+        # When it is requested
+        status, doc = client.json("GET", path)
+        # Then the 404 names a cut-down path
+        assert status == 404
+        assert len(doc["error"]) < 400, len(doc["error"])
+        assert "characters)" in doc["error"]
+
+
+def test_unversioned_model_omits_model_version(tmp_path: Path, model_dir: Path) -> None:
+    # Given the model directory with no version in its metadata
+    from .conftest import make_app, start_in_process, stop_in_process
+
+    unversioned = tmp_path / "model"
+    unversioned.mkdir()
+    (unversioned / "model.onnx").write_bytes((model_dir / "model.onnx").read_bytes())
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    del metadata["version"]
+    (unversioned / "metadata.json").write_text(json.dumps(metadata))
+    srv = start_in_process(make_app(unversioned))
+    client = srv.client()
+    try:
+        # When it answers an inference
+        status, doc = client.json("POST", INFER, infer_body(valid_rows(2)))
+        # Then the response has no model_version key at all (never "")
+        assert status == 200
+        assert "model_version" not in doc
+        assert doc["model_name"] == "example-model"
+        # And its metadata lists no versions, its ready answer still names it
+        assert client.json("GET", "/v2/models/example-model")[1]["versions"] == []
+        assert client.json("GET", "/v2/models/example-model/ready") == (
+            200,
+            {"name": "example-model", "ready": True},
+        )
+    finally:
+        client.close()
+        stop_in_process(srv)
+
+
+def test_not_ready_model_answers_its_name_and_why(tmp_path: Path, model_dir: Path) -> None:
+    # Given a model whose pinned sha256 does not match model.onnx
+    from argosy.serving.metrics import Metrics
+    from argosy.serving.model import load_model
+    from argosy.serving.server import App, Limits
+
+    from .conftest import start_in_process, stop_in_process
+
+    model = load_model(model_dir, expected_sha256="0" * 64)
+    app = App(model, Metrics(model.name, model.version, model.sha256), Limits())
+    srv = start_in_process(app)
+    client = srv.client()
+    try:
+        # When its readiness is asked
+        status, doc = client.json("GET", "/v2/models/example-model/ready")
+        # Then it is a 4xx naming the model, ready false, with the reason
+        assert status == 400
+        assert doc["name"] == "example-model"
+        assert doc["ready"] is False
+        assert "sha256" in doc["error"]
+    finally:
+        client.close()
+        stop_in_process(srv)

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body [env ARGOSY_MAX_BODY_BYTES]",
     )
     add(
+        "--max-connections",
+        type=int,
+        default=int(_env("ARGOSY_MAX_CONNECTIONS", 256)),
+        help="most open connections; one more is answered 503 and closed. Each may hold one "
+        "request body while it arrives, so this times --max-body-bytes bounds that memory "
+        "[env ARGOSY_MAX_CONNECTIONS]",
+    )
+    add(
         "--prediction-log",
         default=_env("ARGOSY_PREDICTION_LOG", None),
         help="directory or fsspec URI for the Parquet prediction log; unset: no log "
@@ -129,8 +137,8 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         port: Port to bind.
         **options: The other ``--`` options of ``build_parser`` by their ``dest`` name
             (``model_sha256``, ``model_version``, ``max_batch``, ``max_body_bytes``,
-            ``prediction_log``, ``log_sample_rate``, ``log_capacity_rows``, ``log_batch_rows``,
-            ``log_flush_seconds``, ``grace_seconds``, ``intra_op_threads``).
+            ``max_connections``, ``prediction_log``, ``log_sample_rate``, ``log_capacity_rows``,
+            ``log_batch_rows``, ``log_flush_seconds``, ``grace_seconds``, ``intra_op_threads``).
 
     Returns:
         Process exit status: 0 after a clean shutdown, 1 when the model directory is unreadable.
@@ -175,7 +183,11 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
             flush_interval_s=opts["log_flush_seconds"],
         )
         predlog.start()
-    limits = Limits(max_batch=opts["max_batch"], max_body_bytes=opts["max_body_bytes"])
+    limits = Limits(
+        max_batch=opts["max_batch"],
+        max_body_bytes=opts["max_body_bytes"],
+        max_connections=opts["max_connections"],
+    )
     app = App(model, metrics, limits, predlog)
     server = ModelServer(app, host, port, grace_s=opts["grace_seconds"])
     run(server, predlog, flush_timeout_s=opts["grace_seconds"])

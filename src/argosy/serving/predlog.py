@@ -28,7 +28,19 @@ Back-pressure: ``PredictionLogger.submit`` never blocks. Records wait in a queue
 (``capacity_rows``); when it is full the request's rows are dropped and counted, so a slow or
 stalled sink costs log completeness, never latency or memory. Rows still held by the writer count
 against the bound until they are written, so memory stays within ``capacity_rows``. Sampling is
-per row, at ``sample_rate``. A batch the sink fails to write is dropped and counted as failed.
+per row, at ``sample_rate``.
+
+Failures: a batch with a row Arrow cannot encode is written without that row (the batch is
+rebuilt request by request and, within a failing request, row by row); the rejected rows count as
+``failed``. A batch the sink fails to write (the store is down) is dropped and counted as failed.
+Both count in ``write_errors``, which the server exports for the alert rule.
+
+Crashes: rows are written when ``batch_rows`` are queued or after ``flush_interval_s``, so a
+SIGKILL (an OOM kill) loses the rows still queued or being written: about ``flush_interval_s``
+of traffic, never more than ``capacity_rows`` rows; SIGTERM flushes them. A file being written
+when the process dies is left under its temporary name on a local disk and removed when the next
+server opens the directory (a local log directory belongs to one server; replicas share an object
+store, which has no temporary names).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -57,6 +70,9 @@ PREDICTION_LOG_ID_COLUMNS = (
 )
 PREDICTION_LOG_OUTPUT_COLUMNS = ("score", "decision")
 PARTITION_KEY = "date"
+_DAY_US = 86_400_000_000
+# The temporary name ParquetSink writes a local file under: `.` + the final name + `.tmp`.
+_TMP_NAME = re.compile(r"\.part-\d{8}T\d{12}Z-[0-9a-f]{32}\.parquet\.tmp")
 
 
 def prediction_log_columns(features: Sequence[str]) -> list[str]:
@@ -108,6 +124,25 @@ class ParquetSink:
         self._local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
+        if self._local:
+            self.remove_orphans()
+
+    def remove_orphans(self) -> int:
+        """Delete temporary files a killed server left on a local disk; return how many.
+
+        Only this sink's own temporary names (``.part-<stamp>-<uuid>.parquet.tmp`` directly in a
+        ``date=`` partition) are touched.
+        """
+        import pathlib
+
+        removed = 0
+        for path in pathlib.Path(self.root).glob(f"{PARTITION_KEY}=*/.part-*.parquet.tmp"):
+            if _TMP_NAME.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("prediction log: removed %d unfinished file(s) of a previous run", removed)
+        return removed
 
     def __call__(self, table: Any, day: str) -> None:
         """Write ``table`` into the partition for ``day``."""
@@ -313,46 +348,96 @@ class PredictionLogger:
                 return
 
     def _write(self, batch: list[_Entry], schema: Any) -> None:
-        import pyarrow as pa
-
-        rows = sum(len(e.scores) for e in batch)
+        held = rows = sum(len(e.scores) for e in batch)
+        written = 0
         try:
-            x = np.concatenate([e.x for e in batch]) if len(batch) > 1 else batch[0].x
-            counts = np.fromiter((len(e.scores) for e in batch), np.int64, len(batch))
-            ts = np.repeat(np.fromiter((e.ts_us for e in batch), np.int64, len(batch)), counts)
-            request_ids = [e.request_id for e in batch for _ in range(len(e.scores))]
-            ids: list[str | None] = []
-            for e in batch:
-                ids.extend(e.row_ids or [None] * len(e.scores))
-            scores = np.concatenate([e.scores for e in batch]).astype(np.float32, copy=False)
-            decisions = np.concatenate([e.decisions for e in batch]).astype(np.int8, copy=False)
-            days = ts // 86_400_000_000
-            for day in np.unique(days):
-                sel = days == day if len(np.unique(days)) > 1 else slice(None)
-                pick = np.flatnonzero(sel) if not isinstance(sel, slice) else None
-                n = len(ts[sel])
-                columns = [
-                    pa.array(request_ids if pick is None else [request_ids[i] for i in pick]),
-                    pa.array(ts[sel], type=pa.timestamp("us", tz="UTC")),
-                    pa.array([self.model_name] * n, pa.string()),
-                    pa.array([self.model_version] * n, pa.string()),
-                    pa.array(ids if pick is None else [ids[i] for i in pick], pa.string()),
-                    *(pa.array(x[sel, j]) for j in range(x.shape[1])),
-                    pa.array(scores[sel]),
-                    pa.array(decisions[sel]),
-                ]
-                table = pa.Table.from_arrays(columns, schema=schema)
-                date = dt.datetime.fromtimestamp(int(day) * 86_400, dt.UTC).strftime("%Y-%m-%d")
-                assert self._sink is not None  # noqa: S101  (set at thread start)
+            try:
+                tables = self._tables(batch, schema)
+            except Exception:  # a value Arrow cannot encode: keep every other row
+                batch, rejected = self._salvage(batch, schema)
+                rows -= rejected
+                self.write_errors += 1
+                self.failed_rows += rejected
+                log.exception("prediction log: %d row(s) could not be encoded; rejected", rejected)
+                tables = self._tables(batch, schema) if batch else []
+            assert self._sink is not None  # noqa: S101  (set at thread start)
+            for date, table in tables:
                 self._sink(table, date)
-            self.written_rows += rows
+                written += table.num_rows
         except Exception:  # any sink failure: count, drop, keep serving
             self.write_errors += 1
-            self.failed_rows += rows
-            log.exception("prediction log: failed to write %d rows; dropped", rows)
+            self.failed_rows += rows - written
+            log.exception("prediction log: failed to write %d rows; dropped", rows - written)
         finally:
+            self.written_rows += written
             with self._cond:
-                self._held_rows -= rows
+                self._held_rows -= held
+
+    def _salvage(self, batch: list[_Entry], schema: Any) -> tuple[list[_Entry], int]:
+        """The entries that encode, request by request, then row by row; and the rows rejected."""
+        good: list[_Entry] = []
+        rejected = 0
+        for entry in batch:
+            if self._encodes(entry, schema):
+                good.append(entry)
+                continue
+            for i in range(len(entry.scores)):
+                one = _Entry(
+                    entry.request_id,
+                    entry.ts_us,
+                    None if entry.row_ids is None else entry.row_ids[i : i + 1],
+                    entry.x[i : i + 1],
+                    entry.scores[i : i + 1],
+                    entry.decisions[i : i + 1],
+                )
+                if self._encodes(one, schema):
+                    good.append(one)
+                else:
+                    rejected += 1
+        return good, rejected
+
+    def _encodes(self, entry: _Entry, schema: Any) -> bool:
+        try:
+            self._tables([entry], schema)
+        except Exception:  # whatever Arrow refuses: the caller rejects the entry's rows
+            return False
+        return True
+
+    def _tables(self, batch: list[_Entry], schema: Any) -> list[tuple[str, Any]]:
+        """One Arrow table per UTC day of ``batch`` (raises when a value cannot be encoded)."""
+        import pyarrow as pa
+
+        counts = np.fromiter((len(e.scores) for e in batch), np.int64, len(batch))
+        x = np.concatenate([e.x for e in batch]) if len(batch) > 1 else batch[0].x
+        ts = np.repeat(np.fromiter((e.ts_us for e in batch), np.int64, len(batch)), counts)
+        # Each request id is held once per request; Arrow repeats it for the request's rows.
+        request_ids = pa.array([e.request_id for e in batch], pa.string())
+        entry_of_row = np.repeat(np.arange(len(batch)), counts)
+        ids: list[str | None] = []
+        for e in batch:
+            ids.extend(e.row_ids or [None] * len(e.scores))
+        row_ids = pa.array(ids, pa.string())
+        scores = np.concatenate([e.scores for e in batch]).astype(np.float32, copy=False)
+        decisions = np.concatenate([e.decisions for e in batch]).astype(np.int8, copy=False)
+        days = ts // _DAY_US
+        unique_days = np.unique(days)
+        tables = []
+        for day in unique_days:
+            pick = np.flatnonzero(days == day) if len(unique_days) > 1 else slice(None)
+            n = len(ts[pick])
+            columns = [
+                request_ids.take(pa.array(entry_of_row[pick])),
+                pa.array(ts[pick], type=pa.timestamp("us", tz="UTC")),
+                pa.array([self.model_name] * n, pa.string()),
+                pa.array([self.model_version] * n, pa.string()),
+                row_ids if isinstance(pick, slice) else row_ids.take(pa.array(pick)),
+                *(pa.array(x[pick, j]) for j in range(x.shape[1])),
+                pa.array(scores[pick]),
+                pa.array(decisions[pick]),
+            ]
+            date = dt.datetime.fromtimestamp(int(day) * 86_400, dt.UTC).strftime("%Y-%m-%d")
+            tables.append((date, pa.Table.from_arrays(columns, schema=schema)))
+        return tables
 
 
 def _failing_sink(table: Any, day: str) -> None:

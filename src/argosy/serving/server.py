@@ -6,6 +6,11 @@ parsed by httptools' C parser and answered synchronously inside ``data_received`
 callback per request, no task, no thread hop. ONNX Runtime runs inline with one intra-op thread;
 a pod scales out by replicas (KServe's autoscaler), not by threads inside one process.
 
+Limits (``Limits``): a request's head and body are bounded as they arrive, so no request is
+buffered whole before it is refused (414/431 for the head, 413 for the body); a connection
+is closed when no request begins within the keep-alive timeout of its last response, or when a
+request takes too long to arrive (408); and connections beyond ``max_connections`` get a 503.
+
 Shutdown (SIGTERM or SIGINT): stop accepting connections and report not-ready, let every request
 already being received finish and be answered (with ``Connection: close``), close idle keep-alive
 connections, then flush the prediction log and exit 0; ``grace_s`` bounds the wait.
@@ -48,6 +53,15 @@ def _ok(doc: Any) -> tuple[int, bytes, bytes]:
     return 200, json.dumps(doc, separators=(",", ":")).encode(), JSON
 
 
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters: an error message never echoes an unbounded path."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# RFC 9110 15.5.6: a 405 lists the methods the target supports.
+_ALLOW = {"GET": b"allow: GET, HEAD\r\n", "POST": b"allow: POST\r\n"}
+
+
 @dataclass
 class Limits:
     """Request limits.
@@ -56,14 +70,21 @@ class Limits:
         max_batch: Most rows in one infer request.
         max_body_bytes: Largest request body accepted (checked before it is read when the client
             sends Content-Length, and while streaming otherwise).
+        max_head_bytes: Largest request line plus headers (414 when the URL is the most of
+            it, else 431); counted as it arrives, so an endless line or header is never held.
         request_timeout_s: Longest a client may take to send one request.
-        keepalive_timeout_s: Idle keep-alive connections are closed after this long.
+        keepalive_timeout_s: A keep-alive connection with no request begun for this long after
+            its last response is closed (bytes between requests, such as CRLFs, do not count).
+        max_connections: Most open connections; one more is answered 503 and closed. Each may
+            hold one request body (up to ``max_body_bytes``) while it arrives.
     """
 
     max_batch: int = 1000
     max_body_bytes: int = 4 * 1024 * 1024
+    max_head_bytes: int = 16 * 1024
     request_timeout_s: float = 30.0
     keepalive_timeout_s: float = 60.0
+    max_connections: int = 256
 
 
 class App:
@@ -108,7 +129,16 @@ class App:
                 "Prediction-log rows in memory (queued or being written).",
                 lambda: [((), predlog.held_rows)],
             )
+            metrics.add_family(
+                "argosy_prediction_log_write_errors_total",
+                "counter",
+                "Prediction-log writes that failed (the sink raised) or had rows it could not "
+                'encode; their rows count as outcome="failed".',
+                lambda: [((), predlog.write_errors)],
+            )
         name = model.name
+        # KServe's ModelReadyResponse needs the name; the body is the same for every probe.
+        self._model_ready = _ok({"name": name, "ready": True})[1]
         base = f"/v2/models/{name}"
         # Exact-match fast path for the paths clients actually call.
         self._routes: dict[bytes, tuple[str, str]] = {
@@ -150,12 +180,15 @@ class App:
         if len(parts) >= 3 and parts[0] == "v2" and parts[1] == "models":
             name = parts[2]
             if name != self.model.name:
-                return 404, f"unknown model '{name}'; this server serves '{self.model.name}'"
+                return (
+                    404,
+                    f"unknown model '{_clip(name)}'; this server serves '{self.model.name}'",
+                )
             rest = parts[3:]
             if len(rest) >= 2 and rest[0] == "versions":
                 if rest[1] != self.model.version:
                     served = self.model.version or "(unversioned)"
-                    return 404, f"unknown version '{rest[1]}' of '{name}'; serving {served}"
+                    return 404, f"unknown version '{_clip(rest[1])}' of '{name}'; serving {served}"
                 rest = rest[2:]
             if not rest:
                 return "model_metadata", "GET"
@@ -163,9 +196,11 @@ class App:
                 return "model_ready", "GET"
             if rest == ["infer"]:
                 return "infer", "POST"
-        return 404, f"no such endpoint: {path.decode(errors='replace')}"
+        return 404, f"no such endpoint: {_clip(path.decode(errors='replace'))}"
 
-    def handle(self, method: bytes, path: bytes, body: bytes) -> tuple[int, bytes, bytes, str]:
+    def handle(
+        self, method: bytes, path: bytes, body: bytes
+    ) -> tuple[int, bytes, bytes, str, bytes]:
         """Answer one request.
 
         Args:
@@ -174,39 +209,45 @@ class App:
             body: Request body.
 
         Returns:
-            Status, body, content type, and the endpoint label for metrics.
+            Status, body, content type, the endpoint label for metrics, and extra header lines
+            (``b""`` but for a 405's ``Allow``).
         """
         resolved = self.route(path)
         if isinstance(resolved[0], int):
             status, message = resolved
-            return (*_error(status, str(message)), "unknown")
+            return (*_error(status, str(message)), "unknown", b"")
         endpoint, allowed = resolved
         if method.decode() != allowed and not (method == b"HEAD" and allowed == "GET"):
-            return (*_error(405, f"{endpoint} expects {allowed}, got {method.decode()}"), endpoint)
+            error = _error(405, f"{endpoint} expects {allowed}, got {method.decode()}")
+            return (*error, endpoint, _ALLOW[allowed])
         try:
             if endpoint == "infer":
-                return (*self.infer(body), endpoint)
+                return (*self.infer(body), endpoint, b"")
             if endpoint == "live":
-                return (*_ok({"live": True}), endpoint)
+                return (*_ok({"live": True}), endpoint, b"")
             if endpoint in ("ready", "model_ready"):
                 if self.ready:
-                    return (*_ok({"ready": True}), endpoint)
+                    if endpoint == "model_ready":
+                        return 200, self._model_ready, JSON, endpoint, b""
+                    return (*_ok({"ready": True}), endpoint, b"")
                 # V2: "a 4xx status code indicates false"; the body says why.
-                doc = {"ready": False, "error": f"not ready: {self.not_ready_reason()}"}
-                return 400, json.dumps(doc).encode(), JSON, endpoint
+                doc: dict[str, Any] = {"name": self.model.name} if endpoint == "model_ready" else {}
+                doc.update(ready=False, error=f"not ready: {self.not_ready_reason()}")
+                return 400, json.dumps(doc).encode(), JSON, endpoint, b""
             if endpoint == "server_metadata":
                 return (
                     *_ok({"name": "argosy", "version": __version__, "extensions": []}),
                     endpoint,
+                    b"",
                 )
             if endpoint == "model_metadata":
-                return (*_ok(model_metadata(self.model)), endpoint)
-            return 200, self.metrics.render(), TEXT, endpoint
+                return (*_ok(model_metadata(self.model)), endpoint, b"")
+            return 200, self.metrics.render(), TEXT, endpoint, b""
         except RequestError as exc:
-            return (*_error(exc.status, exc.message), endpoint)
+            return (*_error(exc.status, exc.message), endpoint, b"")
         except Exception as exc:  # a bug must cost one request, not the server
             log.exception("internal error on %s", endpoint)
-            return (*_error(500, f"internal error: {type(exc).__name__}"), endpoint)
+            return (*_error(500, f"internal error: {type(exc).__name__}"), endpoint, b"")
 
     def infer(self, body: bytes) -> tuple[int, bytes, bytes]:
         """The V2 infer handler.
@@ -239,7 +280,12 @@ class App:
 
 
 class _Conn(asyncio.Protocol):
-    """One HTTP/1.1 connection: httptools parser callbacks answer each request inline."""
+    """One HTTP/1.1 connection: httptools parser callbacks answer each request inline.
+
+    The request head (line and headers) is bounded as it arrives: httptools hands a header over
+    only once it is complete, so ``data_received`` counts the bytes of chunks that end inside an
+    unfinished head, and ``on_headers_complete`` checks the exact size of a finished one.
+    """
 
     def __init__(self, server: ModelServer) -> None:
         self.server = server
@@ -253,12 +299,21 @@ class _Conn(asyncio.Protocol):
         self.busy = False
         self.closing = False
         self.started = 0.0
-        self.last_active = time.monotonic()
+        self.last_active = time.monotonic()  # when the last response went out: idle since
+        self.in_head = False  # between a request's first byte and the end of its headers
+        self.began = False  # a request began during the current data_received
+        self.head_streamed = 0  # bytes of chunks that ended inside this request's head
+        self.head_fields = 0  # bytes of the header names and values httptools handed over
+        self.chunk_body = 0  # body bytes in this chunk since the last end of headers
 
     # asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server.connections.add(self)
+        connections = self.server.connections
+        if len(connections) >= self.limits.max_connections:
+            self.reject(503, f"too many open connections (limit {self.limits.max_connections})")
+            return
+        connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -270,13 +325,34 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_active = time.monotonic()
+        # The idle timer is not touched here: bytes that begin no request (a CRLF every few
+        # seconds) must not keep a connection open; on_message_begin marks the connection busy.
+        self.began = False
+        self.chunk_body = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.reject(400, "protocol upgrade is not supported")
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed HTTP request: {exc}")
+        if self.in_head and not self.closing:
+            self._count_head(data)
+
+    def _count_head(self, data: bytes) -> None:
+        """Add this chunk's share of an unfinished head; refuse the request past the limit.
+
+        A head that began in an earlier chunk owns all of this one. One that began here starts
+        after the previous request: after its blank line and the body bytes that followed it (an
+        estimate that can only fall short, by less than one chunk, for a chunked body).
+        """
+        if self.began:
+            end = data.rfind(b"\r\n\r\n")
+            start = 0 if end < 0 else end + 4
+            self.head_streamed += max(0, len(data) - start - self.chunk_body)
+        else:
+            self.head_streamed += len(data)
+        if self.head_streamed > self.limits.max_head_bytes:
+            self._refuse_head(self.head_streamed)
 
     def pause_writing(self) -> None:
         if self.transport is not None:
@@ -293,12 +369,26 @@ class _Conn(asyncio.Protocol):
         self.body_len = 0
         self.busy = True
         self.started = time.monotonic()
+        self.in_head = self.began = True
+        self.head_streamed = self.head_fields = 0
         self.app.metrics.inflight += 1
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.limits.max_head_bytes and not self.closing:
+            self.reject(
+                414, f"request target exceeds the limit of {self.limits.max_head_bytes} bytes"
+            )
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.chunk_body = 0
+        head = len(self.url) + self.head_fields
+        if head > self.limits.max_head_bytes:
+            self._refuse_head(head)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_fields += len(name) + len(value) + 4  # ": " and CRLF
         lower = name.lower()
         if lower == b"content-length":
             try:
@@ -318,6 +408,7 @@ class _Conn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.closing:
             return
+        self.chunk_body += len(body)
         self.body_len += len(body)
         if self.body_len > self.limits.max_body_bytes:
             self.reject(
@@ -333,24 +424,36 @@ class _Conn(asyncio.Protocol):
         path = self.url.split(b"?", 1)[0]
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         method = self.parser.get_method()
-        status, payload, ctype, endpoint = self.app.handle(method, path, body)
+        status, payload, ctype, endpoint, headers = self.app.handle(method, path, body)
         keep_alive = self.parser.should_keep_alive() and not self.app.shutting_down
-        self.respond(status, payload, ctype, keep_alive, head=method == b"HEAD")
+        self.respond(status, payload, ctype, keep_alive, head=method == b"HEAD", headers=headers)
         self.app.metrics.observe_request(endpoint, status, time.perf_counter() - t0)
 
     # helpers ----------------------------------------------------------------------------------
     def respond(
-        self, status: int, payload: bytes, ctype: bytes, keep_alive: bool, head: bool = False
+        self,
+        status: int,
+        payload: bytes,
+        ctype: bytes,
+        keep_alive: bool,
+        head: bool = False,
+        headers: bytes = b"",
     ) -> None:
-        """Write one response; close the connection after it unless it is kept alive."""
+        """Write one response; close the connection after it unless it is kept alive.
+
+        ``headers`` are extra header lines, each ending in CRLF.
+        """
         if self.busy:
             self.busy = False
             self.app.metrics.inflight -= 1
+        self.last_active = time.monotonic()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         reason = _REASONS.get(status, b"")
         conn = b"" if keep_alive else b"connection: close\r\n"
+        if headers:
+            conn = headers + conn
         transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n%s"
             % (status, reason, ctype, len(payload), conn, b"" if head else payload)
@@ -358,6 +461,14 @@ class _Conn(asyncio.Protocol):
         if not keep_alive:
             self.closing = True
             transport.close()
+
+    def _refuse_head(self, size: int) -> None:
+        """Refuse a request head over the limit: 414 when the target is most of it, else 431."""
+        limit = self.limits.max_head_bytes
+        if 2 * len(self.url) > size:
+            self.reject(414, f"request target exceeds the limit of {limit} bytes")
+        else:
+            self.reject(431, f"request line and headers exceed the limit of {limit} bytes")
 
     def reject(self, status: int, message: str) -> None:
         """Answer an error and close: used when the request cannot be read to its end."""

@@ -1,4 +1,4 @@
-"""Open Inference Protocol (V2) JSON: request decoding and response encoding.
+r"""Open Inference Protocol (V2) JSON: request decoding and response encoding.
 
 A request carries either one tensor per feature, named after it (shape ``[N]`` or ``[N, 1]``), or
 one FP32 ``[N, F]`` tensor named ``features`` (columns in ``metadata.json`` order, categorical and
@@ -15,6 +15,10 @@ input: it is carried to the prediction log's ``row_id`` so late labels can be jo
 predictions. ``data`` may be flat (row-major) or nested. The response has two outputs:
 ``probability`` (FP32, the probability of the positive class) and ``decision`` (INT8, 1 when
 probability >= the model's threshold). ``GET /v2/models/{name}`` lists every input this accepts.
+
+Every string is decoded strictly (invalid UTF-8, or a lone UTF-16 surrogate such as ``"\ud800"``,
+is a 400), and the request ``id`` and each id-tensor value are at most ``MAX_ID_BYTES``: both end up
+in the prediction log, which must be able to write whatever a 200 answered.
 """
 
 from __future__ import annotations
@@ -38,6 +42,30 @@ OUTPUT_NAMES = (PROBABILITY_OUTPUT, DECISION_OUTPUT)
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _KNOWN_TYPES = _FLOAT_TYPES | _INT_TYPES | {"BOOL", "BYTES"}
+MAX_ID_BYTES = 128
+"""Longest request ``id`` and id-tensor value, in UTF-8 bytes (each is logged with its rows)."""
+
+
+def _too_long(value: str) -> bool:
+    """Whether ``value`` is over ``MAX_ID_BYTES`` in UTF-8 (``isascii`` is O(1), no encode)."""
+    return len(value) > MAX_ID_BYTES or (not value.isascii() and len(value.encode()) > MAX_ID_BYTES)
+
+
+def _refuse_lone_surrogates(doc: Any) -> None:
+    r"""Raise when a key or string in ``doc`` holds a lone UTF-16 surrogate.
+
+    The stdlib decodes a ``\udXXX`` escape without its pair into a surrogate code point, which
+    no UTF-8 encoder (the response's, Arrow's) accepts later; orjson refuses these itself.
+    """
+    try:
+        json.dumps(doc, ensure_ascii=False, check_circular=False).encode()
+    except RecursionError:
+        raise RequestError("request body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise RequestError(
+            "request body is not valid JSON text: a string holds a lone UTF-16 surrogate escape "
+            "(strings must be valid Unicode)"
+        ) from None
 
 
 @dataclass
@@ -209,12 +237,13 @@ def _row_ids(tensor: dict[str, Any], name: str) -> list[str]:
         raise RequestError(f"input '{name}': expected shape [N] and N strings")
     out = []
     for value in data:
-        if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out.append(str(value))
-        else:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        elif not isinstance(value, str):
             raise RequestError(f"input '{name}': values must be strings")
+        if _too_long(value):
+            raise RequestError(f"input '{name}': an id is longer than {MAX_ID_BYTES} bytes")
+        out.append(value)
     return out
 
 
@@ -245,22 +274,29 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
             naming the problem.
     """
     try:
-        doc = orjson.loads(body)
+        doc = orjson.loads(body)  # strict: invalid UTF-8 and lone surrogates are errors
     except orjson.JSONDecodeError:
         # Slow path: the stdlib also reads NaN/Infinity tokens (Python clients write them for
         # missing values) and integers beyond 64 bits; anything else is reported from here.
+        # The body is decoded strictly first: json.loads(bytes) would let encoded surrogates in.
         try:
-            doc = json.loads(body)
+            text = body.decode()
+            doc = json.loads(text)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise RequestError(f"request body is not valid JSON: {exc}") from None
+        if "\\u" in text:  # only an escape can spell a lone surrogate in valid UTF-8
+            _refuse_lone_surrogates(doc)
     if not isinstance(doc, dict):
         raise RequestError("request body must be a JSON object")
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("request needs a non-empty 'inputs' list")
     request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise RequestError("'id' must be a string")
+    if request_id is not None:
+        if not isinstance(request_id, str):
+            raise RequestError("'id' must be a string")
+        if _too_long(request_id):
+            raise RequestError(f"'id' is longer than {MAX_ID_BYTES} bytes")
 
     features = model.features
     n_features = len(features)
@@ -364,12 +400,15 @@ def encode_infer_response(
             tensors.append(
                 {"name": name, "datatype": "INT8", "shape": [n], "data": decisions.tolist()}
             )
-    doc = {
-        "model_name": model.name,
-        "model_version": model.version,
-        "id": request_id,
-        "outputs": tensors,
-    }
+    if model.version:
+        doc = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "id": request_id,
+            "outputs": tensors,
+        }
+    else:  # V2: model_version is optional; an unversioned model omits it rather than send ""
+        doc = {"model_name": model.name, "id": request_id, "outputs": tensors}
     return orjson.dumps(doc)
 
 
