@@ -8,7 +8,9 @@ rejected with its report and leaves git, ``data/`` and the DVC cache exactly as 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -41,17 +43,27 @@ def sh(cwd: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def ingest(repo: Path, batch: Path, dvc_remote: Path) -> subprocess.CompletedProcess[str]:
-    """Run the command the ingest WorkflowTemplate runs, pushing to origin and the DVC remote."""
+def ingest_args(batch: Path, dvc_remote: Path) -> list[str]:
+    """The command the ingest WorkflowTemplate runs, pushing to origin and the DVC remote."""
+    return [
+        *("argosy", "ingest", "--batch", str(batch), "--reports", "reports/ingest"),
+        *("--push", "--branch", "main", "--dvc-remote", str(dvc_remote)),
+    ]
+
+
+def ingest(
+    repo: Path, batch: Path, dvc_remote: Path, path_first: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `argosy ingest` as the WorkflowTemplate does (``path_first``: shims ahead on PATH)."""
+    env = venv_env(**IDENTITY)
+    if path_first is not None:
+        env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
     return subprocess.run(
-        [
-            *("argosy", "ingest", "--batch", str(batch), "--reports", "reports/ingest"),
-            *("--push", "--branch", "main", "--dvc-remote", str(dvc_remote)),
-        ],
+        ingest_args(batch, dvc_remote),
         cwd=repo,
         capture_output=True,
         text=True,
-        env=venv_env(**IDENTITY),
+        env=env,
         timeout=300,
     )
 
@@ -120,6 +132,17 @@ def test_a_good_batch_becomes_one_pushed_commit_of_data_dvc(tmp_path: Path, repo
     assert sh(repo, "git", "rev-list", "--count", f"{head}..HEAD") == "1"
 
 
+def state(repo: Path) -> tuple[str, bytes, list[str], set[str], str]:
+    """What a failed ingest must leave as it was: HEAD, data.dvc, data/, the DVC cache, status."""
+    return (
+        sh(repo, "git", "rev-parse", "HEAD"),
+        (repo / "data.dvc").read_bytes(),
+        data_files(repo),
+        cache_files(repo),
+        sh(repo, "git", "status", "--porcelain", "--", "data.dvc", "data"),
+    )
+
+
 def all_fraud(path: Path) -> Path:
     """A batch whose label rate is far above the data gate's bound: every row is fraud."""
     frame = simulate(SimulationSpec(rows=ROWS, seed=3, start=date(2026, 3, 1), days=7))
@@ -180,3 +203,151 @@ def test_a_bad_batch_is_rejected_with_its_report_and_changes_nothing(
     assert data_files(repo) == data
     assert cache_files(repo) == cache
     assert sh(repo, "git", "status", "--porcelain", "--", "data.dvc", "data") == ""
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_missing_batch_or_a_directory_is_a_one_line_error(
+    tmp_path: Path, repo: Path, kind: str
+) -> None:
+    # Given a --batch that does not exist, or is a directory
+    batch = tmp_path / "nowhere.parquet"
+    if kind == "directory":
+        batch.mkdir()
+    before = state(repo)
+    # When it is ingested
+    proc = ingest(repo, batch, tmp_path / "dvc-remote")
+    # Then the command fails with one line naming the path, no traceback, and changes nothing
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    expected = "is a directory" if kind == "directory" else "no such file"
+    assert lines[0].startswith(f"error: --batch {batch}")
+    assert expected in lines[0]
+    assert state(repo) == before
+
+
+def many_identical_rows(path: Path, blocks: int, block_rows: int = 100_000) -> Path:
+    """A few MB of Parquet that decodes to ``blocks * block_rows`` rows (one row group a block)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = simulate(SimulationSpec(rows=1000, seed=5, start=date(2026, 4, 1), days=7))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    block = pa.concat_tables([table] * (block_rows // table.num_rows))
+    with pq.ParquetWriter(path, block.schema, compression="zstd") as writer:
+        for _ in range(blocks):
+            writer.write_table(block)
+    return path
+
+
+def run_measured(repo: Path, args: list[str], out: Path) -> tuple[int, str, int]:
+    """Run a command; return its exit code, stderr and peak RSS in MiB (of that process alone)."""
+    with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
+        proc = subprocess.Popen(args, cwd=repo, stdout=stdout, stderr=stderr, env=venv_env())
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.05)
+        else:  # pragma: no cover - only when the command hangs
+            proc.kill()
+            raise AssertionError(f"{args} did not finish in 300 s")
+    return os.waitstatus_to_exitcode(status), (out / "stderr").read_text(), usage.ru_maxrss // 1024
+
+
+def test_a_footer_with_too_many_rows_is_refused_before_reading_any(
+    tmp_path: Path, repo: Path
+) -> None:
+    # Given a contract allowing at most 1M rows, and a 7 MB batch whose footer says 3M rows
+    contract = repo / "contract.yaml"
+    text = contract.read_text()
+    assert "rows: {min: 1000, max: 50000000}" in text
+    contract.write_text(text.replace("max: 50000000}", "max: 1000000}"))
+    huge = many_identical_rows(tmp_path / "huge.parquet", blocks=30)
+    assert huge.stat().st_size < 20 * 2**20
+    before = state(repo)
+    # When it is ingested
+    out = tmp_path / "out"
+    out.mkdir()
+    code, stderr, peak_mib = run_measured(repo, ingest_args(huge, tmp_path / "dvc-remote"), out)
+    # Then it is refused from the footer, naming the count and the bound
+    assert code == 1, stderr
+    assert "refused before reading any rows, nothing committed" in stderr
+    assert "its footer declares 3000000 rows, more than rows.max=1000000" in stderr
+    # And no row was decoded: the process stayed near its import footprint (3M rows decoded to
+    # a DataFrame take gigabytes), and nothing was written, not even a validation report
+    assert peak_mib < 600, f"peak RSS {peak_mib} MiB"
+    assert not (repo / "reports" / "ingest" / "result.json").exists()
+    assert state(repo) == before
+
+
+def test_a_footer_with_other_columns_is_refused_before_reading(tmp_path: Path, repo: Path) -> None:
+    # Given a batch with one contract column renamed
+    frame = simulate(SimulationSpec(rows=ROWS, seed=6, start=date(2026, 5, 1), days=7))
+    frame = frame.rename(columns={LABEL: "label_renamed"})
+    frame.to_parquet(tmp_path / "renamed.parquet")
+    before = state(repo)
+    # When it is ingested
+    proc = ingest(repo, tmp_path / "renamed.parquet", tmp_path / "dvc-remote")
+    # Then the footer check names the missing and the unexpected column, and nothing changed
+    assert proc.returncode == 1
+    assert f"columns missing: {LABEL}" in proc.stderr
+    assert "columns not in the contract: label_renamed" in proc.stderr
+    assert state(repo) == before
+
+
+DVC_SHIM = """#!/bin/sh
+# Stands in for dvc: `dvc add` really runs, then the ingest process is sent SIG{signal}
+# (a pod stopped or killed mid-ingest); every other dvc command runs unchanged.
+if [ "$1" = add ]; then
+    "{real}" "$@"
+    kill -{signal} "$PPID"
+    sleep 5
+    exit 1
+fi
+exec "{real}" "$@"
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["TERM", "KILL"])
+def test_an_ingest_interrupted_during_dvc_add_is_completed_by_a_retry(
+    tmp_path: Path, repo: Path, signal_name: str
+) -> None:
+    # Given a valid batch, and a dvc whose `add` is followed by a signal to the ingest process
+    new = batch(tmp_path / "new.parquet", seed=2, start=date(2026, 2, 1))
+    dvc_remote = tmp_path / "dvc-remote"
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    shim = shims / "dvc"
+    real = REPO / ".venv" / "bin" / "dvc"
+    shim.write_text(DVC_SHIM.replace("{real}", str(real)).replace("{signal}", signal_name))
+    shim.chmod(0o755)
+    before = state(repo)
+    head = before[0]
+    # When the ingest is interrupted during `dvc add`
+    interrupted = ingest(repo, new, dvc_remote, path_first=shims)
+    # Then it did not succeed, and nothing was committed or pushed
+    assert interrupted.returncode != 0, interrupted.stdout
+    assert sh(repo, "git", "rev-parse", "HEAD") == head
+    assert sh(repo, "git", "rev-parse", "origin/main") == head
+    if signal_name == "TERM":
+        # And on SIGTERM it rolled back on the spot: git, data/ and the DVC cache as they were
+        assert interrupted.returncode == 143
+        assert "rolled back" in interrupted.stderr
+        assert state(repo) == before
+        assert not (repo / ".dvc" / "tmp" / "argosy-ingest.json").exists()
+    # When the same ingest is retried
+    retried = ingest(repo, new, dvc_remote)
+    # Then it completes: one pushed commit of data.dvc pinning the batch, nothing left over
+    assert retried.returncode == 0, retried.stderr
+    assert "already ingested" not in retried.stdout
+    assert f"ingested {ROWS} rows" in retried.stdout
+    assert sh(repo, "git", "rev-list", "--count", f"{head}..HEAD") == "1"
+    assert sh(repo, "git", "diff", "--name-only", head, "HEAD") == "data.dvc"
+    assert sh(repo, "git", "rev-parse", "origin/main") == sh(repo, "git", "rev-parse", "HEAD")
+    assert sh(repo, "git", "status", "--porcelain", "--", "data.dvc", "data") == ""
+    assert yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["nfiles"] == 2
+    assert sh(repo, "dvc", "status", "data.dvc") == "Data and pipelines are up to date."
+    assert not (repo / ".dvc" / "tmp" / "argosy-ingest.json").exists()

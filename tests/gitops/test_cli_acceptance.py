@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from argosy import k8s
 from argosy.cli import app
+from argosy.gitops.github import GitHubError, GitHubSettings
 from argosy.gitops.pin import read_pin
 
 from .gitops_fixtures import MODEL, FakeGitHub, Pipeline, Remote, run_git
@@ -56,6 +57,7 @@ def test_register_then_promote_staging_then_production(
     monkeypatch.setenv("GITHUB_TOKEN", github_api.token)
     monkeypatch.setenv("GITHUB_REPOSITORY", github_api.repository)
     monkeypatch.setenv("GITHUB_API_URL", github_api.base_url)
+    monkeypatch.setenv("ARGOSY_GITHUB_ALLOW_HTTP", "1")  # the local API is plain http
     opened = runner.invoke(
         app,
         ["promote", "--env", "production", "--repo-dir", str(clone), "--reports", str(reports)],
@@ -116,3 +118,51 @@ def test_promote_defaults_to_the_contracts_model_name(remote: Remote, pipeline: 
     isvc = next(d for d in docs if d["kind"] == "InferenceService")
     assert isvc["metadata"]["name"] == name
     assert MODEL not in remote.show("main", STAGING)
+
+
+def test_a_plain_http_github_api_is_refused_without_the_opt_in(
+    remote: Remote, pipeline: Pipeline, github_api: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a registered model, a token, and an API URL that is plain http (no opt-in)
+    model = pipeline.train()
+    clone = remote.clone("work")
+    runner = CliRunner()
+    assert runner.invoke(app, ["register", "--gate", str(model.gate_json)]).exit_code == 0
+    monkeypatch.setenv("GITHUB_TOKEN", github_api.token)
+    monkeypatch.setenv("GITHUB_REPOSITORY", github_api.repository)
+    monkeypatch.setenv("GITHUB_API_URL", github_api.base_url)
+    monkeypatch.delenv("ARGOSY_GITHUB_ALLOW_HTTP", raising=False)
+    # When production is promoted
+    result = runner.invoke(app, ["promote", "--env", "production", "--repo-dir", str(clone)])
+    # Then it is refused with a message naming the URL and the opt-in
+    assert result.exit_code == 1
+    assert f"refusing to send the GitHub token to '{github_api.base_url}'" in result.output
+    assert "ARGOSY_GITHUB_ALLOW_HTTP=1" in result.output
+    # And the token never reached the server, and nothing was pushed
+    assert github_api.requests == []
+    assert remote.branches() == ["main"]
+    # When the same runs with the explicit opt-in (a local test server)
+    monkeypatch.setenv("ARGOSY_GITHUB_ALLOW_HTTP", "1")
+    allowed = runner.invoke(app, ["promote", "--env", "production", "--repo-dir", str(clone)])
+    # Then the pull request is opened
+    assert allowed.exit_code == 0, allowed.output
+    assert list(github_api.pulls) == [1]
+
+
+@pytest.mark.parametrize("url", ["http://api.github.example", "ftp://x", "api.github.com"])
+def test_github_settings_accept_https_only(url: str) -> None:
+    # Given an API URL that is not https
+    # When settings are made with it, without and with the http opt-in
+    with pytest.raises(GitHubError, match="must be https://") as refused:
+        GitHubSettings("acme/argosy", "t0ken", url)
+    # Then the message names the URL and the opt-in, never the token
+    assert repr(url) in str(refused.value)
+    assert "ARGOSY_GITHUB_ALLOW_HTTP=1" in str(refused.value)
+    assert "t0ken" not in str(refused.value)
+    # And only http (never another scheme) is accepted with the opt-in
+    if url.startswith("http://"):
+        assert GitHubSettings("acme/argosy", "t", url, allow_http=True).api_url == url
+    else:
+        with pytest.raises(GitHubError):
+            GitHubSettings("acme/argosy", "t", url, allow_http=True)
+    assert GitHubSettings("acme/argosy", "t", "https://ghe.example/api/v3").api_url

@@ -73,3 +73,7 @@ def test_codeowners_requires_review_of_production() -> None:
     owners = {rule[0]: rule[1:] for rule in rules}
     assert owners["/manifests/overlays/production/"]
     assert all(o.startswith("@") for o in owners["/manifests/overlays/production/"])
+    # And what runs in the cluster with its rights (workflows, platform RBAC) has owners too
+    for path in ("/workflows/", "/manifests/platform/", "/argocd/", "/.github/"):
+        assert owners.get(path), path
+        assert all(o.startswith("@") for o in owners[path])

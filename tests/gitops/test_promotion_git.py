@@ -31,7 +31,10 @@ def registered(pipeline: Pipeline, client, **kwargs) -> models.RegisteredVersion
 
 
 def settings(api: FakeGitHub) -> GitHubSettings:
-    return GitHubSettings(repository=api.repository, token=api.token, api_url=api.base_url)
+    # The fake API is plain http on 127.0.0.1: opted in explicitly, as only a test may.
+    return GitHubSettings(
+        repository=api.repository, token=api.token, api_url=api.base_url, allow_http=True
+    )
 
 
 def merge(remote: Remote, branch: str) -> None:
@@ -230,7 +233,9 @@ def test_bad_token_fails_before_any_branch(
 ) -> None:
     # Given a wrong token
     version = registered(pipeline, mlflow_client)
-    wrong = GitHubSettings(github_api.repository, "wrong-token", github_api.base_url)
+    wrong = GitHubSettings(
+        github_api.repository, "wrong-token", github_api.base_url, allow_http=True
+    )
     clone = remote.clone("work")
     # When production promotion runs
     with pytest.raises(promotion.PromotionError, match=r"401.*Bad credentials.*invalid or expired"):
@@ -315,7 +320,7 @@ def test_rollback_restores_previous_pin_byte_for_byte(
     assert f"'{v1.version}'" in v1_text
 
     def mark(pin) -> None:
-        models.mark_rolled_back(mlflow_client, pin.name, pin.version, "test")
+        models.mark_rolled_back(mlflow_client, pin.name, pin.version, "test", env="production")
 
     # When production is rolled back
     outcome = promotion.rollback(
@@ -329,7 +334,7 @@ def test_rollback_restores_previous_pin_byte_for_byte(
     assert len(pulls) == 1
     assert "rollback" in github_api.labels[max(github_api.pulls)]
     # And v2 is marked, so promoting it again is refused and changes nothing
-    assert models.get_version(mlflow_client, MODEL, v2.version).rolled_back
+    assert models.get_version(mlflow_client, MODEL, v2.version).rolled_back_in == {"production"}
     branches = remote.branches()
     with pytest.raises(promotion.PromotionError, match="rolled back"):
         promotion.promote(
@@ -357,3 +362,101 @@ def test_rollback_without_history_is_refused(remote: Remote) -> None:
         promotion.rollback(clone, "production")
     # Then origin is unchanged
     assert remote.branches() == ["main"]
+
+
+def _rollback(clone: Path, *args: str):
+    return CliRunner().invoke(app, ["rollback", "--repo-dir", str(clone), *args])
+
+
+def test_a_staging_rollback_marks_staging_only(
+    remote: Remote, pipeline: Pipeline, mlflow_client
+) -> None:
+    # Given v1 then v2 in staging, and v2 in production (its pull request merged)
+    v1, v2 = registered(pipeline, mlflow_client), registered(pipeline, mlflow_client)
+    clone = remote.clone("work")
+    for version in (v1, v2):
+        promotion.promote(clone, version, "staging", body="")
+    promotion.promote(clone, v2, "production", body="b")
+    merge(remote, f"promote/{MODEL}-v{v2.version}")
+    # When staging is rolled back through the CLI
+    result = _rollback(clone, "--env", "staging", "--reason", "latency regression")
+    # Then staging pins v1 again and v2 is marked rolled back in staging only, with the reason
+    assert result.exit_code == 0, result.output
+    assert f"'{v1.version}'" in remote.show("main", STAGING)
+    marked = models.get_version(mlflow_client, MODEL, v2.version)
+    assert marked.rolled_back_in == {"staging"}
+    tags = mlflow_client.get_model_version(MODEL, v2.version).tags
+    assert tags["argosy.rolled_back.staging.reason"] == "rolled back in staging: latency regression"
+    # And production's verify still passes on v2, staging's on v1, and the CLI agrees
+    run_git(clone, "pull", "--quiet")
+    assert models.verify_pin(read_pin(clone / PRODUCTION), mlflow_client, env="production") == []
+    assert models.verify_pin(read_pin(clone / STAGING), mlflow_client, env="staging") == []
+    verify = CliRunner().invoke(app, ["promote", "verify", "--repo-dir", str(clone)])
+    assert verify.exit_code == 0, verify.output
+    # And the registry aliases follow git: production -> v2, staging -> v1
+    synced = CliRunner().invoke(app, ["registry", "sync", "--repo-dir", str(clone)])
+    assert synced.exit_code == 0, synced.output
+    assert str(mlflow_client.get_model_version_by_alias(MODEL, "production").version) == v2.version
+    assert str(mlflow_client.get_model_version_by_alias(MODEL, "staging").version) == v1.version
+    # And v2 may still go to production, but never back to staging
+    with pytest.raises(promotion.PromotionError, match="rolled back in staging"):
+        promotion.promote(clone, marked, "staging", body="")
+    # And a pin of v2 in staging fails verify there, while production's does not
+    problems = models.verify_pin(read_pin(clone / PRODUCTION), mlflow_client, env="staging")
+    assert any("marked rolled back in staging" in p for p in problems)
+
+
+def test_rollback_to_a_rolled_back_version_needs_force_and_a_reason(
+    remote: Remote, pipeline: Pipeline, mlflow_client
+) -> None:
+    # Given staging went v1 -> v2, was rolled back to v1 (v2 marked), then moved on to v3
+    v1, v2, v3 = (registered(pipeline, mlflow_client) for _ in range(3))
+    clone = remote.clone("work")
+    for version in (v1, v2):
+        promotion.promote(clone, version, "staging", body="")
+    assert _rollback(clone, "--env", "staging").exit_code == 0
+    promotion.promote(clone, v3, "staging", body="")
+    head = remote.main()
+    # When staging is rolled back to v2 without --force
+    refused = _rollback(clone, "--env", "staging", "--to", v2.version)
+    # Then it is refused with a message, and nothing is committed or pushed
+    assert refused.exit_code == 1
+    assert f"v{v2.version} is marked rolled back in this environment" in refused.output
+    assert "--force" in refused.output
+    assert remote.main() == head
+    assert remote.branches() == ["main"]
+    # When --force is given without a reason (or with a blank one)
+    for args in (["--force"], ["--force", "--reason", "  "]):
+        unreasoned = _rollback(clone, "--env", "staging", "--to", v2.version, *args)
+        # Then it is refused as a usage error, and still nothing moved
+        assert unreasoned.exit_code == 2
+        assert "--reason" in unreasoned.output
+    assert remote.main() == head
+    assert models.get_version(mlflow_client, MODEL, v2.version).is_rolled_back("staging")
+    # When it is forced with a reason
+    forced = _rollback(
+        clone,
+        *("--env", "staging", "--to", v2.version, "--force"),
+        *("--reason", "v3 mis-scores refunds; v2's bug is fixed in the runtime"),
+    )
+    # Then staging pins v2 again, in one commit whose message carries the reason
+    assert forced.exit_code == 0, forced.output
+    assert f"'{v2.version}'" in remote.show("main", STAGING)
+    assert run_git(remote.bare, "rev-list", "--count", f"{head}..main").strip() == "1"
+    message = run_git(remote.bare, "log", "-1", "--format=%B", "main")
+    assert "restored by force: v3 mis-scores refunds" in message
+    # And the reason is recorded on v2, whose staging mark is lifted; v3 is marked instead
+    tags = mlflow_client.get_model_version(MODEL, v2.version).tags
+    assert tags["argosy.rollback_forced.staging"].startswith("v3 mis-scores refunds")
+    assert (
+        "it had been rolled back: rolled back in staging" in tags["argosy.rollback_forced.staging"]
+    )
+    assert models.get_version(mlflow_client, MODEL, v2.version).rolled_back_in == frozenset()
+    assert models.get_version(mlflow_client, MODEL, v3.version).rolled_back_in == {"staging"}
+    # And verify and registry sync accept what staging now pins
+    run_git(clone, "pull", "--quiet")
+    verify = CliRunner().invoke(app, ["promote", "verify", "--repo-dir", str(clone)])
+    assert verify.exit_code == 0, verify.output
+    synced = CliRunner().invoke(app, ["registry", "sync", "--repo-dir", str(clone)])
+    assert synced.exit_code == 0, synced.output
+    assert str(mlflow_client.get_model_version_by_alias(MODEL, "staging").version) == v2.version

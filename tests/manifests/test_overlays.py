@@ -378,20 +378,21 @@ def test_argocd_renders_and_validates_strictly() -> None:
 def test_applicationset_follows_the_safe_pattern() -> None:
     # Given the serving ApplicationSet
     docs = k8s.render_kustomize(REPO / "argocd")
-    appset = _one(docs, "ApplicationSet")
+    appsets = _by_kind(docs, "ApplicationSet")
+    appset = next(a for a in appsets if a["metadata"]["name"] == "argosy-serving")
     spec, template = appset["spec"], appset["spec"]["template"]
     # Then templates fail on a missing key, the project is fixed, and git is the whole truth
     assert spec["goTemplate"] is True
-    assert "missingkey=error" in spec["goTemplateOptions"]
+    assert all("missingkey=error" in a["spec"]["goTemplateOptions"] for a in appsets)
     assert template["spec"]["project"] == "argosy"
     assert "{{" not in template["spec"]["project"]
     assert "resources-finalizer.argocd.argoproj.io" in template["metadata"]["finalizers"]
     sync = template["spec"]["syncPolicy"]
     assert sync["automated"] == {"prune": True, "selfHeal": True, "allowEmpty": False}
-    assert "CreateNamespace=true" in sync["syncOptions"]
+    # (the namespace is the platform project's: the serving project may not create one)
+    assert "CreateNamespace=true" not in sync["syncOptions"]
+    assert "managedNamespaceMetadata" not in sync
     assert sync["retry"]["backoff"]["factor"] > 1
-    restricted = sync["managedNamespaceMetadata"]["labels"]
-    assert restricted["pod-security.kubernetes.io/enforce"] == "restricted"
     assert template["spec"]["source"]["path"] == "manifests/overlays/{{ .env }}"
     matrix = spec["generators"][0]["matrix"]["generators"]
     assert [e["env"] for e in matrix[0]["list"]["elements"]] == ["staging", "production"]
@@ -405,18 +406,63 @@ def test_workload_project_is_least_privilege() -> None:
     docs = k8s.render_kustomize(REPO / "argocd")
     project = next(d for d in _by_kind(docs, "AppProject") if d["metadata"]["name"] == "argosy")
     spec = project["spec"]
-    # Then it deploys from one repository, into named namespaces, no cluster-scoped kinds but
-    # namespaces, no wildcard kinds, and its role may only get and sync
+    # Then it deploys from one repository, into named namespaces, no cluster-scoped kind at all
+    # (not even Namespace), no wildcard kinds, and its role may only get and sync
     assert len(spec["sourceRepos"]) == 1
     assert "*" not in spec["sourceRepos"]
     assert all(d["namespace"] != "*" for d in spec["destinations"])
-    assert spec["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    assert spec["clusterResourceWhitelist"] == []
     assert all(r["kind"] != "*" for r in spec["namespaceResourceWhitelist"])
     assert not any(
         r["kind"] in {"Role", "RoleBinding", "Secret"} for r in spec["namespaceResourceWhitelist"]
     )
     actions = {p.split(",")[3].strip() for r in spec["roles"] for p in r["policies"]}
     assert actions == {"get", "sync"}
+
+
+def test_namespaces_are_created_by_the_platform_project_only() -> None:
+    # Given the rendered argocd/ directory
+    docs = k8s.render_kustomize(REPO / "argocd")
+    projects = {d["metadata"]["name"]: d["spec"] for d in _by_kind(docs, "AppProject")}
+    appsets = _by_kind(docs, "ApplicationSet")
+    apps = [*_by_kind(docs, "Application"), *(a["spec"]["template"] for a in appsets)]
+    # Then only applications of a project that may create namespaces ask ArgoCD to create one
+    for app in apps:
+        spec = app["spec"]
+        creates = "CreateNamespace=true" in spec.get("syncPolicy", {}).get("syncOptions", [])
+        whitelist = projects[spec["project"]].get("clusterResourceWhitelist") or []
+        assert not creates or {"group": "", "kind": "Namespace"} in whitelist, app["metadata"]
+    # And every serving namespace is deployed by the platform project to every serving cluster,
+    # with the restricted pod-security labels, never pruned
+    appset = next(a for a in appsets if a["metadata"]["name"] == "argosy-namespaces")
+    template = appset["spec"]["template"]
+    assert template["spec"]["project"] == "argosy-platform"
+    assert template["spec"]["syncPolicy"]["automated"]["prune"] is False
+    assert "finalizers" not in template["metadata"]
+    platform = projects["argosy-platform"]
+    for env in ("staging", "production"):
+        (namespace,) = _plain_documents(REPO / "argocd" / "namespaces" / env)
+        assert namespace["kind"] == "Namespace"
+        assert namespace["metadata"]["name"] == f"argosy-{env}"
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert {"name": "*", "namespace": f"argosy-{env}"} in platform["destinations"]
+    # And the pipelines namespace is created, restricted too, by the platform Application
+    app = next(
+        a for a in _by_kind(docs, "Application") if a["metadata"]["name"] == "argosy-platform"
+    )
+    assert app["spec"]["destination"]["namespace"] == "argosy-pipelines"
+    restricted = app["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"]
+    assert restricted["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _plain_documents(directory: Path) -> list[dict[str, Any]]:
+    """The documents of a manifest directory without kustomization (as ArgoCD reads one)."""
+    return [
+        doc
+        for path in sorted(directory.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
 
 
 @pytest.mark.slow

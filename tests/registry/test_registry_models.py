@@ -123,6 +123,65 @@ def test_sync_sets_aliases_from_pins_and_refuses_bad_pins(
         get(MODEL, "staging")
 
 
+def test_rolled_back_marks_are_per_environment(pipeline: Pipeline, mlflow_client) -> None:
+    # Given v1 and v2, v2 rolled back in staging only
+    v1 = models.register(pipeline.train().gate_json, mlflow_client)
+    v2 = models.register(pipeline.train().gate_json, mlflow_client)
+    models.mark_rolled_back(mlflow_client, MODEL, v2.version, "bad in staging", env="staging")
+    marked = models.get_version(mlflow_client, MODEL, v2.version)
+    # Then it is rolled back in staging, not in production
+    assert marked.rolled_back_in == {"staging"}
+    assert marked.is_rolled_back("staging")
+    assert not marked.is_rolled_back("production")
+    # And verify fails it for staging only (and, asked for no environment, anywhere)
+    assert models.verify_pin(pin_of(v2), mlflow_client, False, env="production") == []
+    staging = models.verify_pin(pin_of(v2), mlflow_client, False, env="staging")
+    assert staging == [
+        f"{MODEL} v{v2.version}: marked rolled back in staging; it must not be deployed there "
+        "again (`argosy rollback --to N --force --reason ...` restores it deliberately)"
+    ]
+    assert models.verify_pin(pin_of(v2), mlflow_client, False)
+    # And sync moves production's alias to it, but refuses it for staging, moving nothing
+    models.sync_aliases(
+        {"staging": pin_of(v1), "production": pin_of(v2)}, mlflow_client, name=MODEL
+    )
+    get = mlflow_client.get_model_version_by_alias
+    with pytest.raises(models.RegistryError, match="marked rolled back in staging; no alias"):
+        models.sync_aliases(
+            {"staging": pin_of(v2), "production": pin_of(v1)}, mlflow_client, name=MODEL
+        )
+    assert str(get(MODEL, "staging").version) == v1.version
+    assert str(get(MODEL, "production").version) == v2.version
+    # When it is restored in staging by force, with a reason
+    models.force_restore(mlflow_client, MODEL, v2.version, "fixed upstream", env="staging")
+    # Then the mark is lifted and the reason is on the version
+    assert models.get_version(mlflow_client, MODEL, v2.version).rolled_back_in == frozenset()
+    tags = mlflow_client.get_model_version(MODEL, v2.version).tags
+    assert tags["argosy.rollback_forced.staging"] == (
+        "fixed upstream (it had been rolled back: bad in staging)"
+    )
+    # And a blank reason is refused
+    with pytest.raises(models.RegistryError, match="needs a reason"):
+        models.force_restore(mlflow_client, MODEL, v2.version, " ", env="staging")
+
+
+def test_a_mark_from_before_environments_counts_everywhere(
+    pipeline: Pipeline, mlflow_client
+) -> None:
+    # Given a version carrying the old, environment-less mark
+    v1 = models.register(pipeline.train().gate_json, mlflow_client)
+    mlflow_client.set_model_version_tag(MODEL, v1.version, models.TAG_ROLLED_BACK, "true")
+    # Then it is rolled back in every environment
+    assert models.get_version(mlflow_client, MODEL, v1.version).rolled_back_in == {
+        "staging",
+        "production",
+    }
+    # When it is restored by force in production
+    models.force_restore(mlflow_client, MODEL, v1.version, "needed", env="production")
+    # Then only production's mark is lifted
+    assert models.get_version(mlflow_client, MODEL, v1.version).rolled_back_in == {"staging"}
+
+
 @pytest.mark.slow
 def test_register_verify_and_sync_against_a_real_server(
     tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch

@@ -1,21 +1,34 @@
 """Ingest a new batch of data: validate it, version it with DVC, commit ``data.dvc``.
 
-The batch is checked with the same Great Expectations suite as the pipeline's data gate, before
-anything is copied: on its own (so a bad batch is not diluted by the data already there), then
-together with ``data/`` (so the committed version passes the pipeline's gate, e.g. no row id
-twice). A rejected batch leaves ``data/``, the DVC cache and git as they were, with its report
-written. An accepted batch becomes ``data/batch-<sha256 prefix>.parquet``
-(ingesting the same bytes twice is a no-op), ``dvc add data`` re-pins the directory and one commit
-records the new ``data.dvc``; training then follows through the push path.
+The batch's Parquet footer is checked first (row count against the contract's ``rows.max``, alone
+and together with ``data/``; column names against the contract), so a small file that decodes to
+far too many rows is refused before a single row is read. Then the batch is checked with the same
+Great Expectations suite as the pipeline's data gate, before anything is copied: on its own (so a
+bad batch is not diluted by the data already there), then together with ``data/`` (so the
+committed version passes the pipeline's gate, e.g. no row id twice). The suite checks whole-table
+properties (unique ids across files, the label rate), so it reads the data as one table rather
+than row group by row group; the footer check bounds that table by ``rows.max``.
+
+A rejected batch leaves ``data/``, the DVC cache and git as they were, with its report written.
+An accepted batch becomes ``data/batch-<sha256 prefix>.parquet`` (ingesting the same bytes twice
+is a no-op), ``dvc add data`` re-pins the directory and one commit records the new ``data.dvc``;
+training then follows through the push path.
+
+Versioning is journalled (``.dvc/tmp/argosy-ingest.json``, written before ``data/`` changes): a
+failure, Ctrl-C or SIGTERM rolls ``data/``, ``data.dvc`` and the DVC cache back on the spot, and
+a run killed outright is rolled back by the next run, which then ingests its batch in full.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import shutil
+import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -25,15 +38,23 @@ import typer
 from argosy.clikit import DEFAULT_CONTRACT, ContractOption, contract_or_exit, fail
 from argosy.data.contract import Contract
 from argosy.gitops.git import identity_args
+from argosy.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
 CREDENTIAL_HELPER = "!f() { echo username=$GIT_USERNAME; echo password=$GIT_PASSWORD; }; f"
 """Reads push credentials from the environment (Secret references in the cluster)."""
 
+JOURNAL = Path(".dvc") / "tmp" / "argosy-ingest.json"
+"""An ingest in progress (inside DVC's own git-ignored tmp directory)."""
+
 
 class IngestError(RuntimeError):
     """The batch was rejected or could not be versioned; nothing was committed."""
+
+
+class IngestInterrupted(IngestError):
+    """SIGTERM arrived while the batch was being versioned; everything was rolled back."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,177 @@ def _run(repo: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+def check_batch_file(batch: Path) -> None:
+    """Refuse a ``--batch`` that is not a regular file, with a one-line reason.
+
+    Raises:
+        IngestError: It does not exist or is a directory (or another non-file).
+    """
+    if batch.is_dir():
+        raise IngestError(f"--batch {batch} is a directory; give one Parquet file")
+    if not batch.exists():
+        raise IngestError(f"--batch {batch}: no such file")
+    if not batch.is_file():
+        raise IngestError(f"--batch {batch} is not a regular file")
+
+
+def _footer(path: Path) -> tuple[int, list[str]]:
+    """Row count and data columns from a Parquet footer (nothing else is read)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as parquet:
+            schema = parquet.schema_arrow
+            rows = parquet.metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise IngestError(f"{path} is not a readable Parquet file ({exc}); nothing read") from exc
+    pandas = schema.pandas_metadata or {}
+    index = {c for c in pandas.get("index_columns", []) if isinstance(c, str)}
+    return rows, [name for name in schema.names if name not in index]
+
+
+def check_footer(batch: Path, contract: Contract, data_dir: Path) -> int:
+    """Check the batch's footer against the contract before any row is read.
+
+    Args:
+        batch: The new Parquet file.
+        contract: Its ``rows.max`` bounds the batch and the batch with ``data/``; its raw
+            columns are the exact column set.
+        data_dir: The data already versioned (their footers give their row counts).
+
+    Returns:
+        The batch's row count.
+
+    Raises:
+        IngestError: Too many rows, or the wrong columns; the message names each problem.
+    """
+    rows, columns = _footer(batch)
+    limit = contract.rows.max
+    problems = []
+    if rows > limit:
+        problems.append(f"its footer declares {rows} rows, more than rows.max={limit}")
+    else:
+        existing = sum(_footer(path)[0] for path in sorted(data_dir.glob("*.parquet")))
+        if rows + existing > limit:
+            problems.append(
+                f"together with data/ ({existing} rows) its {rows} rows exceed rows.max={limit}"
+            )
+    expected = set(contract.raw_columns)
+    missing = [c for c in contract.raw_columns if c not in set(columns)]
+    extra = [c for c in columns if c not in expected]
+    if missing:
+        problems.append(f"columns missing: {', '.join(missing)}")
+    if extra:
+        problems.append(f"columns not in the contract: {', '.join(extra)}")
+    if problems:
+        raise IngestError(
+            f"batch {batch} refused before reading any rows, nothing committed: "
+            + "; ".join(problems)
+            + " [contract.yaml rows, columns]"
+        )
+    return rows
+
+
+# --- the journal: undo an interrupted ingest -------------------------------------------------
+
+
+def _cache_dir(repo: Path) -> Path:
+    return Path(_run(repo, "dvc", "cache", "dir"))
+
+
+def _cache_files(cache: Path) -> set[str]:
+    if not cache.is_dir():
+        return set()
+    return {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()}
+
+
+def _write_journal(repo: Path, entry: dict[str, object]) -> None:
+    path = repo / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entry))
+    tmp.replace(path)
+
+
+def _undo(repo: Path, entry: dict[str, object]) -> None:
+    """Put ``data/``, ``data.dvc`` and the DVC cache back as the journal found them."""
+    (repo / "data" / str(entry["target"])).unlink(missing_ok=True)
+    if _run(repo, "git", "ls-files", "--", "data.dvc"):
+        _run(repo, "git", "checkout", "HEAD", "--", "data.dvc")
+    cache = Path(str(entry["cache_dir"]))
+    before = set(entry["cache"])  # type: ignore[arg-type]
+    for name in sorted(_cache_files(cache) - before):
+        (cache / name).unlink(missing_ok=True)
+    (repo / JOURNAL).unlink(missing_ok=True)
+
+
+def recover(repo: Path) -> str | None:
+    """Finish with an ingest that a previous run left half-done (killed before it ended).
+
+    If its commit landed, only the journal is removed; otherwise ``data/``, ``data.dvc`` and the
+    DVC cache are rolled back, so the batch can be ingested again from the start.
+
+    Returns:
+        What was done, for the log; None when there was nothing to recover.
+    """
+    path = repo / JOURNAL
+    if not path.exists():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IngestError(
+            f"{path}: unreadable ingest journal ({exc}); inspect and remove it"
+        ) from exc
+    if _run(repo, "git", "rev-parse", "HEAD") != entry["head"]:
+        path.unlink()
+        return f"the interrupted ingest of {entry['target']} had been committed"
+    _undo(repo, entry)
+    return f"rolled back an interrupted ingest of {entry['target']}"
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise IngestInterrupted(f"interrupted by signal {signum}; data/, data.dvc and git rolled back")
+
+
+@contextmanager
+def _sigterm_rolls_back() -> Iterator[None]:
+    """Turn SIGTERM (a pod being stopped) into an exception, so the rollback below runs."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    except ValueError:  # not the main thread: the journal still covers a kill
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_pinned(repo: Path) -> bool:
+    """Whether ``data/`` and ``data.dvc`` match what HEAD commits (nothing left uncommitted)."""
+    if _run(repo, "git", "status", "--porcelain", "--", "data.dvc"):
+        return False
+    status = subprocess.run(
+        ["dvc", "status", "--quiet", "data.dvc"], cwd=repo, capture_output=True, check=False
+    )
+    return status.returncode == 0
+
+
+def _push(repo: Path, branch: str) -> None:
+    _run(repo, "dvc", "push", "--quiet", "data.dvc")
+    _run(
+        repo,
+        "git",
+        "-c",
+        f"credential.helper={CREDENTIAL_HELPER}",
+        "push",
+        "origin",
+        f"HEAD:{branch}",
+    )
+
+
 def ingest_batch(
     repo: Path,
     batch: Path,
@@ -68,19 +260,26 @@ def ingest_batch(
         batch: The new Parquet file.
         contract: The data contract the batch must meet (the pipeline's data gate).
         reports: Where the batch's validation report is written.
-        push: Also ``dvc push`` the data and ``git push`` the commit to ``origin``.
+        push: Also ``dvc push`` the data and ``git push`` the commit to ``origin`` (again when
+            the batch was already ingested, so a retry after a failed push completes it).
         branch: Branch to push to.
 
     Returns:
         The stored path, the batch's row count and the new commit (None when already ingested).
 
     Raises:
-        IngestError: Validation failed (the message names the failing expectations and the
-            report) or DVC/git failed; ``data/`` and ``data.dvc`` are restored in that case.
+        IngestError: The batch is missing, its footer or its validation failed (the message
+            names the failing checks and the report) or DVC/git failed; ``data/``, ``data.dvc``
+            and the DVC cache are restored in that case.
     """
     from argosy.validation.suite import DataValidationError, validate_dir
 
-    digest = hashlib.sha256(batch.read_bytes()).hexdigest()
+    check_batch_file(batch)
+    recovered = recover(repo)
+    if recovered:
+        log.warning("%s", recovered)
+    check_footer(batch, contract, repo / "data")
+    digest = file_sha256(batch)
     target = repo / "data" / f"batch-{digest[:16]}.parquet"
     with tempfile.TemporaryDirectory() as staging:
         alone, combined = Path(staging) / "batch", Path(staging) / "combined"
@@ -93,8 +292,22 @@ def ingest_batch(
                 f"batch {batch} rejected, nothing committed: {exc}\nreport: {reports}"
             ) from exc
         if target.exists():
+            if not _is_pinned(repo):
+                raise IngestError(
+                    f"{target} is in data/ but the committed data.dvc does not pin it (or "
+                    "data.dvc has uncommitted changes); nothing done. Restore data/ with "
+                    "`git checkout -- data.dvc && dvc checkout --relink data.dvc` and remove "
+                    f"{target.name}, then ingest again"
+                )
             log.info("%s is already ingested as %s", batch, target)
+            if push:
+                _push(repo, branch)
             return IngestResult(target, outcome.rows, None)
+        if _run(repo, "git", "status", "--porcelain", "--", "data.dvc"):
+            raise IngestError(
+                "data.dvc has uncommitted changes; commit or restore it "
+                "(`git checkout -- data.dvc`) before ingesting, nothing done"
+            )
         # The version to be committed must pass the pipeline's own data gate too: a batch that is
         # fine alone can still repeat row ids already in data/.
         combined.mkdir()
@@ -108,38 +321,44 @@ def ingest_batch(
                 f"batch {batch} rejected, nothing committed: together with data/, {exc}\n"
                 f"report: {reports / 'with-data'}"
             ) from exc
-    shutil.copy(batch, target)
-    try:
-        _run(repo, "dvc", "add", "--quiet", "data")
-        _run(repo, "git", "add", "data.dvc")
-        _run(
-            repo,
-            "git",
-            *identity_args(repo),
-            "commit",
-            "--quiet",
-            "-m",
-            f"Ingest data batch {digest[:16]} ({outcome.rows} rows)",
-            "--",
-            "data.dvc",
-        )
-    except IngestError:
-        target.unlink(missing_ok=True)
-        subprocess.run(["git", "checkout", "--", "data.dvc"], cwd=repo, check=False)
-        raise
-    commit = _run(repo, "git", "rev-parse", "HEAD")
+    commit = _version(repo, batch, target, digest, outcome.rows)
     if push:
-        _run(repo, "dvc", "push", "--quiet", "data.dvc")
-        _run(
-            repo,
-            "git",
-            "-c",
-            f"credential.helper={CREDENTIAL_HELPER}",
-            "push",
-            "origin",
-            f"HEAD:{branch}",
-        )
+        _push(repo, branch)
     return IngestResult(target, outcome.rows, commit)
+
+
+def _version(repo: Path, batch: Path, target: Path, digest: str, rows: int) -> str:
+    """Copy the batch into ``data/``, ``dvc add`` and commit, all or nothing (journalled)."""
+    cache = _cache_dir(repo)
+    entry: dict[str, object] = {
+        "target": target.name,
+        "head": _run(repo, "git", "rev-parse", "HEAD"),
+        "cache_dir": str(cache),
+        "cache": sorted(_cache_files(cache)),
+    }
+    with _sigterm_rolls_back():
+        _write_journal(repo, entry)
+        try:
+            shutil.copy(batch, target)
+            _run(repo, "dvc", "add", "--quiet", "data")
+            _run(repo, "git", "add", "data.dvc")
+            _run(
+                repo,
+                "git",
+                *identity_args(repo),
+                "commit",
+                "--quiet",
+                "-m",
+                f"Ingest data batch {digest[:16]} ({rows} rows)",
+                "--",
+                "data.dvc",
+            )
+        except BaseException:
+            if _run(repo, "git", "rev-parse", "HEAD") == entry["head"]:
+                _undo(repo, entry)
+            raise
+        (repo / JOURNAL).unlink(missing_ok=True)
+    return _run(repo, "git", "rev-parse", "HEAD")
 
 
 def ingest_command(
@@ -159,12 +378,16 @@ def ingest_command(
 ) -> None:
     """Validate a new batch; if it passes, add it to data/ under DVC and commit data.dvc.
 
-    A rejected batch changes nothing (exit 1, report written). Pushing the commit starts
-    training through the push Sensor, with the data version pinned in that commit.
+    A rejected batch changes nothing (exit 1, report written); a batch whose Parquet footer
+    declares more rows than the contract's rows.max, or other columns, is refused before any row
+    is read. An interrupted run is rolled back (on SIGTERM at once, after a kill by the next
+    run), so running it again completes the ingest. Pushing the commit starts training through
+    the push Sensor, with the data version pinned in that commit.
     """
     declared = contract_or_exit(contract)
     repo = contract.resolve().parent
     try:
+        check_batch_file(batch)
         if dvc_remote:
             from argosy.workflows.runner import TaskError, configure_remote
 
@@ -173,6 +396,8 @@ def ingest_command(
             except TaskError as exc:
                 raise IngestError(str(exc)) from exc
         result = ingest_batch(repo, batch, declared, reports, push=push, branch=branch)
+    except IngestInterrupted as exc:
+        fail(str(exc), code=128 + signal.SIGTERM)
     except IngestError as exc:
         fail(str(exc))
     if result.commit is None:

@@ -24,9 +24,12 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _client(tracking_uri: str | None):
-    from argosy.registry.models import client
+    from argosy.registry.models import RegistryError, client
 
-    return client(tracking_uri)
+    try:
+        return client(tracking_uri)
+    except RegistryError as exc:  # an unreachable tracking server: one line, no traceback
+        _fail(str(exc))
 
 
 TrackingUri = Annotated[
@@ -265,7 +268,8 @@ def verify(
 
     For each pinned model: the version exists in MLflow, its run and storage URI match, its
     sha256 matches the registry, the run and (by default) the stored model.onnx, its gate passed,
-    it is not marked rolled back, and the data hash the gate saw is the one it was trained on.
+    it is not marked rolled back in that environment, and the data hash the gate saw is the one it
+    was trained on.
     A hand-edited model.yaml pointing at an unvalidated model fails.
     """
     from argosy.gitops.promote import ENVIRONMENTS, model_yaml
@@ -284,7 +288,7 @@ def verify(
         if pin is None:
             typer.echo(f"ok   {name}: no model pinned")
             continue
-        problems = verify_pin(pin, mlflow_client, check_artifact=check_artifact)
+        problems = verify_pin(pin, mlflow_client, check_artifact=check_artifact, env=name)
         for problem in problems:
             typer.secho(f"FAIL {name}: {problem}", fg=typer.colors.RED, err=True)
         failures += bool(problems)
@@ -304,6 +308,22 @@ def rollback(
             "Default: the previous pinned version that is not marked rolled back.",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Restore the --to version even though it is marked rolled back in this "
+            "environment (needs --reason).",
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="Why: recorded on the version left behind (and, with --force, on the version "
+            "restored, as tag argosy.rollback_forced.<env>).",
+        ),
+    ] = None,
     repo_dir: RepoDir = Path("."),
     remote: Remote = "origin",
     base: Base = "main",
@@ -315,24 +335,39 @@ def rollback(
 
     Restores the earlier model.yaml byte for byte from its git history and publishes it like a
     promotion (production: a pull request on rollback/<model>-v<from>-to-v<to>). The version
-    rolled back from is tagged argosy.rolled_back in MLflow, so automation never promotes it
-    again. `argocd app rollback` is refused under auto-sync: the revert lives in git instead.
+    rolled back from is tagged argosy.rolled_back.<env> in MLflow, so automation never promotes
+    it to that environment again (other environments keep deploying it). A version marked rolled
+    back here is restored only with --to N --force --reason "...". `argocd app rollback` is
+    refused under auto-sync: the revert lives in git instead.
     """
+    if force and not (reason and reason.strip()):
+        _fail('--force needs --reason "..." (it is recorded on the restored version)', 2)
+    if force and to is None:
+        _fail("--force applies to an explicit --to version only", 2)
     from argosy.gitops import git as gitops_git
     from argosy.gitops.promote import PromotionError
     from argosy.gitops.promote import rollback as do_rollback
-    from argosy.registry.models import RegistryError, get_version, mark_rolled_back
+    from argosy.registry.models import (
+        RegistryError,
+        force_restore,
+        get_version,
+        mark_rolled_back,
+    )
 
     mlflow_client = _client(tracking_uri)
 
     def rolled_back(pin) -> bool:
         try:
-            return get_version(mlflow_client, pin.name, pin.version).rolled_back
+            return get_version(mlflow_client, pin.name, pin.version).is_rolled_back(env)
         except RegistryError:
             return False
 
     def mark(pin) -> None:
-        mark_rolled_back(mlflow_client, pin.name, pin.version, f"rolled back in {env}")
+        why = f"rolled back in {env}" + (f": {reason.strip()}" if reason and reason.strip() else "")
+        mark_rolled_back(mlflow_client, pin.name, pin.version, why, env=env)
+
+    def restore(pin, why: str) -> None:
+        force_restore(mlflow_client, pin.name, pin.version, why, env=env)
 
     try:
         repo = gitops_git.repo_root(repo_dir)
@@ -347,11 +382,13 @@ def rollback(
             to_version=to,
             is_rolled_back=rolled_back,
             mark_rolled_back=mark,
+            force_reason=reason.strip() if force and reason else None,
+            force_restore=restore,
             remote=remote,
             base=base,
             github=github,
         )
-    except (PromotionError, gitops_git.GitError) as exc:
+    except (PromotionError, RegistryError, gitops_git.GitError) as exc:
         _fail(str(exc))
         return
     _report(outcome, "the model", github is not None)

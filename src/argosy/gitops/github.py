@@ -2,7 +2,9 @@
 
 The API base URL is configurable (GitHub Enterprise: ``https://HOST/api/v3``; Actions sets
 ``GITHUB_API_URL``) and the token comes from the environment only (``GITHUB_TOKEN``), never from
-a file or an argument. One branch has at most one open pull request: an existing one is updated.
+a file or an argument. The token is only ever sent over https: a plain ``http://`` URL is refused
+unless ``ARGOSY_GITHUB_ALLOW_HTTP=1`` opts in (a local stand-in of the API, in tests). One branch
+has at most one open pull request: an existing one is updated.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 DEFAULT_API_URL = "https://api.github.com"
 TOKEN_ENV = ("GITHUB_TOKEN", "GH_TOKEN")
+ALLOW_HTTP_ENV = "ARGOSY_GITHUB_ALLOW_HTTP"
 _REMOTE_RE = re.compile(r"(?:github[^/:]*[/:])([^/]+/[^/]+?)(?:\.git)?/?$")
 
 
@@ -31,12 +34,21 @@ class GitHubSettings:
     Attributes:
         repository: ``owner/name``.
         token: API token (from the environment).
-        api_url: REST API base URL.
+        api_url: REST API base URL; https only, unless ``allow_http``.
+        allow_http: Accept a plain ``http://`` URL (a local test server only: the token would
+            cross the network in clear text).
+
+    Raises:
+        GitHubError: ``api_url`` is not https (and http is not allowed).
     """
 
     repository: str
     token: str
     api_url: str = DEFAULT_API_URL
+    allow_http: bool = False
+
+    def __post_init__(self) -> None:
+        check_api_url(self.api_url, allow_http=self.allow_http)
 
     def __repr__(self) -> str:  # never print the token
         return f"GitHubSettings(repository={self.repository!r}, api_url={self.api_url!r})"
@@ -49,6 +61,27 @@ class PullRequest:
     number: int
     url: str
     created: bool
+
+
+def allow_http_from_env() -> bool:
+    """Whether ``$ARGOSY_GITHUB_ALLOW_HTTP`` opts in to a plain-http API URL."""
+    return os.environ.get(ALLOW_HTTP_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def check_api_url(url: str, *, allow_http: bool = False) -> None:
+    """Refuse an API URL the token must not be sent to.
+
+    Raises:
+        GitHubError: The URL is not https, and not http with ``allow_http``; the message names
+            the URL and the opt-in.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "https" or (scheme == "http" and allow_http):
+        return
+    raise GitHubError(
+        f"refusing to send the GitHub token to {url!r}: the API URL must be https://. "
+        f"For a local test server only, set {ALLOW_HTTP_ENV}=1 to allow http://."
+    )
 
 
 def repository_from_remote(url: str) -> str | None:
@@ -67,7 +100,8 @@ def settings_from_env(
         api_url: Base URL; default ``$GITHUB_API_URL`` or the public API.
 
     Raises:
-        GitHubError: A token is set but the repository is unknown.
+        GitHubError: A token is set but the repository is unknown, or the API URL is not https
+            (http only with ``$ARGOSY_GITHUB_ALLOW_HTTP=1``).
     """
     token = next((os.environ[k] for k in TOKEN_ENV if os.environ.get(k)), None)
     if not token:
@@ -82,6 +116,7 @@ def settings_from_env(
         repository=repository,
         token=token,
         api_url=(api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
+        allow_http=allow_http_from_env(),
     )
 
 

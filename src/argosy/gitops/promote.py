@@ -112,16 +112,20 @@ def validate_overlay(tree: Path, env: str) -> list[str]:
     return k8s.validate_documents(docs)
 
 
-def check_promotable(version: RegisteredVersion) -> None:
-    """Refuse a version that the gate did not pass, that was rolled back, or lacks provenance."""
+def check_promotable(version: RegisteredVersion, env: str) -> None:
+    """Refuse a version the gate did not pass, rolled back in ``env``, or without provenance."""
     label = f"{version.name} v{version.version}"
     if version.gate_decision != "promote":
         raise PromotionError(
             f"{label}: gate decision is {version.gate_decision or 'missing'!r}; only a model the "
             "gate passed (registered with `argosy register`) can be promoted"
         )
-    if version.rolled_back:
-        raise PromotionError(f"{label} was rolled back; it is never promoted again")
+    if version.is_rolled_back(env):
+        raise PromotionError(
+            f"{label} was rolled back in {env}; it is never promoted there again "
+            f"(`argosy rollback --env {env} --to {version.version} --force --reason ...` "
+            "restores it deliberately)"
+        )
     if not SHA256_RE.match(version.sha256) or not version.storage_uri:
         raise PromotionError(f"{label}: no sha256/storage URI recorded; re-register it")
 
@@ -266,7 +270,7 @@ def promote(
         PromotionError: The version may not be promoted, or publishing failed (cleanly).
     """
     path = model_yaml(env)
-    check_promotable(version)
+    check_promotable(version, env)
     pin = pin_for(version)
     text = render_pin(pin, env, annotations_for(version, env, links or Links()))
     change = FileChange(
@@ -308,6 +312,7 @@ class RollbackPlan:
     target: ModelPin
     text: str
     commit: str
+    forced: bool = False
 
 
 def plan_rollback(
@@ -315,6 +320,8 @@ def plan_rollback(
     to_version: str | None,
     is_rolled_back: Callable[[ModelPin], bool],
     path: str,
+    *,
+    force: bool = False,
 ) -> RollbackPlan:
     """Choose the ``model.yaml`` to restore from its git history (newest first).
 
@@ -322,11 +329,13 @@ def plan_rollback(
         history: ``(commit, text)`` of each commit that changed the file, newest first.
         to_version: Restore the latest pin of this version; default: the latest earlier pin of a
             different, not rolled-back version.
-        is_rolled_back: Whether a pinned version is marked rolled back.
+        is_rolled_back: Whether a pinned version is marked rolled back in this environment.
         path: The file, for messages.
+        force: Restore ``to_version`` even when it is marked rolled back.
 
     Raises:
-        PromotionError: Nothing is pinned now, or there is no suitable earlier pin.
+        PromotionError: Nothing is pinned now, there is no suitable earlier pin, or
+            ``to_version`` is marked rolled back and ``force`` is not set.
     """
     pins = []
     for commit, text in history:
@@ -341,8 +350,17 @@ def plan_rollback(
         if pin is None or pin.version == current.version:
             continue
         if to_version is not None:
-            if pin.version == to_version:
+            if pin.version != to_version:
+                continue
+            if not is_rolled_back(pin):
                 return RollbackPlan(current, pin, text, commit)
+            if force:
+                return RollbackPlan(current, pin, text, commit, forced=True)
+            raise PromotionError(
+                f"{path}: {pin.name} v{pin.version} is marked rolled back in this environment; "
+                "refusing to restore it (nothing committed or pushed). Pass --force with "
+                '--reason "..." to restore it anyway; the reason is recorded on the version.'
+            )
         elif not is_rolled_back(pin):
             return RollbackPlan(current, pin, text, commit)
     wanted = f"v{to_version}" if to_version else "an earlier model"
@@ -367,6 +385,8 @@ def rollback(
     to_version: str | None = None,
     is_rolled_back: Callable[[ModelPin], bool] = lambda pin: False,
     mark_rolled_back: Callable[[ModelPin], None] | None = None,
+    force_reason: str | None = None,
+    force_restore: Callable[[ModelPin, str], None] | None = None,
     remote: str = "origin",
     base: str = "main",
     github: GitHubSettings | None = None,
@@ -374,23 +394,48 @@ def rollback(
     """Restore the previous pin of ``env`` from git history and publish it like a promotion.
 
     Production gets a pull request on ``rollback/<model>-v<from>-to-v<to>``; staging a commit.
-    After the change is published, ``mark_rolled_back`` marks the version left behind so that
-    automation never promotes it again.
+    After the change is published, ``mark_rolled_back`` marks the version left behind (in this
+    environment) so that automation never promotes it there again.
+
+    Args:
+        repo: A checkout of the repository (its working tree is left untouched).
+        env: The environment to roll back.
+        to_version: The version to restore; default: the previous one not marked rolled back.
+        is_rolled_back: Whether a pin is marked rolled back in ``env``.
+        mark_rolled_back: Marks the version left behind, after publishing.
+        force_reason: Restore ``to_version`` even though it is marked rolled back in ``env``;
+            why (required for that, recorded by ``force_restore``).
+        force_restore: Lifts the target's mark in ``env`` and records the reason, after
+            publishing, when the target was marked.
+        remote: Git remote.
+        base: The branch ArgoCD deploys from.
+        github: API settings (production); None stops after pushing the branch.
 
     Raises:
-        PromotionError: No earlier pin to restore, or publishing failed (cleanly).
+        PromotionError: No earlier pin to restore, the target is marked rolled back and no
+            reason to force it was given, or publishing failed (cleanly).
     """
     path = model_yaml(env)
+    if force_reason is not None and not force_reason.strip():
+        raise PromotionError("--force needs a --reason; it is recorded on the restored version")
+    if force_reason is not None and to_version is None:
+        raise PromotionError("--force applies to an explicit --to version only")
     if gitops_git.fetch(repo, remote, base) is None:
         raise PromotionError(f"{remote} has no branch {base!r}")
     history = gitops_git.file_history(repo, f"refs/remotes/{remote}/{base}", path)
-    plan = plan_rollback(history, to_version, is_rolled_back, path)
+    plan = plan_rollback(history, to_version, is_rolled_back, path, force=force_reason is not None)
     current, target = plan.current, plan.target
     topic = f"rollback/{current.name}-v{current.version}-to-v{target.version}"
     message = (
         f"Roll back {current.name} in {env} from v{current.version} to v{target.version}\n\n"
         f"Restores {path} as of {plan.commit[:12]}.\n"
-        f"v{current.version} (sha256 {current.sha256}) is marked rolled back.\n"
+        f"v{current.version} (sha256 {current.sha256}) is marked rolled back in {env}.\n"
+        + (
+            f"v{target.version} was marked rolled back in {env}; restored by force: "
+            f"{force_reason}\n"
+            if plan.forced
+            else ""
+        )
     )
     body = (
         f"## Rollback of `{current.name}` in {env}\n\n"
@@ -398,9 +443,15 @@ def rollback(
         f"| from | v{current.version} | `{current.sha256[:12]}` | `{current.run_id}` |\n"
         f"| to | v{target.version} | `{target.sha256[:12]}` | `{target.run_id}` |\n\n"
         f"`{path}` is restored byte for byte from commit {plan.commit}. "
-        f"v{current.version} is marked `argosy.rolled_back` in the registry, so it is never "
-        "promoted again. (ArgoCD auto-sync refuses `argocd app rollback`; the revert lives "
-        "in git.)\n"
+        f"v{current.version} is marked `argosy.rolled_back.{env}` in the registry, so it is "
+        f"never promoted to {env} again. (ArgoCD auto-sync refuses `argocd app rollback`; the "
+        "revert lives in git.)\n"
+        + (
+            f"\n**Forced:** v{target.version} was marked rolled back in {env} and is restored "
+            f"anyway. Reason: {force_reason}\n"
+            if plan.forced
+            else ""
+        )
     )
     change = FileChange(path=path, text=plan.text, message=message)
     result, url = _publish(
@@ -416,6 +467,8 @@ def rollback(
         github=github,
         max_attempts=5,
     )
+    if plan.forced and force_restore is not None and force_reason is not None:
+        force_restore(target, force_reason)
     if mark_rolled_back is not None:
         mark_rolled_back(current)
     return Outcome(

@@ -27,6 +27,10 @@ TAG_GIT_COMMIT = "argosy.git_commit"
 TAG_GATE = "argosy.gate_decision"
 TAG_STORAGE_URI = "argosy.storage_uri"
 TAG_ROLLED_BACK = "argosy.rolled_back"
+"""Prefix of the per-environment mark, ``argosy.rolled_back.<env>``; the bare tag (written before
+marks were per environment) still counts as rolled back in every environment."""
+TAG_ROLLBACK_FORCED = "argosy.rollback_forced"
+"""``argosy.rollback_forced.<env>``: why a version marked rolled back there was restored anyway."""
 METRIC_TAG_PREFIX = "argosy.metric."
 GATE_ARTIFACT_DIR = "gate"
 SERVING_ARTIFACT_DIR = "serving"
@@ -54,17 +58,29 @@ class RegisteredVersion:
     git_commit: str
     gate_decision: str
     storage_uri: str
-    rolled_back: bool = False
+    rolled_back_in: frozenset[str] = frozenset()
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rolled_back(self) -> bool:
+        """Whether the version is marked rolled back in any environment."""
+        return bool(self.rolled_back_in)
+
+    def is_rolled_back(self, env: str | None = None) -> bool:
+        """Whether the version is marked rolled back in ``env`` (None: in any environment)."""
+        return self.rolled_back if env is None else env in self.rolled_back_in
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
     """An MLflow client for ``tracking_uri`` (default: Argosy's, see :mod:`argosy.tracking`)."""
     from mlflow import MlflowClient
 
-    from argosy.tracking import tracking_uri as default_uri
+    from argosy import tracking
 
-    uri = tracking_uri or default_uri()
+    try:
+        uri = tracking.connect(tracking_uri or tracking.tracking_uri())
+    except tracking.TrackingServerError as exc:
+        raise RegistryError(str(exc)) from exc
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -99,6 +115,16 @@ def require_promote(gate: dict[str, Any], path: Path) -> None:
         raise GateError(f"{path}: the gate rejected this model ({reasons}); refusing to continue")
 
 
+def _true(value: str | None) -> bool:
+    return (value or "").lower() == "true"
+
+
+def _rolled_back_in(tags: dict[str, str]) -> frozenset[str]:
+    if _true(tags.get(TAG_ROLLED_BACK)):
+        return frozenset(ENV_ALIASES)  # a mark from before marks were per environment
+    return frozenset(env for env in ENV_ALIASES if _true(tags.get(f"{TAG_ROLLED_BACK}.{env}")))
+
+
 def _version(mlflow_version: Any, storage_default: str = "") -> RegisteredVersion:
     tags = dict(mlflow_version.tags or {})
     metrics = {
@@ -115,7 +141,7 @@ def _version(mlflow_version: Any, storage_default: str = "") -> RegisteredVersio
         git_commit=tags.get(TAG_GIT_COMMIT, ""),
         gate_decision=tags.get(TAG_GATE, ""),
         storage_uri=tags.get(TAG_STORAGE_URI, storage_default),
-        rolled_back=tags.get(TAG_ROLLED_BACK, "").lower() == "true",
+        rolled_back_in=_rolled_back_in(tags),
         metrics=metrics,
     )
 
@@ -246,7 +272,11 @@ def read_gate_artifact(mlflow_client: MlflowClient, run_id: str) -> dict[str, An
 
 
 def verify_pin(
-    pin: ModelPin, mlflow_client: MlflowClient, check_artifact: bool = True
+    pin: ModelPin,
+    mlflow_client: MlflowClient,
+    check_artifact: bool = True,
+    *,
+    env: str | None = None,
 ) -> list[str]:
     """Re-check a pin against the registry and the gate report logged with the model.
 
@@ -254,6 +284,8 @@ def verify_pin(
         pin: What an overlay pins.
         mlflow_client: Client of the registry.
         check_artifact: Also download ``model.onnx`` from the pinned storage and hash it.
+        env: The environment whose overlay holds the pin: a version marked rolled back there
+            fails (a mark of another environment does not). None: a mark anywhere fails.
 
     Returns:
         Problems found; empty when the registry and the gate back the pin.
@@ -272,8 +304,12 @@ def verify_pin(
         problems.append(f"{label}: pinned sha256 {pin.sha256}, registry has {version.sha256!r}")
     if version.gate_decision != "promote":
         problems.append(f"{label}: gate decision is {version.gate_decision!r}, not 'promote'")
-    if version.rolled_back:
-        problems.append(f"{label}: marked rolled back; it must not be deployed again")
+    if version.is_rolled_back(env):
+        where = f"in {env}" if env else f"in {', '.join(sorted(version.rolled_back_in))}"
+        problems.append(
+            f"{label}: marked rolled back {where}; it must not be deployed there again "
+            "(`argosy rollback --to N --force --reason ...` restores it deliberately)"
+        )
     if version.storage_uri != pin.storage_uri:
         problems.append(
             f"{label}: pinned storage {pin.storage_uri}, registry has {version.storage_uri!r}"
@@ -318,8 +354,9 @@ def sync_aliases(
 ) -> dict[str, str | None]:
     """Point each environment's alias at the version its overlay pins (git is the truth).
 
-    Every pin is checked to exist (with the pinned sha256) before any alias moves, so a bad pin
-    changes nothing. An environment that pins no model loses its alias.
+    Every pin is checked to exist (with the pinned sha256) and not to be marked rolled back in its
+    environment before any alias moves, so a bad pin changes nothing. An environment that pins no
+    model loses its alias.
 
     Args:
         pins: Environment -> its overlay's pin (None: no model pinned).
@@ -331,7 +368,8 @@ def sync_aliases(
         Environment -> version now aliased (None where the alias was removed).
 
     Raises:
-        RegistryError: A pinned version is missing or does not match its pin.
+        RegistryError: A pinned version is missing, does not match its pin, or is marked rolled
+            back in the environment that pins it.
     """
     from mlflow.exceptions import MlflowException
 
@@ -343,6 +381,12 @@ def sync_aliases(
             raise RegistryError(
                 f"{env} pins {pin.name} v{pin.version} with sha256 {pin.sha256}, "
                 f"registry has {version.sha256!r}; no alias changed"
+            )
+        if version.is_rolled_back(env):
+            raise RegistryError(
+                f"{env} pins {pin.name} v{pin.version}, which is marked rolled back in {env}; "
+                "no alias changed (restore it deliberately with `argosy rollback --to "
+                f"{pin.version} --force --reason ...`, or roll {env} forward)"
             )
     result: dict[str, str | None] = {}
     for env, pin in pins.items():
@@ -357,15 +401,55 @@ def sync_aliases(
     return result
 
 
-def mark_rolled_back(mlflow_client: MlflowClient, name: str, version: str, reason: str) -> None:
-    """Tag a version rolled back so promotion refuses it; drop ``candidate`` if it points here."""
+def mark_rolled_back(
+    mlflow_client: MlflowClient, name: str, version: str, reason: str, *, env: str
+) -> None:
+    """Tag a version rolled back in ``env`` so promotion there refuses it.
+
+    Other environments are unaffected: a staging rollback does not fail production's verify.
+    ``candidate`` is dropped if it points here, so automation does not pick it up again.
+    """
     from mlflow.exceptions import MlflowException
 
-    mlflow_client.set_model_version_tag(name, version, TAG_ROLLED_BACK, "true")
-    mlflow_client.set_model_version_tag(name, version, TAG_ROLLED_BACK + "_reason", reason)
+    _check_env(env)
+    mlflow_client.set_model_version_tag(name, version, f"{TAG_ROLLED_BACK}.{env}", "true")
+    mlflow_client.set_model_version_tag(name, version, f"{TAG_ROLLED_BACK}.{env}.reason", reason)
     try:
         current = mlflow_client.get_model_version_by_alias(name, CANDIDATE)
     except MlflowException:
         return
     if str(current.version) == version:
         mlflow_client.delete_registered_model_alias(name, CANDIDATE)
+
+
+def force_restore(
+    mlflow_client: MlflowClient, name: str, version: str, reason: str, *, env: str
+) -> None:
+    """Lift ``env``'s rolled-back mark of a version restored on purpose; record why.
+
+    The reason is kept as tag ``argosy.rollback_forced.<env>`` (with the mark's own reason, if
+    any). A mark from before marks were per environment is split first, so the other
+    environments keep theirs.
+
+    Raises:
+        RegistryError: The reason is empty.
+    """
+    _check_env(env)
+    if not reason.strip():
+        raise RegistryError("a forced restore needs a reason; it is recorded on the version")
+    tags = dict(mlflow_client.get_model_version(name, version).tags or {})
+    if _true(tags.get(TAG_ROLLED_BACK)):
+        for other in ENV_ALIASES:
+            mlflow_client.set_model_version_tag(name, version, f"{TAG_ROLLED_BACK}.{other}", "true")
+        mlflow_client.delete_model_version_tag(name, version, TAG_ROLLED_BACK)
+    was = tags.get(f"{TAG_ROLLED_BACK}.{env}.reason") or tags.get(f"{TAG_ROLLED_BACK}_reason")
+    record = f"{reason.strip()} (it had been rolled back: {was})" if was else reason.strip()
+    mlflow_client.set_model_version_tag(name, version, f"{TAG_ROLLBACK_FORCED}.{env}", record)
+    mlflow_client.set_model_version_tag(name, version, f"{TAG_ROLLED_BACK}.{env}", "false")
+    if f"{TAG_ROLLED_BACK}.{env}.reason" in tags:
+        mlflow_client.delete_model_version_tag(name, version, f"{TAG_ROLLED_BACK}.{env}.reason")
+
+
+def _check_env(env: str) -> None:
+    if env not in ENV_ALIASES:
+        raise RegistryError(f"unknown environment {env!r}; expected one of {ENV_ALIASES}")
