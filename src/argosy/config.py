@@ -10,8 +10,9 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from argosy.yamlfile import describe, read_mapping
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -270,17 +271,6 @@ class Params(BaseModel):
     workflow: WorkflowParams | None = None
 
 
-def _describe(error: ValidationError, path: Path) -> str:
-    lines = [f"{path}: invalid parameters"]
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; see params.yaml)")
-        else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
-
-
 def parse_params(raw: object, source: Path = DEFAULT_PARAMS) -> Params:
     """Validate an already-loaded params mapping.
 
@@ -296,7 +286,7 @@ def parse_params(raw: object, source: Path = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw, strict=True)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(describe(exc, f"{source}: invalid parameters", Params)) from None
 
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
@@ -305,10 +295,4 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     Raises:
         ConfigError: The file is missing, not YAML, or invalid.
     """
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (run from the repository root)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, path)
+    return parse_params(read_mapping(path, ConfigError, "run from the repository root"), path)

@@ -28,7 +28,9 @@ def test_unknown_key_is_named(raw: dict) -> None:
     bad = copy.deepcopy(raw)
     bad["train"]["n_estimater"] = 10
     # When / Then validation fails naming the dotted key
-    with pytest.raises(ConfigError, match=r"train\.n_estimater: unknown key"):
+    with pytest.raises(
+        ConfigError, match=r"train\.n_estimater: unknown key \(did you mean 'n_estimators'\?\)"
+    ):
         parse_params(bad)
 
 
@@ -82,3 +84,14 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_rule_across_keys_names_the_rule_not_the_whole_section(raw: dict) -> None:
+    # Given a cross-key mistake in a large section
+    bad = copy.deepcopy(raw)
+    bad["prepare"]["valid_fraction"], bad["prepare"]["test_fraction"] = 0.5, 0.45
+    # When / Then the message is one short line per problem, without the section's contents
+    with pytest.raises(ConfigError) as caught:
+        parse_params(bad)
+    assert all(len(line) < 200 for line in str(caught.value).splitlines())
+    assert "reference_rows" not in str(caught.value)

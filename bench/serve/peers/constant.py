@@ -16,9 +16,11 @@ BODY = (
 class ConstantApp(App):
     """Routes nothing: every request gets the same 200 JSON body."""
 
-    def handle(self, method: bytes, path: bytes, body: bytes) -> tuple[int, bytes, bytes, str]:
+    def handle(
+        self, method: bytes, path: bytes, body: bytes
+    ) -> tuple[int, bytes, bytes, str, bytes]:
         """Answer without parsing, validating or predicting."""
-        return 200, BODY, b"application/json", "infer"
+        return 200, BODY, b"application/json", "infer", b""
 
 
 if __name__ == "__main__":

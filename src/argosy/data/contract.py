@@ -10,17 +10,16 @@ fails before any work and the message names the key (``contract.yaml: features.a
 
 from __future__ import annotations
 
-import difflib
 import math
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from argosy.data.encoding import FeatureSpec
+from argosy.yamlfile import describe, read_mapping
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -280,49 +279,16 @@ def encode_frame(frame: pd.DataFrame, specs: tuple[FeatureSpec, ...] | list) -> 
     return out
 
 
-def _describe(error: ValidationError, source: Path) -> str:
-    lines = [f"{source}: invalid data contract"]
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "missing" and len(item["loc"]) == 1:
-            lines.append(
-                f"  {key}: required; write `{key}: {'[]' if key in _LISTS else 'null'}` when it "
-                "does not apply"
-                if key in _NULLABLE_KEYS
-                else f"  {key}: required (see the comments in contract.yaml)"
-            )
-        elif item["type"] == "extra_forbidden":
-            known = _known_keys(item["loc"][:-1])
-            hint = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
-            lines.append(
-                f"  {key}: unknown key"
-                + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(known)})")
-            )
-        elif isinstance(item.get("input"), dict):  # a rule across keys: the message says which
-            lines.append(f"  {key}: {item['msg'].removeprefix('Value error, ')}")
-        else:
-            got = repr(item.get("input"))
-            shown = got if len(got) <= 80 else got[:77] + "..."
-            lines.append(f"  {key}: {item['msg']} (got {shown})")
-    return "\n".join(lines)
-
-
 _LISTS = ("other_columns", "slices")
 _NULLABLE_KEYS = ("id", "time", "time_range", *_LISTS)
 
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys allowed at ``loc`` (for "did you mean"): walk the models, skipping dict keys."""
-    model: Any = Contract
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None:
-            continue  # a key of a mapping such as `features`: its value's model is already set
-        candidates = getattr(field.annotation, "__args__", (field.annotation,))
-        model = next((a for a in candidates if hasattr(a, "model_fields")), None)
-        if model is None:
-            return []
-    return list(model.model_fields)
+def _missing(key: str) -> str:
+    if key in _NULLABLE_KEYS:
+        return (
+            f"required; write `{key}: {'[]' if key in _LISTS else 'null'}` when it does not apply"
+        )
+    return "required (see the comments in contract.yaml)"
 
 
 def parse_contract(raw: object, source: Path = DEFAULT_CONTRACT) -> Contract:
@@ -336,7 +302,9 @@ def parse_contract(raw: object, source: Path = DEFAULT_CONTRACT) -> Contract:
     try:
         return Contract.model_validate(raw, strict=True)
     except ValidationError as exc:
-        raise ContractError(_describe(exc, source)) from None
+        raise ContractError(
+            describe(exc, f"{source}: invalid data contract", Contract, _missing)
+        ) from None
 
 
 def load_contract(path: Path = DEFAULT_CONTRACT) -> Contract:
@@ -345,13 +313,7 @@ def load_contract(path: Path = DEFAULT_CONTRACT) -> Contract:
     Raises:
         ContractError: The file is missing, not YAML, or invalid.
     """
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ContractError(
-            f"{path}: no such file (run from the repository root, or draft one with "
-            "`argosy init --data FILE --label COLUMN`)"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}") from None
-    return parse_contract(raw, path)
+    hint = (
+        "run from the repository root, or draft one with `argosy init --data FILE --label COLUMN`"
+    )
+    return parse_contract(read_mapping(path, ContractError, hint), path)
