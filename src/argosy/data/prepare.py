@@ -144,8 +144,3 @@ def prepare(data_dir: Path, out_dir: Path, params: PrepareParams, contract: Cont
         "split %d rows (%s): %s", len(frame), "by time" if contract.time else "stratified", sizes
     )
     return sizes
-
-
-def load_split(prepared_dir: Path, name: str) -> pd.DataFrame:
-    """Read one prepared split."""
-    return pd.read_parquet(prepared_dir / f"{name}.parquet")

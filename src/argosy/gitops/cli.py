@@ -13,14 +13,10 @@ from typing import Annotated
 import typer
 
 from argosy.clikit import DEFAULT_CONTRACT, contract_or_exit
+from argosy.clikit import fail as _fail
 from argosy.gitops.pin import PinError, read_pin
 
 ROOT_HELP = "Repository checkout to work from (its working tree is never modified)."
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _client(tracking_uri: str | None):
