@@ -44,7 +44,8 @@ def test_too_few_rows_is_insufficient_data_even_when_the_share_is_zero() -> None
     assert status == "insufficient_data"
     assert window_status(1000, 0.0, 1000, 0.1) == "no_drift"
     assert window_status(1000, 0.11, 1000, 0.1) == "drift"
-    assert window_status(1000, 0.1, 1000, 0.1) == "no_drift"  # over the threshold, not at it
+    assert window_status(1000, 0.1, 1000, 0.1) == "drift"  # at the threshold, as Evidently
+    assert window_status(1000, 0.09, 1000, 0.1) == "no_drift"
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,18 @@ def test_two_drifted_windows_retrain_then_cooldown_holds(
     assert first.verdict.decision == "retrain"
     assert {"decision.json", "decision", "drift_share", "metrics.prom", "summary.md"} <= outputs
     assert "report.html" in outputs
+    page = (tmp_path / "reports" / "report.html").read_text()
     assert decision["decision"] == "retrain"
+    # and the drift report opens with that decision, and Evidently's own headline agrees with it
+    # over the contract's features and params.yaml's drift share
+    top = page.partition("<body>")[2].lstrip()[:2000]
+    assert top.startswith('<div id="argosy-decision"')
+    assert "Drift monitor: RETRAIN" in top
+    assert (
+        f"Dataset Drift is detected. Dataset drift detection threshold is {params.drift_share}"
+        in page
+    )
+    assert f"out of {len(contract.feature_names)})" in page
     assert float((tmp_path / "reports" / "drift_share").read_text()) == pytest.approx(
         decision["drift_share"], rel=1e-5
     )

@@ -58,10 +58,14 @@ class WindowOutcome:
 
 
 def window_status(rows: int, drift_share: float | None, min_rows: int, threshold: float) -> str:
-    """Classify a window: too few rows first, then the drift share against the threshold."""
+    """Classify a window: too few rows first, then the drift share against the threshold.
+
+    A window drifts when at least ``threshold`` of the features drifted: Evidently's rule for
+    dataset drift, so the report's headline and this status always agree.
+    """
     if rows < min_rows or drift_share is None:
         return "insufficient_data"
-    return "drift" if drift_share > threshold else "no_drift"
+    return "drift" if drift_share >= threshold else "no_drift"
 
 
 @dataclass

@@ -51,6 +51,8 @@ class DriftSettings:
         num_threshold: A numerical column drifts when its distance is at least this.
         cat_threshold: Same for frequency-compared columns.
         prediction_threshold: Same for the score (prediction drift).
+        drift_share: The window drifts when at least this share of ``features`` drifted (the
+            score is reported apart and not counted); the Evidently report's headline uses it.
         max_rows: Larger windows are sampled down to this many rows.
         seed: Seed of that sample.
     """
@@ -63,6 +65,7 @@ class DriftSettings:
     num_threshold: float = 0.1
     cat_threshold: float = 0.1
     prediction_threshold: float = 0.1
+    drift_share: float = 0.5
     max_rows: int = 200_000
     seed: int = 0
 
@@ -317,6 +320,7 @@ def evidently_drift(
         DriftError: A frame lacks a column or has no rows.
     """
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
     ref, cur, all_columns = _prepare(reference, current, settings)
@@ -335,18 +339,32 @@ def evidently_drift(
         categorical_columns=[c for c in columns if settings.categorical(c)],
     )
     overrides = {c: m for c, m in settings.per_column_method.items() if c in columns}
-    preset = DataDriftPreset(
-        columns=columns,
-        num_method=settings.num_method,
-        cat_method=settings.cat_method,
-        per_column_method=overrides or None,
-        num_threshold=settings.num_threshold,
-        cat_threshold=settings.cat_threshold,
-        per_column_threshold={SCORE_COLUMN: settings.prediction_threshold}
-        if SCORE_COLUMN in columns
-        else None,
-    )
-    snapshot = Report([preset]).run(
+    features = [c for c in columns if c != SCORE_COLUMN]
+    # The preset covers the features only, with Argosy's drift share: its "Dataset Drift is
+    # detected" headline counts the same columns against the same threshold as the decision.
+    # The score is a separate metric, as in the decision (prediction drift is reported apart).
+    metrics: list[Any] = []
+    if features:
+        metrics.append(
+            DataDriftPreset(
+                columns=features,
+                drift_share=settings.drift_share,
+                num_method=settings.num_method,
+                cat_method=settings.cat_method,
+                per_column_method={c: m for c, m in overrides.items() if c in features} or None,
+                num_threshold=settings.num_threshold,
+                cat_threshold=settings.cat_threshold,
+            )
+        )
+    if SCORE_COLUMN in columns:
+        metrics.append(
+            ValueDrift(
+                column=SCORE_COLUMN,
+                method=settings.method(SCORE_COLUMN),
+                threshold=settings.prediction_threshold,
+            )
+        )
+    snapshot = Report(metrics).run(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition),
     )

@@ -15,10 +15,10 @@ parameters; Prometheus reads ``metrics.prom`` through a textfile collector or a 
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +85,7 @@ def settings_from(params: MonitorParams, contract: Contract) -> DriftSettings:
             num_threshold=params.num_threshold,
             cat_threshold=params.cat_threshold,
             prediction_threshold=params.prediction_threshold,
+            drift_share=params.drift_share,
             max_rows=params.max_rows,
             seed=params.sample_seed,
         )
@@ -410,6 +411,31 @@ def render_summary(outcome: MonitorOutcome) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_decision_banner(page: str, outcome: MonitorOutcome) -> str:
+    """Evidently's HTML with Argosy's decision and its reasons at the top of the page.
+
+    Evidently's own headline covers the drift tests of one window; the decision also weighs
+    consecutive windows, the cooldown and label feedback, so the page opens with it.
+    """
+    v = outcome.verdict
+    color = "#b3261e" if v.decision == "retrain" else "#1b5e20"
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in v.reasons) or (
+        "<li>nothing calls for retraining</li>"
+    )
+    share = "not computed" if outcome.drift_share is None else f"{outcome.drift_share:.2f}"
+    banner = (
+        f'<div id="argosy-decision" style="font-family:sans-serif;padding:16px 24px;'
+        f'border-left:8px solid {color};background:#fafafa;margin:0 0 8px 0">'
+        f'<h1 style="margin:0 0 8px 0;color:{color}">Drift monitor: '
+        f"{html.escape(v.decision.upper())}</h1>"
+        f'<p style="margin:0 0 4px 0">Latest window\'s drift share {share}; the report below '
+        "is Evidently's, on the same features and threshold.</p>"
+        f'<ul style="margin:4px 0 0 0">{reasons}</ul></div>'
+    )
+    head, body_tag, rest = page.partition("<body>")
+    return f"{head}{body_tag}{banner}{rest}" if body_tag else banner + page
+
+
 def write_outputs(outcome: MonitorOutcome, reports: Path, overlays: Path | None = None) -> None:
     """Write decision.json, decision, drift_share, metrics.prom, summary.md and report.html."""
     reports.mkdir(parents=True, exist_ok=True)
@@ -429,4 +455,7 @@ def write_outputs(outcome: MonitorOutcome, reports: Path, overlays: Path | None 
     latest = [w for w, r in outcome.evaluated if r is not None]
     if latest:
         stem = datetime.fromisoformat(latest[-1].end).strftime("%Y%m%dT%H%M%SZ")
-        shutil.copyfile(reports / "windows" / f"{stem}.html", reports / "report.html")
+        page = (reports / "windows" / f"{stem}.html").read_text(encoding="utf-8")
+        tmp = reports / ".report.html.tmp"
+        tmp.write_text(with_decision_banner(page, outcome), encoding="utf-8")
+        tmp.replace(reports / "report.html")
