@@ -182,11 +182,12 @@ def evaluate(
     """Score the test split: PR-AUC, ROC-AUC, recall@FPR, precision@k, Brier, slices, latency."""
     from argosy.data.encoding import EncodingError
     from argosy.evaluation.metrics import ModelFileError, run_evaluate
+    from argosy.tracking import TrackingServerError
 
     config, declared = params_or_exit(params), contract_or_exit(contract)
     try:
         metrics = run_evaluate(model, prepared, reports, config.evaluate, declared)
-    except (ModelFileError, EncodingError) as exc:
+    except (ModelFileError, EncodingError, TrackingServerError) as exc:
         fail(str(exc))
     typer.echo(
         f"PR-AUC {metrics['pr_auc']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}, "
@@ -201,6 +202,9 @@ def gate(
     metrics: Annotated[Path, typer.Option(help="Challenger metrics from evaluate.")] = Path(
         "reports/metrics.json"
     ),
+    slices: Annotated[Path, typer.Option(help="Challenger per-slice metrics from evaluate.")] = (
+        Path("reports/slices.json")
+    ),
     production: Annotated[Path, typer.Option(help="The production overlay's model pin.")] = Path(
         "manifests/overlays/production/model.yaml"
     ),
@@ -214,15 +218,22 @@ def gate(
     from argosy.evaluation.gate import GateError, run_gate
     from argosy.evaluation.metrics import ModelFileError
     from argosy.gitops.pin import PinError
-    from argosy.tracking import tracking_uri
+    from argosy.tracking import TrackingServerError, tracking_uri
 
     config, declared = params_or_exit(params), contract_or_exit(contract)
     mlflow.set_tracking_uri(tracking_uri())
     try:
         report = run_gate(
-            model, prepared, metrics, production, reports, config.gate, config.evaluate, declared
+            model,
+            prepared,
+            (metrics, slices),
+            production,
+            reports,
+            config.gate,
+            config.evaluate,
+            declared,
         )
-    except (GateError, ModelFileError, PinError) as exc:
+    except (GateError, ModelFileError, PinError, TrackingServerError) as exc:
         fail(str(exc))
     typer.echo(f"gate decision: {report['decision']} ({'; '.join(report['reasons'])})")
 
@@ -257,6 +268,7 @@ def summary(reports: ReportsDir = Path("reports")) -> None:
         ("gate (PR body)", reports / "gate.md"),
         ("gate (JSON)", path),
         ("metrics", reports / "metrics.json"),
+        ("slice metrics", reports / "slices.json"),
         ("data validation", reports / "validation" / "data_docs" / "index.html"),
         ("PR curve / calibration", reports / "plots"),
     ):

@@ -19,6 +19,9 @@ from pathlib import Path
 import yaml
 
 DEFAULT_DB = "mlflow.db"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3's experiment type for classic model training (its UI's "Machine learning")."""
 DEFAULT_ARTIFACTS = "mlartifacts"
 PROBE_TIMEOUT_S = 5.0
 """How long :func:`connect` waits for the tracking server to answer at all."""
@@ -32,6 +35,50 @@ HTTP_DEFAULTS = {
 
 class TrackingServerError(ConnectionError):
     """The MLflow tracking server does not answer; the message names the URI and what to check."""
+
+
+class TrackingUriError(ValueError):
+    """No usable explicit tracking URI: the message says what to set."""
+
+
+def explicit_tracking_uri(uri: str | None, checkout: Path) -> str:
+    """The tracking URI a check must be given explicitly: never a file inside ``checkout``.
+
+    ``argosy promote verify`` judges the checkout it reads, so a registry that the checkout
+    itself carries (a committed ``mlflow.db``, a ``file:`` store in it) would vouch for anything.
+    Unlike :func:`tracking_uri`, there is no fallback: an empty ``MLFLOW_TRACKING_URI`` (a secret
+    that is not set, as for a pull request from a fork) fails.
+
+    Args:
+        uri: ``--tracking-uri``; None reads ``MLFLOW_TRACKING_URI``.
+        checkout: The checkout under review.
+
+    Returns:
+        The URI.
+
+    Raises:
+        TrackingUriError: No URI, or one naming a file inside ``checkout``.
+    """
+    chosen = (uri if uri is not None else os.environ.get("MLFLOW_TRACKING_URI", "")).strip()
+    if not chosen:
+        raise TrackingUriError(
+            "no tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI (in CI, the "
+            "MLFLOW_TRACKING_URI secret; it is empty for pull requests from forks). This check "
+            f"never falls back to {DEFAULT_DB} in the checkout."
+        )
+    parts = urllib.parse.urlsplit(chosen)
+    if parts.scheme in ("", "file", "sqlite"):
+        local = parts.path if parts.scheme else chosen
+        if parts.scheme == "sqlite":
+            local = chosen.removeprefix("sqlite:///")
+            local = local if local.startswith("/") else str(Path.cwd() / local)
+        path = Path(urllib.parse.unquote(local)).resolve()
+        if path.is_relative_to(checkout.resolve()):
+            raise TrackingUriError(
+                f"the tracking URI {chosen} is a file inside the checkout under review "
+                f"({checkout}); point it at the team's tracking server"
+            )
+    return chosen
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -105,14 +152,25 @@ def artifact_location(root: Path | None = None) -> str | None:
 
 
 def ensure_experiment(name: str, root: Path | None = None) -> str:
-    """Return the id of experiment ``name``, creating it (with a local artifact root) if needed."""
+    """Return the id of experiment ``name``, creating it (with a local artifact root) if needed.
+
+    The experiment is marked a model-training one (``mlflow.experimentKind``), so MLflow's UI
+    opens it on runs and models rather than on the GenAI traces view; a kind someone set by hand
+    is kept.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(root))
+    if experiment is None:
+        return client.create_experiment(
+            name,
+            artifact_location=artifact_location(root),
+            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+        )
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def data_hash(root: Path | None = None) -> str:

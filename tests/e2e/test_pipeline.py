@@ -92,7 +92,13 @@ def test_repro_runs_every_stage_and_writes_the_gate(pipeline_repo: tuple[Path, d
     assert (root / "reports/gate.md").read_text().startswith("## Model gate")
     assert json.loads((root / "reports/validation/result.json").read_text())["success"] is True
     metrics = json.loads((root / "reports/metrics.json").read_text())
-    assert set(metrics["slices"]) == {"channel", "merchant_category"}
+    slices = json.loads((root / "reports/slices.json").read_text())
+    # per-slice metrics in their own file, so `dvc metrics show` is one row of headline metrics
+    assert set(slices) == {"channel", "merchant_category"}
+    assert "slices" not in metrics
+    shown = sh(root, "dvc", "metrics", "show", "--json", env=ctx["env"]).stdout
+    assert "merchant_category" not in shown
+    assert "pr_auc" in shown
     assert json.loads((root / "reports/plots/pr_curve.json").read_text())
     assert run_count(ctx["env"]["MLFLOW_TRACKING_URI"]) == 1
 
@@ -109,6 +115,19 @@ def test_run_records_provenance(pipeline_repo: tuple[Path, dict]) -> None:
     assert run.data.tags["argosy.sha256"] == meta["sha256"]
     assert run.data.params["device"] == "cpu"
     assert "valid_pr_auc" in run.data.metrics
+    # as MLflow's users expect: a model-training experiment, a run named after the commit,
+    # the test split's metrics and the per-round curve on the run, the splits as inputs
+    experiment = mlflow.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.run_name == f"{meta['name']}@{head[:10]}"
+    test_metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert run.data.metrics["test_pr_auc"] == pytest.approx(test_metrics["pr_auc"])
+    curve = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_aucpr")
+    assert len(curve) > meta["best_iteration"]
+    assert [m.step for m in curve] == list(range(len(curve)))
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {f"{meta['name']}-{s}" for s in ("train", "valid", "test")}
+    assert inputs[f"{meta['name']}-train"].tags[0].value == "training"
 
 
 def test_second_repro_changes_nothing(pipeline_repo: tuple[Path, dict]) -> None:

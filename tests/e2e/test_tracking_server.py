@@ -67,7 +67,7 @@ def test_train_and_gate_against_a_real_server(
         return run_gate(
             tmp_path / "model",
             prepared,
-            reports / "metrics.json",
+            (reports / "metrics.json", reports / "slices.json"),
             production,
             reports,
             params.gate,

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,21 @@ import pandas as pd
 
 from argosy.config import EvaluateParams, GateParams
 from argosy.data.contract import Contract, MetricContract
-from argosy.evaluation.metrics import METRICS, OnnxModel, evaluate_model, to_json
+from argosy.evaluation.metrics import (
+    LOWER_IS_BETTER,
+    METRICS,
+    OnnxModel,
+    evaluate_model,
+    to_json,
+)
+from argosy.gitops.git import GitError, git
 from argosy.gitops.pin import ModelPin, read_pin
+
+TRIGGER_ENV = "ARGOSY_TRIGGER"
+"""Why this pipeline ran (a push, the drift monitor and its reasons, new data): the workflow sets
+it, and the PR body says it first. Unset: a run by hand."""
+MAX_COMMITS = 15
+"""Most commits listed in the PR body (the count is always given)."""
 
 
 class GateError(RuntimeError):
@@ -141,8 +156,11 @@ def decide(
     return decision
 
 
-def fetch_champion(pin: ModelPin, dest: Path) -> OnnxModel:
+def fetch_champion(pin: ModelPin, dest: Path) -> tuple[OnnxModel, str]:
     """Download the pinned version's serving files from MLflow and verify them.
+
+    Returns:
+        The verified model and the MLflow run that trained it.
 
     Raises:
         GateError: The registry is unreachable or does not hold the pinned version.
@@ -172,28 +190,183 @@ def fetch_champion(pin: ModelPin, dest: Path) -> OnnxModel:
         raise GateError(
             f"cannot reach the MLflow registry at {mlflow.get_tracking_uri()}: {exc}"
         ) from exc
-    return OnnxModel(Path(local), expected_sha256=pin.sha256)
+    return OnnxModel(Path(local), expected_sha256=pin.sha256), str(version.run_id)
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def run_facts(run_id: str | None) -> dict[str, Any]:
+    """What a training run was trained on: commit, data hash, rows and params (from MLflow).
+
+    Empty when there is no run id or MLflow does not know it: the report then says so.
+    """
+    if not run_id:
+        return {}
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except (MlflowException, OSError):
+        return {}
+    rows = run.data.metrics.get("train_rows")
+    return {
+        "run_id": run_id,
+        "experiment_id": run.info.experiment_id,
+        "git_commit": run.data.tags.get("argosy.git_commit", ""),
+        "data_hash": run.data.tags.get("argosy.data_hash", ""),
+        "train_rows": None if rows is None else int(rows),
+        "params": dict(run.data.params),
+    }
+
+
+def commits_between(root: Path, old: str, new: str) -> list[str] | None:
+    """``<short sha> <subject>`` of each commit in ``old..new``, newest first; None if unknown.
+
+    None when either commit is missing from this checkout (a shallow clone, a commit from
+    another repository) or git is not there: the report says it cannot list them.
+    """
+    if not old or not new or "unknown" in (old, new):
+        return None
+    try:
+        out = git(root, "log", "--format=%h %s", f"{old}..{new}")
+    except (GitError, OSError):
+        return None
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def lineage(challenger: dict[str, Any], champion: dict[str, Any], root: Path) -> dict[str, Any]:
+    """What changed from the champion's training to the challenger's: data, params, commits."""
+    changed = {
+        k: [champion.get("params", {}).get(k), v]
+        for k, v in sorted(challenger.get("params", {}).items())
+        if champion.get("params") and champion["params"].get(k) != v
+    }
+    return {
+        "challenger": challenger,
+        "champion": champion,
+        "params_changed": changed,
+        "commits": commits_between(
+            root, champion.get("git_commit", ""), challenger.get("git_commit", "")
+        ),
+    }
+
+
+def _mlflow_link(run: dict[str, Any], tracking: str) -> str:
+    """A link to the run in MLflow's UI for a tracking server; how to open it for a local store."""
+    if not run.get("run_id"):
+        return "not recorded"
+    path = f"#/experiments/{run.get('experiment_id', '0')}/runs/{run['run_id']}"
+    if tracking.startswith(("http://", "https://")):
+        return f"[run `{run['run_id'][:12]}`]({tracking.rstrip('/')}/{path})"
+    return (
+        f"run `{run['run_id']}` in the local store (`mlflow ui --backend-store-uri {tracking}`, "
+        f"then open `{path}`)"
+    )
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part: the report is a PR body anyone may read."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.username and not parts.password:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname or ""))
+
+
+def _direction(metric: str) -> str:
+    return "↓ lower" if metric in LOWER_IS_BETTER else "↑ higher"
+
+
+def _changes_section(report: dict[str, Any]) -> list[str]:
+    changes = report.get("changes") or {}
+    ours, theirs = changes.get("challenger") or {}, changes.get("champion") or {}
+    version = report.get("champion_version")
+    if not version:
+        return [
+            "### What changed",
+            "",
+            "No champion in production yet: this model would be the first. Trained on data "
+            f"`{ours.get('data_hash') or report.get('data_hash')}` "
+            f"({ours.get('train_rows', 'n/a')} training rows) at commit "
+            f"`{(ours.get('git_commit') or report.get('git_commit', ''))[:12]}`.",
+            "",
+        ]
+
+    def cell(facts: dict[str, Any], key: str, width: int | None = None) -> str:
+        value = facts.get(key)
+        if value in (None, ""):
+            return "n/a"
+        text = str(value)
+        return f"`{text[:width]}`" if width else text
+
+    lines = [
+        f"### What changed since the champion (version {version})",
+        "",
+        "| | champion | challenger |",
+        "|---|---|---|",
+        f"| data (`data.dvc`) | {cell(theirs, 'data_hash')} | {cell(ours, 'data_hash')} |",
+        f"| training rows | {cell(theirs, 'train_rows')} | {cell(ours, 'train_rows')} |",
+        f"| trained at commit | {cell(theirs, 'git_commit', 12)} | "
+        f"{cell(ours, 'git_commit', 12)} |",
+        "",
+    ]
+    params = changes.get("params_changed") or {}
+    if params:
+        lines.append(
+            "Training params changed: "
+            + ", ".join(f"`{k}` {old} → {new}" for k, (old, new) in params.items())
+            + "."
+        )
+    elif theirs.get("params"):
+        lines.append("Training params: unchanged.")
+    else:
+        lines.append("Training params: the champion's run is not in MLflow, cannot compare.")
+    commits = changes.get("commits")
+    if commits is None:
+        lines.append("Commits since the champion's training: not in this checkout, cannot list.")
+    else:
+        lines.append(f"Commits since the champion's training: {len(commits)}.")
+        lines += [f"- `{c.split(' ', 1)[0]}` {c.partition(' ')[2]}" for c in commits[:MAX_COMMITS]]
+        if len(commits) > MAX_COMMITS:
+            lines.append(f"- … and {len(commits) - MAX_COMMITS} more")
+    return [*lines, ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    """The gate report as a pull-request body: verdict, metric table, slices, checks."""
+    """The gate report as a pull-request body a reviewer decides from.
+
+    In order: the verdict and why the pipeline ran; the reasons behind the verdict; what changed
+    since the champion's training (data, params, commits); the metric table with each metric's
+    direction; the slices, each marked gated or too small to gate; every check; links.
+    """
     promote = report["decision"] == "promote"
     challenger, champion = report["challenger"], report["champion"]
     model = report["model"]
-    version = report.get("champion_version")
+    failed = [c for c in report["checks"] if not c["passed"]]
     lines = [
         f"## Model gate: {'✅ promote' if promote else '❌ reject'} `{model['name']}`",
         "",
-        f"- challenger run `{model['run_id']}`, sha256 `{model['sha256'][:16]}…`",
-        f"- champion: {f'version {version}' if version else 'none pinned in production yet'}",
-        f"- data `{report['data_hash']}` at commit `{report['git_commit'][:12]}`",
+        f"**Why this ran:** {report.get('trigger') or 'a pipeline run by hand (no trigger given)'}",
         "",
-        "| metric | champion | challenger | Δ | floor |",
-        "|---|---:|---:|---:|---:|",
+        "**Decision:** "
+        + (
+            f"every one of {len(report['checks'])} checks passed."
+            if promote
+            else f"{len(failed)} of {len(report['checks'])} checks failed:"
+        ),
+        "",
+    ]
+    lines += [f"- ❌ {c['detail']}" for c in failed]
+    if failed:
+        lines.append("")
+    lines += _changes_section(report)
+    lines += [
+        "### Metrics (test split, both models scored on it)",
+        "",
+        "| metric | better | champion | challenger | Δ | floor |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     floors = report.get("floors", {})
     for metric in (*METRICS, "latency_us_per_row"):
@@ -201,31 +374,72 @@ def render_markdown(report: dict[str, Any]) -> str:
         delta = "" if ours is None or theirs is None else f"{ours - theirs:+.4f}"
         floor = floors.get(metric)
         lines.append(
-            f"| {metric} | {_fmt(theirs)} | {_fmt(ours)} | {delta} | "
+            f"| {metric} | {_direction(metric)} | {_fmt(theirs)} | {_fmt(ours)} | {delta} | "
             f"{'' if floor is None else f'{floor:.4f}'} |"
         )
-    primary = report.get("primary_metric", "pr_auc")
-    lines += ["", f"### Slices ({primary})", "", "| slice | positives | champion | challenger |"]
-    lines.append("|---|---:|---:|---:|")
-    for column, values in (challenger.get("slices") or {}).items():
-        for value, ours in values.items():
-            theirs = ((champion or {}).get("slices") or {}).get(column, {}).get(value)
-            positives = int(_value(ours, "positives") or 0)
-            lines.append(
-                f"| {column}={value} | {positives} | {_fmt(_value(theirs, primary))} | "
-                f"{_fmt(_value(ours, primary))} |"
-            )
+    lines += _slices_section(report)
     lines += ["", "### Checks", ""]
     lines += [
         f"- {'✅' if c['passed'] else '❌'} `{c['name']}`: {c['detail']}" for c in report["checks"]
     ]
+    lines += _links_section(report)
     return "\n".join(lines) + "\n"
+
+
+def _slices_section(report: dict[str, Any]) -> list[str]:
+    challenger, champion = report["challenger"], report["champion"]
+    primary = report.get("primary_metric", "pr_auc")
+    minimum = report.get("slice_min_positives")
+    gated = {c["name"] for c in report["checks"] if c["name"].startswith("slice:")}
+    rows, small = [], 0
+    for column, values in (challenger.get("slices") or {}).items():
+        for value, ours in values.items():
+            theirs = ((champion or {}).get("slices") or {}).get(column, {}).get(value)
+            positives = int(_value(ours, "positives") or 0)
+            name = f"slice:{column}={value}"
+            if name in gated:
+                mark = "gated"
+            elif champion is None:
+                mark = "no champion to compare"
+            else:
+                small += 1
+                mark = f"too small (< {minimum} positives)" if minimum else "too small"
+            rows.append(
+                f"| {column}={value} | {positives} | {_fmt(_value(theirs, primary))} | "
+                f"{_fmt(_value(ours, primary))} | {mark} |"
+            )
+    if not rows:
+        return ["", "### Slices", "", "The contract declares no `slices:`."]
+    head = f"### Slices ({primary}): {len(gated)} gated, {small} too small to gate"
+    return [
+        "",
+        head,
+        "",
+        "| slice | positives | champion | challenger | gate |",
+        "|---|---:|---:|---:|---|",
+        *rows,
+    ]
+
+
+def _links_section(report: dict[str, Any]) -> list[str]:
+    changes = report.get("changes") or {}
+    tracking = report.get("tracking_uri", "")
+    lines = ["", "### Links", ""]
+    lines.append(f"- MLflow, challenger: {_mlflow_link(changes.get('challenger') or {}, tracking)}")
+    if report.get("champion_version"):
+        lines.append(
+            f"- MLflow, champion (version {report['champion_version']}): "
+            f"{_mlflow_link(changes.get('champion') or {}, tracking)}"
+        )
+    for label, path in (report.get("reports") or {}).items():
+        lines.append(f"- {label}: `{path}`")
+    return lines
 
 
 def run_gate(
     model_dir: Path,
     prepared_dir: Path,
-    challenger_metrics_path: Path,
+    challenger_metrics: tuple[Path, Path],
     production_pin: Path,
     reports_dir: Path,
     gate_params: GateParams,
@@ -234,21 +448,44 @@ def run_gate(
 ) -> dict[str, Any]:
     """The gate stage: judge, then write ``gate.json`` and ``gate.md`` (both or neither).
 
+    Args:
+        model_dir: The challenger's model directory.
+        prepared_dir: Holds the test split both models are scored on.
+        challenger_metrics: evaluate's ``metrics.json`` and ``slices.json`` for the challenger.
+        production_pin: The production overlay's ``model.yaml``.
+        reports_dir: Receives ``gate.json`` and ``gate.md``.
+        gate_params: params.yaml ``gate:``.
+        evaluate_params: params.yaml ``evaluate:`` (to score the champion alike).
+        contract: The data contract (primary metric, floors, slices).
+
     Raises:
-        GateError: The champion could not be fetched, so no fair decision is possible.
+        GateError: The challenger's metrics are missing, or the champion could not be
+            fetched, so no fair decision is possible.
     """
     challenger_model = OnnxModel(model_dir)
-    challenger = json.loads(challenger_metrics_path.read_text())
+    metrics_path, slices_path = challenger_metrics
+    for path in challenger_metrics:
+        if not path.is_file():
+            raise GateError(f"{path}: no challenger metrics (run `argosy evaluate` first)")
+    challenger = json.loads(metrics_path.read_text())
+    challenger["slices"] = json.loads(slices_path.read_text())
     pin = read_pin(production_pin)
     champion: dict[str, Any] | None = None
+    champion_run = None
     if pin is not None:
         test = pd.read_parquet(prepared_dir / "test.parquet")
         with tempfile.TemporaryDirectory() as tmp:
-            champion_model = fetch_champion(pin, Path(tmp))
+            champion_model, champion_run = fetch_champion(pin, Path(tmp))
             champion, _ = evaluate_model(champion_model, test, evaluate_params, contract)
         champion = to_json(champion)
     decision = decide(challenger, champion, gate_params, contract.metric)
     meta = challenger_model.metadata
+    import mlflow
+
+    ours = run_facts(meta.get("mlflow_run_id")) or {
+        "data_hash": meta.get("data_hash", ""),
+        "git_commit": meta.get("git_commit", ""),
+    }
     report = {
         "decision": "promote" if decision.promote else "reject",
         "challenger": challenger,
@@ -267,6 +504,15 @@ def run_gate(
         },
         "data_hash": meta.get("data_hash", "untracked"),
         "git_commit": meta.get("git_commit", "unknown"),
+        "trigger": os.environ.get(TRIGGER_ENV, "").strip()[:2000],
+        "slice_min_positives": gate_params.slice_min_positives,
+        "changes": lineage(ours, run_facts(champion_run), Path.cwd()),
+        "tracking_uri": without_credentials(mlflow.get_tracking_uri()),
+        "reports": {
+            "data validation (Data Docs)": "reports/validation/data_docs/index.html",
+            "metrics / slices": "reports/metrics.json, reports/slices.json",
+            "PR and calibration curves": "reports/plots/ (`dvc plots show`)",
+        },
     }
     reports_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(report)

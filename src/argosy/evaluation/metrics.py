@@ -26,6 +26,8 @@ from argosy.hashing import file_sha256
 
 #: Metrics reported for every model, in table order.
 METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
+#: Metrics where a smaller value is the better model (every other one: larger is better).
+LOWER_IS_BETTER = frozenset({"brier", "latency_us_per_row", "latency_us_single_row"})
 #: The value a slice column's missing entries are reported under.
 MISSING_SLICE = "(missing)"
 
@@ -222,16 +224,51 @@ def run_evaluate(
     params: EvaluateParams,
     contract: Contract,
 ) -> dict:
-    """The evaluate stage: metrics.json, slices and the PR / calibration plots."""
+    """The evaluate stage: metrics.json, slices.json and the PR / calibration plots.
+
+    The headline metrics are also logged, as ``test_<metric>``, on the model's MLflow training
+    run, so the run shows how the model did on the held-out split next to how it trained.
+
+    Raises:
+        ModelFileError: The model directory is incomplete or altered.
+        TrackingServerError: The model names an MLflow run and the tracking server is not
+            reachable (checked before any scoring).
+    """
     model = OnnxModel(model_dir)
+    run_id = model.metadata.get("mlflow_run_id")
+    tracking_uri = None
+    if run_id:
+        from argosy import tracking
+
+        tracking_uri = tracking.connect(tracking.tracking_uri())
     test = pd.read_parquet(prepared_dir / "test.parquet")
     metrics, scores = evaluate_model(model, test, params, contract)
     labels = contract.labels(test)
+    headline = {k: v for k, v in metrics.items() if k != "slices"}
     plots = reports_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "metrics.json").write_text(json.dumps(to_json(metrics), indent=2) + "\n")
+    (reports_dir / "metrics.json").write_text(json.dumps(to_json(headline), indent=2) + "\n")
+    (reports_dir / "slices.json").write_text(
+        json.dumps(to_json(metrics["slices"]), indent=2) + "\n"
+    )
     (plots / "pr_curve.json").write_text(json.dumps(pr_curve_points(scores, labels)) + "\n")
     (plots / "calibration.json").write_text(
         json.dumps(calibration_points(scores, labels, params.calibration_bins)) + "\n"
     )
+    if run_id and tracking_uri:
+        log_test_metrics(tracking_uri, str(run_id), headline)
     return metrics
+
+
+def log_test_metrics(tracking_uri: str, run_id: str, metrics: dict[str, Any]) -> None:
+    """``test_<name>`` for every finite headline metric, on the training run ``run_id``."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(f"test_{name}", float(value), now, 0)
+        for name, value in metrics.items()
+        if isinstance(value, (int, float)) and math.isfinite(value)
+    ]
+    mlflow.MlflowClient(tracking_uri=tracking_uri).log_batch(run_id, metrics=batch)

@@ -7,6 +7,7 @@ is written atomically, so a failed run leaves the previous model untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -154,6 +155,78 @@ def check_parity(native: np.ndarray, exported: np.ndarray, tolerance: float) -> 
     return diff
 
 
+def run_name(model: str, commit: str, dirty: bool) -> str:
+    """The MLflow run's name: the model and the commit it was trained from (``+dirty`` if so)."""
+    short = commit[:10] if commit and commit != "unknown" else "uncommitted"
+    return f"{model}@{short}{'+dirty' if dirty else ''}"
+
+
+def log_curves(evals_result: dict[str, Any]) -> None:
+    """Every evaluation metric of every boosting round, as a stepped MLflow metric.
+
+    ``valid_aucpr`` at step ``i`` is the validation PR-AUC after round ``i``, so the run's chart
+    shows the learning curve and where early stopping cut it.
+    """
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{split}_{name}", float(value), now, step)
+        for split, by_name in evals_result.items()
+        for name, values in by_name.items()
+        for step, value in enumerate(values)
+    ]
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def log_datasets(
+    splits: dict[str, pd.DataFrame], contract: Contract, prepared_dir: Path, data_hash: str
+) -> None:
+    """The splits as the run's dataset inputs: schema from the contract, digest from DVC's hash.
+
+    Only the description travels (the rows stay in DVC): the source is the split's file, the
+    digest is derived from ``data.dvc``'s hash and the split, and the schema is the contract's
+    (features and label), so no pass over the rows is needed however large the data.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    kinds = {"numeric": "double", "integer": "long", "boolean": "boolean", "categorical": "string"}
+    # A nullable integer arrives as a float column (NaN for missing), as the encoder sees it.
+    columns = [
+        ColSpec(
+            "double" if f.type == "integer" and f.nullable else kinds[f.type],
+            column,
+            required=not f.nullable,
+        )
+        for column, f in contract.features.items()
+    ]
+    positive = contract.label.positive
+    label_type = (
+        "boolean"
+        if isinstance(positive, bool)
+        else "long"
+        if isinstance(positive, int)
+        else "double"
+        if isinstance(positive, float)
+        else "string"
+    )
+    schema = Schema([*columns, ColSpec(label_type, contract.label.column)])
+    context = {"train": "training", "valid": "validation", "test": "testing"}
+    for name, frame in splits.items():
+        digest = hashlib.sha256(f"{data_hash}/{name}/{len(frame)}".encode()).hexdigest()[:10]
+        uri = (prepared_dir / f"{name}.parquet").resolve().as_uri()
+        source = get_dataset_source_from_json(json.dumps({"uri": uri}), "local")
+        dataset = MetaDataset(source, name=f"{contract.name}-{name}", digest=digest, schema=schema)
+        mlflow.log_input(dataset, context=context.get(name, name))
+
+
 def _input_example(matrix: np.ndarray, rows: int = 5) -> np.ndarray:
     complete = matrix[~np.isnan(matrix).any(axis=1)]
     return (complete if len(complete) else np.nan_to_num(matrix))[:rows]
@@ -241,8 +314,12 @@ def train(
         (staged / "model.onnx").write_bytes(model_bytes)
         booster.save_model(staged / "model.ubj")
         sha = file_sha256(staged / "model.onnx")
-        with mlflow.start_run(experiment_id=experiment_id) as run:
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=run_name(contract.name, commit, dirty)
+        ) as run:
             mlflow.log_params({k: v for k, v in params.model_dump().items()} | {"device": device})
+            log_datasets(splits, contract, prepared_dir, data_hash)
+            log_curves(evals_result)
             mlflow.set_tags(
                 {
                     "argosy.data_hash": data_hash,
