@@ -84,8 +84,16 @@ def test_train_and_gate_against_a_real_server(
     )
     production.write_text(render_pin(pin, "production"))
 
-    # When the same model is gated against itself as champion
+    # When the same model is gated against itself as champion, for a drift trigger
+    monkeypatch.setenv("ARGOSY_TRIGGER", "drift monitor: drift held for 2 consecutive windows")
     report = gate()
+    body = (reports / "gate.md").read_text()
+
+    # Then the PR body says why, what changed since the champion's run, and links both runs
+    assert "**Why this ran:** drift monitor: drift held for 2" in body
+    assert report["changes"]["champion"]["run_id"] == result.run_id
+    assert "Training params: unchanged." in body
+    assert f"({mlflow_server}/#/experiments/" in body
 
     # Then the champion was fetched from the server and scored: equal metrics, no regression
     assert report["champion_version"] == "1"

@@ -64,3 +64,19 @@ def test_a_share_exactly_at_the_threshold_is_drift_in_both() -> None:
     # Evidently's rule is share >= threshold; the window status follows it
     assert window_status(3000, 0.2, 1000, 0.2) == "drift"
     assert window_status(3000, 0.19, 1000, 0.2) == "no_drift"
+
+
+def test_the_trigger_line_is_plain_and_bounded() -> None:
+    from types import SimpleNamespace
+
+    from argosy.monitoring.monitor import TRIGGER_MAX, trigger_text
+
+    # Given reasons with quotes, braces, a newline and a template-looking text
+    verdict = SimpleNamespace(
+        reasons=["the period's rate is 1.5x", 'say "{{workflow.parameters.x}}"\nnext', "x" * 900]
+    )
+    text = trigger_text(SimpleNamespace(verdict=verdict))
+    # Then it is one line of plain characters, starts with who asks, and is bounded
+    assert text.startswith("drift monitor: the periods rate is 1.5x; say workflow.parameters.x")
+    assert not set(text) & set("'\"{}\\\n")
+    assert len(text) == TRIGGER_MAX

@@ -46,13 +46,17 @@ def test_push_sensor_filters_branch_and_paths_and_submits_the_commit(params) -> 
     resource = trigger["source"]["resource"]
     assert resource["spec"]["workflowTemplateRef"] == {"name": "argosy-training"}
     assert trigger["operation"] == "submit"
-    assert trigger["parameters"] == [
-        {
-            "src": {"dependencyName": "push", "dataKey": "body.after"},
-            "dest": "spec.arguments.parameters.0.value",
-        }
-    ]
+    assert trigger["parameters"][0] == {
+        "src": {"dependencyName": "push", "dataKey": "body.after"},
+        "dest": "spec.arguments.parameters.0.value",
+    }
     assert resource["spec"]["arguments"]["parameters"][0]["name"] == "revision"
+    # and says why it runs: the push, its commit and author, for the promotion PR's body
+    (why,) = trigger["parameters"][1:]
+    assert why["dest"] == "spec.arguments.parameters.2.value"
+    assert resource["spec"]["arguments"]["parameters"][2]["name"] == "trigger"
+    assert "{{ .Input.body.after" in why["src"]["dataTemplate"]
+    assert "{{ .Input.body.head_commit.message" in why["src"]["dataTemplate"]
     assert (
         sensor["spec"]["template"]["serviceAccountName"]
         == params.workflow.submitter_service_account

@@ -137,6 +137,33 @@ def test_promotion_tasks_run_only_when_the_gate_promotes() -> None:
     assert args["open-production-pr"][-3:] == ["promote", "--env", "production"]
 
 
+def test_the_gate_hears_why_training_runs_and_the_monitor_says_it() -> None:
+    # Given the compiled training template and drift monitor
+    training = by_kind("WorkflowTemplate", "argosy-training")
+    monitor = by_kind("CronWorkflow", "argosy-drift-monitor")
+    # When the trigger's path is followed
+    params = {p["name"]: p for p in training["spec"]["arguments"]["parameters"]}
+    gate_env = {e["name"]: e.get("value") for e in templates(training)["gate"]["container"]["env"]}
+    tasks = {t["name"]: t for t in templates(monitor)["monitor-and-retrain"]["dag"]["tasks"]}
+    submit = templates(monitor)["submit-training"]
+    outputs = {p["name"]: p for p in templates(monitor)["monitor"]["outputs"]["parameters"]}
+    submitted = yaml.safe_load(submit["resource"]["manifest"])
+    # Then the training has a `trigger` parameter that only the gate (the PR body) reads
+    assert params["trigger"]["value"] == "submitted by hand"
+    assert gate_env["ARGOSY_TRIGGER"] == "{{workflow.parameters.trigger}}"
+    assert "ARGOSY_TRIGGER" not in {
+        e["name"] for e in templates(training)["train"]["container"]["env"]
+    }
+    # And the monitor's trigger file goes through the submit step into that parameter
+    assert outputs["trigger"]["valueFrom"]["path"] == "/tmp/monitoring/trigger"
+    assert tasks["submit-training"]["arguments"]["parameters"] == [
+        {"name": "trigger", "value": "{{tasks.monitor.outputs.parameters.trigger}}"}
+    ]
+    assert {"name": "trigger", "value": "{{inputs.parameters.trigger}}"} in submitted["spec"][
+        "arguments"
+    ]["parameters"]
+
+
 def test_reliability_settings() -> None:
     # Given the compiled template
     doc = by_kind("WorkflowTemplate", "argosy-training")

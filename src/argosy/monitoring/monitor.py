@@ -1,12 +1,14 @@
 """One run of the drift monitor: evaluate the newest complete windows, decide, write the outputs.
 
-Outputs under the reports directory (the Argo CronWorkflow reads the first three as output
-parameters; Prometheus reads ``metrics.prom`` through a textfile collector or a push):
+Outputs under the reports directory (the Argo CronWorkflow reads ``decision``, ``drift_share``
+and ``trigger`` as output parameters; Prometheus reads ``metrics.prom`` through a textfile
+collector or a push):
 
 * ``decision.json``: ``{decision, drift_share, reasons, windows, feedback, ...}``
 * ``decision``: the decision word alone (``retrain``, ``cooldown``, ``drift_pending``,
   ``no_drift`` or ``insufficient_data``)
 * ``drift_share``: the latest window's drift share as plain text (``nan`` when not computed)
+* ``trigger``: one plain line, "drift monitor: <reasons>", handed to the training it submits
 * ``metrics.prom``: the same as Prometheus text exposition
 * ``report.html``: Evidently's drift report of the latest window with enough data
   (``windows/<end>.html`` for each evaluated window, ``windows/<end>.json`` for the raw snapshot)
@@ -19,6 +21,7 @@ import html
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -436,8 +439,24 @@ def with_decision_banner(page: str, outcome: MonitorOutcome) -> str:
     return f"{head}{body_tag}{banner}{rest}" if body_tag else banner + page
 
 
+_TRIGGER_SAFE = re.compile(r"[^A-Za-z0-9 .,;:()%<>=+\-_/@#*]")
+TRIGGER_MAX = 500
+
+
+def trigger_text(outcome: MonitorOutcome) -> str:
+    """One line saying why the monitor asks for retraining, for the training run's PR body.
+
+    It travels as an Argo parameter into a Workflow manifest, so it is kept to a plain
+    character set (no quotes, braces or backslashes: nothing a template or YAML would read)
+    and bounded.
+    """
+    reasons = "; ".join(outcome.verdict.reasons) or "no reason recorded"
+    text = _TRIGGER_SAFE.sub("", f"drift monitor: {reasons}".replace("\n", " "))
+    return text[:TRIGGER_MAX]
+
+
 def write_outputs(outcome: MonitorOutcome, reports: Path, overlays: Path | None = None) -> None:
-    """Write decision.json, decision, drift_share, metrics.prom, summary.md and report.html."""
+    """Write every output listed in the module docstring (each atomically)."""
     reports.mkdir(parents=True, exist_ok=True)
     overlays = overlays or Path("manifests/overlays")
     pins = git_pins(overlays) if overlays.is_dir() else {}
@@ -445,6 +464,7 @@ def write_outputs(outcome: MonitorOutcome, reports: Path, overlays: Path | None 
         "decision.json": json.dumps(outcome.to_dict(), indent=2) + "\n",
         "decision": outcome.verdict.decision + "\n",
         "drift_share": _fmt(outcome.drift_share) + "\n",
+        "trigger": trigger_text(outcome) + "\n",
         "metrics.prom": render_metrics(outcome, pins),
         "summary.md": render_summary(outcome),
     }

@@ -119,16 +119,18 @@ def submit_trigger(name: str, dependency: str, template: str, parameters: list[d
         name: Trigger name.
         dependency: The Sensor dependency whose event feeds the parameters.
         template: WorkflowTemplate to submit.
-        parameters: ``{"name", "dataKey"}`` (from the event) or ``{"name", "value"}`` (fixed).
+        parameters: ``{"name", "dataKey"}`` or ``{"name", "dataTemplate"}`` (from the event), or
+            ``{"name", "value"}`` (fixed).
     """
     workflow_params = [{"name": p["name"], "value": p.get("value", "")} for p in parameters]
     trigger_params = [
         {
-            "src": {"dependencyName": dependency, "dataKey": p["dataKey"]},
+            "src": {"dependencyName": dependency}
+            | {k: p[k] for k in ("dataKey", "dataTemplate") if k in p},
             "dest": f"spec.arguments.parameters.{i}.value",
         }
         for i, p in enumerate(parameters)
-        if "dataKey" in p
+        if "dataKey" in p or "dataTemplate" in p
     ]
     return {
         "template": {
@@ -154,6 +156,13 @@ def submit_trigger(name: str, dependency: str, template: str, parameters: list[d
         },
         "retryStrategy": {"steps": 3, "duration": "10s", "factor": 2},
     }
+
+
+PUSH_TRIGGER = (
+    "push of {{ .Input.body.after | substr 0 12 }} to {{ .Input.body.ref }} by "
+    "{{ .Input.body.pusher.name }}: {{ .Input.body.head_commit.message | substr 0 300 }}"
+)
+"""The training's ``trigger`` for a push (Argo Events data template, sprig functions)."""
 
 
 def push_sensor(settings: WorkflowParams, template: str = "argosy-training") -> dict[str, Any]:
@@ -190,6 +199,7 @@ def push_sensor(settings: WorkflowParams, template: str = "argosy-training") -> 
                     [
                         {"name": "revision", "dataKey": "body.after"},
                         {"name": "branch", "value": settings.branch},
+                        {"name": "trigger", "dataTemplate": PUSH_TRIGGER},
                     ],
                 )
             ],

@@ -42,6 +42,8 @@ def training_submission(branch_param: str = _p("revision")) -> str:
                     "parameters": [
                         {"name": "revision", "value": branch_param},
                         {"name": "branch", "value": branch_param},
+                        # The monitor's `trigger` file: a plain line (see monitor.trigger_text).
+                        {"name": "trigger", "value": "{{inputs.parameters.trigger}}"},
                     ]
                 },
             },
@@ -114,6 +116,10 @@ def drift_monitor(settings: WorkflowParams, model_name: str) -> CronWorkflow:
                     name="drift-share",
                     value_from=ValueFrom(path=f"{REPORTS}/drift_share", default="nan"),
                 ),
+                Parameter(
+                    name="trigger",
+                    value_from=ValueFrom(path=f"{REPORTS}/trigger", default="drift monitor"),
+                ),
             ],
         )
         monitor.metrics = Metrics(
@@ -130,6 +136,7 @@ def drift_monitor(settings: WorkflowParams, model_name: str) -> CronWorkflow:
             name="submit-training",
             action="create",
             manifest=training_submission(),
+            inputs=[Parameter(name="trigger", description="Why: the monitor's reasons.")],
             set_owner_reference=False,
             retry_strategy=common.retry_transient(settings.retry),
         )
@@ -138,6 +145,7 @@ def drift_monitor(settings: WorkflowParams, model_name: str) -> CronWorkflow:
             submit = Task(
                 name="submit-training",
                 template=retrain,
+                arguments={"trigger": "{{tasks.monitor.outputs.parameters.trigger}}"},
                 when="{{tasks.monitor.outputs.parameters.decision}} == retrain",
             )
             check >> submit

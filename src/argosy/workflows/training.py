@@ -28,6 +28,7 @@ from hera.workflows.models import (
 )
 
 from argosy.config import WorkflowParams
+from argosy.evaluation.gate import TRIGGER_ENV
 from argosy.workflows import common
 from argosy.workflows.dag import PipelineError, Stage
 
@@ -52,6 +53,12 @@ def _arguments(settings: WorkflowParams) -> list[Parameter]:
             name="branch",
             value=settings.branch,
             description="Branch the revision belongs to: one training per branch runs at a time.",
+        ),
+        Parameter(
+            name="trigger",
+            value="submitted by hand",
+            description="Why this training runs (a push, the drift monitor's reasons): the "
+            "promotion PR's body says it first.",
         ),
         Parameter(name="repo-url", value=settings.repository_url, description="Git repository."),
         Parameter(
@@ -219,11 +226,14 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
                         ),
                     )
                 ]
+            env = stage_env
+            if stage.name == GATE_STAGE:
+                env = [*stage_env, Env(name=TRIGGER_ENV, value=_p("trigger"))]
             stage_templates[stage.name] = task_container(
                 stage.name,
                 settings,
                 args,
-                env=stage_env,
+                env=env,
                 gpu=stage.name in settings.gpu.stages,
                 outputs=outputs,
                 annotations={"argosy.dev/dvc-cmd": " ".join(stage.cmd)},
