@@ -106,7 +106,7 @@ pin-images: venv ## Record pushed image digests (serve: manifests/base, pipeline
 	$(BIN)/argosy pin-images $(if $(SERVE_DIGEST),--serve $(SERVE_DIGEST)) $(if $(PIPELINE_DIGEST),--pipeline $(PIPELINE_DIGEST))
 	$(MAKE) workflows
 
-.PHONY: schemas validate-manifests
+.PHONY: schemas validate-manifests web-assets
 
 # The strict schemas of the custom resources the project renders are vendored in
 # schemas/crds-catalog (see its PROVENANCE.md). The pinned catalog commit and the list of files
@@ -114,6 +114,12 @@ pin-images: venv ## Record pushed image digests (serve: manifests/base, pipeline
 ## Rewrite schemas/crds-catalog from the pinned CRDs catalog ($ARGOSY_SCHEMA_SOURCE, else ../shared/schemas/crds-catalog, else download)
 schemas: venv ## Rewrite the vendored CRD schemas (schemas/crds-catalog) from the pinned catalog
 	$(BIN)/python -m argosy.k8s vendor
+
+# Data Docs and DVC plots load their scripts and styles from src/argosy/web (versions and
+# hashes in src/argosy/web/assets.lock.json; a test checks them), never from a CDN.
+web-assets: venv ## Re-fetch the vendored web assets with npm (pinned, integrity-checked) and rewrite .dvc/plots-offline.html
+	$(BIN)/python -m argosy.webassets vendor
+	$(BIN)/python -m argosy.webassets template .
 
 ## Render every overlay and argocd/ with kustomize and validate each document strictly
 validate-manifests: venv ## Render overlays, components and argocd/; validate strictly against offline schemas

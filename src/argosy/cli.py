@@ -119,11 +119,12 @@ def validate(
     contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
     """Run the Great Expectations suite on the raw data; exit 1 naming each failed expectation."""
+    from argosy.tracking import data_hash
     from argosy.validation.suite import DataValidationError, validate_dir
 
     declared = contract_or_exit(contract)
     try:
-        outcome = validate_dir(data, declared, reports)
+        outcome = validate_dir(data, declared, reports, data_hash())
     except DataValidationError as exc:
         fail(f"{exc}\nreport: {reports / 'result.json'}, Data Docs: {reports / 'data_docs'}")
     typer.echo(outcome.message())

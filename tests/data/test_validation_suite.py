@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from argosy import webassets
 from argosy.data.contract import Contract, parse_contract
 from argosy.examples.fraud.simulate import write_parquet
 from argosy.validation.suite import DataValidationError, validate_dir
@@ -46,6 +47,51 @@ def test_good_data_passes_with_data_docs(
     assert result["success"] is True
     assert result["failures"] == []
     assert (reports / "data_docs" / "index.html").stat().st_size > 1000
+
+
+def resources_resolve(page: Path) -> list[str]:
+    """Local scripts, stylesheets and images ``page`` loads that do not exist beside it."""
+    missing = []
+    for tag in re.finditer(r"<(script|link|img)\b[^>]*>", page.read_text()):
+        if tag.group(1) == "link" and "stylesheet" not in tag.group(0):
+            continue  # icons and other links do not change how the page renders
+        ref = re.search(r"""(?:src|href)=["']([^"'#]+)["']""", tag.group(0))
+        local = ref and not ref.group(1).startswith(("http", "data:"))
+        if local and not (page.parent / ref.group(1)).exists():
+            missing.append(ref.group(1))
+    return missing
+
+
+def test_data_docs_are_one_result_headed_by_the_verdict_and_render_offline(
+    tmp_path: Path, good: pd.DataFrame, contract: Contract
+) -> None:
+    # Given data with one defect, validated with the data hash data.dvc would give
+    bad = good.copy()
+    bad.loc[bad.index[:3], "amount_usd"] = -1.0
+    data = tmp_path / "data"
+    data.mkdir()
+    write_parquet(bad, data / "transactions.parquet")
+    reports = tmp_path / "reports"
+    with pytest.raises(DataValidationError):
+        validate_dir(data, contract, reports, "0123abcd.dir")
+    docs = reports / "data_docs"
+    pages = sorted(docs.rglob("*.html"))
+    results = sorted((docs / "validations").rglob("*.html"))
+    # Then Data Docs hold one validation result for the whole run, named after the data
+    assert len(results) == 1
+    assert "data-0123abcd.dir" in str(results[0])
+    # And every page opens with the verdict: N of N expectations, the rows, the failure
+    for page in pages:
+        top = page.read_text().partition("<body>")[2].lstrip()[:3000]
+        assert top.startswith('<div id="argosy-verdict"')
+        assert "Data validation: FAILED" in top
+        assert re.search(r"\d+ of \d+ expectations held on 4,000 rows", top)
+        assert "amount_usd" in top
+    # And no page loads anything from the network; every local asset it loads is there
+    for page in pages:
+        assert webassets.remote_resources(page.read_text()) == [], page
+        assert resources_resolve(page) == [], page
+    assert json.loads((reports / "result.json").read_text())["data_hash"] == "0123abcd.dir"
 
 
 def _drop(f: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ expectation, the contract key it checks and how many rows broke it.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import shutil
@@ -21,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from argosy import webassets
 from argosy.data.contract import Contract
 
 log = logging.getLogger(__name__)
@@ -276,29 +278,21 @@ def _naive_time(frame: pd.DataFrame, contract: Contract) -> bool:
 
 
 def validate_frame(
-    frame: pd.DataFrame, contract: Contract, docs_dir: Path | None = None
+    frame: pd.DataFrame,
+    contract: Contract,
+    docs_dir: Path | None = None,
+    data_hash: str = "untracked",
 ) -> ValidationOutcome:
-    """Run the suite on ``frame``; build Data Docs HTML into ``docs_dir`` when given."""
+    """Run the suite on ``frame``; build Data Docs HTML into ``docs_dir`` when given.
+
+    ``data_hash`` (``data.dvc``'s) names the run in Data Docs.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     # One line per suite in our log instead of a progress bar per suite from the library.
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if docs_dir is not None:
-        shutil.rmtree(docs_dir, ignore_errors=True)
-        docs_dir.mkdir(parents=True)
-        context.add_data_docs_site(
-            site_name="argosy",
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(docs_dir.resolve()),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
     source = context.data_sources.add_pandas("argosy")
     # One suite per column, run on a one-column frame, plus the table-level suite on the whole
     # frame. Great Expectations copies the batch's frame for every column-map metric; with the
@@ -310,6 +304,8 @@ def validate_frame(
     derived = positive_column(contract)
     failures: list[dict[str, Any]] = []
     evaluated = 0
+    all_results: list[Any] = []
+    all_expectations: list[Any] = []
     for number, (name, expectations) in enumerate(groups.items(), start=1):
         if name == derived:
             if contract.label.column not in frame.columns:
@@ -338,6 +334,8 @@ def validate_frame(
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
         )
         evaluated += len(run.results)
+        all_results += run.results
+        all_expectations += [expectation for expectation, _ in expectations]
         # One expectation of each type per column: results come back in their own order.
         keys = {expectation.expectation_type: key for expectation, key in expectations}
         failed = [
@@ -352,15 +350,121 @@ def validate_frame(
             f"{len(failed)} failed" if failed else "ok",
             time.perf_counter() - started,
         )
-    if docs_dir is not None:
-        context.build_data_docs()
-    return ValidationOutcome(
+    outcome = ValidationOutcome(
         success=not failures, rows=len(frame), evaluated=evaluated, failures=failures
+    )
+    if docs_dir is not None:
+        write_data_docs(docs_dir, outcome, all_expectations, all_results, data_hash)
+    return outcome
+
+
+def write_data_docs(
+    docs_dir: Path,
+    outcome: ValidationOutcome,
+    expectations: list[Any],
+    results: list[Any],
+    data_hash: str,
+) -> None:
+    """Data Docs with one validation result for the whole run, headed by the verdict.
+
+    The suite runs in per-column parts (for speed, see ``validate_frame``); people read one
+    result: every expectation, one run named after the data it judged, in a fresh context that
+    holds nothing else. The pages open with the verdict and its reasons.
+    """
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    docs_dir.mkdir(parents=True)
+    context = gx.get_context(mode="ephemeral")
+    context.add_data_docs_site(
+        site_name="argosy",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir.resolve()),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
+    for expectation in expectations:
+        suite.add_expectation(expectation.copy(update={"id": None}))
+    passed = sum(bool(r.success) for r in results)
+    now = datetime.now(UTC)
+    run_id = RunIdentifier(run_name=f"data-{data_hash}", run_time=now)
+    result = ExpectationSuiteValidationResult(
+        success=outcome.success,
+        results=results,
+        suite_name=SUITE_NAME,
+        statistics={
+            "evaluated_expectations": len(results),
+            "successful_expectations": passed,
+            "unsuccessful_expectations": len(results) - passed,
+            "success_percent": 100.0 * passed / len(results) if results else None,
+        },
+        meta={
+            "great_expectations_version": gx.__version__,
+            "run_id": run_id,
+            "validation_time": now.isoformat(),
+            "active_batch_definition": {
+                "datasource_name": "argosy",
+                "data_connector_name": "fluent",
+                "data_asset_name": f"data ({outcome.rows} rows)",
+                "batch_identifiers": {"data_hash": data_hash},
+            },
+            "batch_markers": {"data_hash": data_hash, "rows": outcome.rows},
+        },
+    )
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=SUITE_NAME),
+        run_id=run_id,
+        batch_identifier="data",
+    )
+    context.validation_results_store.set(key, result)
+    context.build_data_docs()
+    banner = _verdict_banner(outcome, passed, len(results), data_hash)
+    # Offline: the pages load the vendored copies of their CDN assets (argosy.webassets).
+    assets = webassets.copy_assets(docs_dir / "static" / "vendor")
+    logo = docs_dir / "static" / "images" / "logo-long-vector.svg"
+    for page in docs_dir.rglob("*.html"):
+        remote = webassets.localize(page, assets, logo if logo.is_file() else None)
+        if remote:
+            log.warning("%s still loads %s", page, ", ".join(remote))
+        text = page.read_text(encoding="utf-8")
+        head, tag, rest = text.partition("<body>")
+        if tag:
+            page.write_text(head + tag + banner + rest, encoding="utf-8")
+
+
+def _verdict_banner(outcome: ValidationOutcome, passed: int, total: int, data_hash: str) -> str:
+    """The verdict, the counts and each failure, as the first thing on every Data Docs page."""
+    color = "#1b5e20" if outcome.success else "#b3261e"
+    verdict = "PASSED" if outcome.success else "FAILED"
+    items = "".join(f"<li>{html.escape(f['summary'])}</li>" for f in outcome.failures)
+    return (
+        f'<div id="argosy-verdict" style="font-family:sans-serif;padding:16px 24px;'
+        f'border-left:8px solid {color};background:#fafafa;margin:0 0 8px 0">'
+        f'<h1 style="margin:0 0 8px 0;color:{color}">Data validation: {verdict}</h1>'
+        f'<p style="margin:0">{passed} of {total} expectations held on {outcome.rows:,} rows '
+        f"of data <code>{html.escape(data_hash)}</code> (the contract: contract.yaml).</p>"
+        + (f'<ul style="margin:8px 0 0 0">{items}</ul>' if items else "")
+        + "</div>"
     )
 
 
-def validate_dir(data_dir: Path, contract: Contract, report_dir: Path) -> ValidationOutcome:
+def validate_dir(
+    data_dir: Path, contract: Contract, report_dir: Path, data_hash: str = "untracked"
+) -> ValidationOutcome:
     """Validate the files under ``data_dir``; write ``result.json`` and Data Docs to ``report_dir``.
+
+    ``data_hash`` is ``data.dvc``'s hash of the data, recorded in the report and Data Docs.
 
     Raises:
         DataValidationError: The data failed; the reports are written first.
@@ -372,11 +476,12 @@ def validate_dir(data_dir: Path, contract: Contract, report_dir: Path) -> Valida
         shutil.rmtree(report_dir / "data_docs", ignore_errors=True)
     else:
         log.info("validating %d rows from %s", len(frame), data_dir)
-        outcome = validate_frame(frame, contract, report_dir / "data_docs")
+        outcome = validate_frame(frame, contract, report_dir / "data_docs", data_hash)
     payload = {
         "success": outcome.success,
         "rows": outcome.rows,
         "evaluated_expectations": outcome.evaluated,
+        "data_hash": data_hash,
         "failures": outcome.failures,
         "data_docs": "data_docs/index.html" if frame is not None else None,
     }
