@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+import typer.core
 
 from argosy.config import DEFAULT_PARAMS, ConfigError, Params, load_params
 from argosy.data.contract import DEFAULT_CONTRACT, Contract, ContractError, load_contract
@@ -21,6 +22,28 @@ ContractOption = Annotated[
     Path,
     typer.Option("--contract", help="The data contract to read (validated before any work)."),
 ]
+
+
+
+def _flags_without_a_type() -> None:
+    """Show ``--verbose`` in ``--help`` as a flag, not as ``--verbose <bool>``.
+
+    Typer 0.2x prints every option's type in the rich help, flags included, where ``<bool>``
+    reads as if the flag took a value. Flags show no type; every other option keeps its own.
+    """
+    option = getattr(typer.core, "TyperOption", None)
+    original = getattr(option, "display_type_rich", None)
+    if original is None or getattr(original, "_argosy", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._argosy = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_a_type()
 
 __all__ = [
     "DEFAULT_CONTRACT",
