@@ -20,7 +20,9 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
+	@echo "installing the locked environment into $(VENV) from uv.lock (the first time: a few minutes)"
+	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON) --quiet
+	@echo "$(VENV) is ready: 'source $(VENV)/bin/activate' puts argosy and dvc on PATH"
 	touch $@
 
 .PHONY: help venv run demo data data-pin test lint format ci lock check-lock clean workflows check-codegen pin-images

@@ -155,6 +155,13 @@ def check_parity(native: np.ndarray, exported: np.ndarray, tolerance: float) -> 
     return diff
 
 
+def onnx_requirements() -> list[str]:
+    """What the logged MLflow model needs to load: ONNX and ONNX Runtime, at these versions."""
+    from importlib.metadata import version
+
+    return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
+
+
 def run_name(model: str, commit: str, dirty: bool) -> str:
     """The MLflow run's name: the model and the commit it was trained from (``+dirty`` if so)."""
     short = commit[:10] if commit and commit != "unknown" else "uncommitted"
@@ -346,6 +353,9 @@ def train(
                 signature=infer_signature(example, onnx_scores(model_bytes, example)),
                 input_example=example,
                 save_as_external_data=False,
+                # Stated, not inferred: no environment probing (uv, pip) and no warnings.
+                pip_requirements=onnx_requirements(),
+                onnx_execution_providers=["CPUExecutionProvider"],
             )
             metadata = {
                 "name": contract.name,
