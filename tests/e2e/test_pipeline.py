@@ -84,6 +84,9 @@ def test_repro_runs_every_stage_and_writes_the_gate(pipeline_repo: tuple[Path, d
     root, ctx = pipeline_repo
     for stage in ("validate", "prepare", "train", "evaluate", "gate"):
         assert f"Running stage '{stage}'" in ctx["first"]
+    # and the run is quiet: no library warning reaches the person watching it
+    assert "WARNING mlflow" not in ctx["first"]
+    assert "UserWarning" not in ctx["first"]
     gate = json.loads((root / "reports/gate.json").read_text())
     assert gate["decision"] in {"promote", "reject"}
     assert gate["champion"] is None
