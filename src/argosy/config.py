@@ -59,9 +59,20 @@ class PrepareParams(_Section):
         return self
 
 
+class DaskParams(_Section):
+    """Where ``engine: dask`` trains: a scheduler's address, or a LocalCluster of this size."""
+
+    scheduler: str = ""
+    workers: Annotated[int, Field(ge=1, le=256)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1, le=64)] = 1
+    memory_limit: str = "auto"
+
+
 class TrainParams(_Section):
     """XGBoost settings and the export checks."""
 
+    engine: Literal["local", "dask"] = "local"
+    dask: DaskParams = DaskParams()
     device: Literal["auto", "cpu", "cuda"]
     seed: Annotated[int, Field(ge=0)]
     n_estimators: Positive
@@ -124,6 +135,10 @@ class WorkflowSecretsParams(_Section):
     github_token: SecretKeyParams
     git_username: SecretKeyParams
     git_password: SecretKeyParams
+    signing_key: SecretKeyParams | None = None
+    """PEM private key `argosy register` signs the served model directory with (None: unsigned)."""
+    signing_trust: SecretKeyParams | None = None
+    """PEM public key (or CA chain) `argosy promote` verifies a signed model against."""
 
 
 class TolerationParams(_Section):

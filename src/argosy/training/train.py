@@ -162,6 +162,14 @@ def onnx_requirements() -> list[str]:
     return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
 
 
+def run_params(params: TrainParams, device: str) -> dict[str, Any]:
+    """params.yaml ``train:`` as flat MLflow params (``dask.*`` only when the engine is dask)."""
+    flat = params.model_dump(exclude={"dask"}) | {"device": device}
+    if params.engine == "dask":
+        flat |= {f"dask.{k}": v for k, v in params.dask.model_dump().items()}
+    return flat
+
+
 def run_name(model: str, commit: str, dirty: bool) -> str:
     """The MLflow run's name: the model and the commit it was trained from (``+dirty`` if so)."""
     short = commit[:10] if commit and commit != "unknown" else "uncommitted"
@@ -283,21 +291,46 @@ def train(
         experiment_id = tracking.ensure_experiment(contract.name, root)
     except (MlflowException, OSError) as exc:
         raise TrainingError(f"cannot reach the MLflow tracking server at {uri}: {exc}") from exc
-    log.info("training on %s: %d rows, %d features", device, *matrices["train"].shape)
-    dtrain = xgb.DMatrix(matrices["train"], label=labels["train"])
-    dvalid = xgb.DMatrix(matrices["valid"], label=labels["valid"])
-    evals_result: dict[str, Any] = {}
-    started = time.perf_counter()
-    booster = xgb.train(
-        booster_params(params, device),
-        dtrain,
-        num_boost_round=params.n_estimators,
-        evals=[(dvalid, "valid")],
-        early_stopping_rounds=params.early_stopping_rounds,
-        evals_result=evals_result,
-        verbose_eval=50,
+    log.info(
+        "training on %s (engine %s): %d rows, %d features",
+        device,
+        params.engine,
+        *matrices["train"].shape,
     )
-    train_seconds = time.perf_counter() - started
+    dvalid = xgb.DMatrix(matrices["valid"], label=labels["valid"])
+    if params.engine == "dask":
+        if device == "cuda" and not params.dask.scheduler:
+            raise TrainingError(
+                "train.engine dask on a GPU needs a cluster of dask-cuda workers "
+                "(train.dask.scheduler); a LocalCluster trains on the CPU: set train.device cpu"
+            )
+        from argosy.training.distributed import DistributedTrainingError, train_on_dask
+
+        try:
+            booster, evals_result, train_seconds = train_on_dask(
+                prepared_dir,
+                contract,
+                booster_params(params, device),
+                params.n_estimators,
+                params.early_stopping_rounds,
+                params.dask,
+            )
+        except DistributedTrainingError as exc:
+            raise TrainingError(str(exc)) from exc
+    else:
+        dtrain = xgb.DMatrix(matrices["train"], label=labels["train"])
+        evals_result = {}
+        started = time.perf_counter()
+        booster = xgb.train(
+            booster_params(params, device),
+            dtrain,
+            num_boost_round=params.n_estimators,
+            evals=[(dvalid, "valid")],
+            early_stopping_rounds=params.early_stopping_rounds,
+            evals_result=evals_result,
+            verbose_eval=50,
+        )
+        train_seconds = time.perf_counter() - started
     best = int(booster.best_iteration)
     booster = booster[: best + 1]
     booster.set_param({"device": "cpu"})
@@ -324,7 +357,7 @@ def train(
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=run_name(contract.name, commit, dirty)
         ) as run:
-            mlflow.log_params({k: v for k, v in params.model_dump().items()} | {"device": device})
+            mlflow.log_params(run_params(params, device))
             log_datasets(splits, contract, prepared_dir, data_hash)
             log_curves(evals_result)
             mlflow.set_tags(
@@ -372,6 +405,7 @@ def train(
                 "data_hash": data_hash,
                 "git_commit": commit,
                 "device": device,
+                "engine": params.engine,
                 "best_iteration": best,
                 "xgboost_version": xgb.__version__,
             }
