@@ -12,6 +12,7 @@ local engine's.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,9 @@ from argosy.data.contract import Contract
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+"""Read when ``train.dask.scheduler`` is empty: the dask-kubernetes operator sets it in a
+DaskJob's job pod."""
 
 
 class DistributedTrainingError(RuntimeError):
@@ -37,18 +41,22 @@ class DistributedTrainingError(RuntimeError):
 def dask_client(settings: DaskParams) -> Iterator[Any]:
     """A client of the configured scheduler, or of a LocalCluster started (and stopped) here.
 
+    The scheduler is ``train.dask.scheduler``, else ``$DASK_SCHEDULER_ADDRESS``; with neither,
+    a LocalCluster of ``train.dask.workers`` processes on 127.0.0.1.
+
     Raises:
         DistributedTrainingError: The scheduler does not answer within
             :data:`CONNECT_TIMEOUT_S` seconds.
     """
     from distributed import Client, LocalCluster
 
-    if settings.scheduler:
+    address = settings.scheduler or os.environ.get(SCHEDULER_ENV, "")
+    if address:
         try:
-            client = Client(settings.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+            client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError) as exc:
             raise DistributedTrainingError(
-                f"cannot reach the Dask scheduler at {settings.scheduler} within "
+                f"cannot reach the Dask scheduler at {address} within "
                 f"{CONNECT_TIMEOUT_S} s ({exc}); check train.dask.scheduler, or leave it empty "
                 "to train on a LocalCluster"
             ) from None
