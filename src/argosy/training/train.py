@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -299,7 +300,9 @@ def train(
     )
     dvalid = xgb.DMatrix(matrices["valid"], label=labels["valid"])
     if params.engine == "dask":
-        if device == "cuda" and not params.dask.scheduler:
+        from argosy.training.distributed import SCHEDULER_ENV
+
+        if device == "cuda" and not (params.dask.scheduler or os.environ.get(SCHEDULER_ENV)):
             raise TrainingError(
                 "train.engine dask on a GPU needs a cluster of dask-cuda workers "
                 "(train.dask.scheduler); a LocalCluster trains on the CPU: set train.device cpu"
