@@ -28,6 +28,18 @@ STAGES = ("validate", "prepare", "train", "evaluate", "gate")
 BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 
 
+START = date(2026, 1, 1)
+
+
+def simulated_days(rows: int, start: date) -> int:
+    """About 2,200 rows a day, never past contract.yaml's ``time_range.max`` (validate's bound)."""
+    from argosy.data.contract import load_contract
+
+    bound = load_contract(REPO / "contract.yaml").time_range
+    span = (date.fromisoformat(bound.max[:10]) - start).days - 1 if bound else rows // 2200
+    return max(30, min(rows // 2200, span))
+
+
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
     """Run ``cmd``; return its wall time (s) and the peak RSS (MiB) of its largest process."""
     started = time.perf_counter()
@@ -57,7 +69,7 @@ def bench_size(rows: int, work: Path) -> dict:
     run = lambda *cmd: subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)  # noqa: E731
     run("git", "init", "-q")
     run("dvc", "init", "-q")
-    days = max(30, rows // 2200)
+    days = simulated_days(rows, START)
     simulate_s, _ = timed(
         [
             "argosy",
@@ -67,7 +79,7 @@ def bench_size(rows: int, work: Path) -> dict:
             "--days",
             str(days),
             "--start",
-            str(date(2026, 1, 1)),
+            str(START),
         ],
         root,
         env,
