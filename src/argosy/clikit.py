@@ -24,7 +24,6 @@ ContractOption = Annotated[
 ]
 
 
-
 def _flags_without_a_type() -> None:
     """Show ``--verbose`` in ``--help`` as a flag, not as ``--verbose <bool>``.
 

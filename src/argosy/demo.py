@@ -165,22 +165,55 @@ def demo_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def sh(cwd: Path, env: Mapping[str, str], *command: str, timeout: float = 600.0) -> str:
+HEARTBEAT_S = 15.0
+"""A command running longer than this reports that it still runs, every as many seconds."""
+
+
+def sh(
+    cwd: Path,
+    env: Mapping[str, str],
+    *command: str,
+    timeout: float = 600.0,
+    tick: Callable[[str, float], None] | None = None,
+) -> str:
     """Run one command; return its stdout.
+
+    Args:
+        cwd: Where it runs.
+        env: Its whole environment.
+        *command: The command and its arguments.
+        timeout: Seconds before it is killed.
+        tick: Called with (command, seconds so far) every :data:`HEARTBEAT_S` while it runs.
 
     Raises:
         DemoError: Non-zero exit or timeout, with the command's last output lines.
     """
-    try:
-        done = subprocess.run(
-            list(command), cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise DemoError(f"`{' '.join(command)}` took longer than {timeout:.0f} s") from None
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-        raise DemoError(f"`{' '.join(command)}` failed ({done.returncode}) in {cwd}:\n{tail}")
-    return done.stdout
+    text = " ".join(command)
+    began = time.monotonic()
+    with subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        while True:
+            left = timeout - (time.monotonic() - began)
+            try:
+                stdout, stderr = proc.communicate(timeout=max(0.01, min(HEARTBEAT_S, left)))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - began >= timeout:
+                    proc.kill()
+                    proc.communicate()
+                    raise DemoError(f"`{text}` took longer than {timeout:.0f} s") from None
+                if tick is not None:
+                    tick(text, time.monotonic() - began)
+    if proc.returncode != 0:
+        tail = "\n".join((stdout + stderr).strip().splitlines()[-20:])
+        raise DemoError(f"`{text}` failed ({proc.returncode}) in {cwd}:\n{tail}")
+    return stdout
 
 
 def free_port() -> int:
@@ -392,7 +425,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
 
     Args:
         config: Sizes and places.
-        progress: Called with (step number, message) before each step.
+        progress: Called with (step number, message) before each step, and with step 0
+            while a long command of the step still runs.
 
     Returns:
         What happened, with links to the reports.
@@ -402,6 +436,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     """
     from argosy.data import synthetic
     from argosy.data.contract import ContractError, load_contract
+    from argosy.evaluation.gate import TRIGGER_ENV
 
     began = time.monotonic()
     work = config.workdir.resolve()
@@ -413,8 +448,12 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     t = config.timeout_s
     result = DemoResult(workdir=work, origin=origin, clone=clone)
 
-    def run(*command: str, cwd: Path = clone) -> str:
-        return sh(cwd, env, *command, timeout=t)
+    def still_running(command: str, seconds: float) -> None:
+        if progress is not None:
+            progress(0, f"  ... `{command[:60]}` still running ({seconds:.0f} s)")
+
+    def run(*command: str, cwd: Path = clone, extra: Mapping[str, str] | None = None) -> str:
+        return sh(cwd, {**env, **(extra or {})}, *command, timeout=t, tick=still_running)
 
     # 1. the repository: a bare origin cloned from this repository's main, and a working clone
     _say(progress, 1, f"clone {config.source} (main) to a bare origin and a working copy")
@@ -505,6 +544,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
         f"origin/{branch}",
     )
     run("git", "push", "--quiet", "origin", "main")
+    # The registry's aliases follow what git pins (as the platform's sync job does).
+    run("argosy", "registry", "sync")
     result.champion_sha256 = _sha256_of(clone / "models")
 
     # 5. serve the production model with a prediction log
@@ -528,6 +569,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
             "127.0.0.1",
             "--port",
             str(port),
+            "--grpc-port",
+            "off",
             "--prediction-log",
             str(predlog),
             "--log-flush-seconds",
@@ -629,7 +672,9 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     if result.monitor["decision"] != "retrain":
         raise DemoError(f"the monitor decided {result.monitor['decision']!r}, not 'retrain'")
     _say(progress, 8, f"argosy retrain {labelled.name} (append to data/, dvc add, dvc repro)")
-    run("argosy", "retrain", str(labelled))
+    # Why the pipeline runs, as the drift monitor hands it to the training workflow.
+    trigger = (monitoring / "trigger").read_text().strip()
+    run("argosy", "retrain", str(labelled), extra={TRIGGER_ENV: trigger})
     _commit_and_push(clone, env, "Demo: add the newly labelled period", "data.dvc", "dvc.lock")
     result.retrained = True
     result.challenger_sha256 = _sha256_of(clone / "models")
@@ -643,6 +688,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     if result.gate["decision"] == "promote":
         run("argosy", "register", "--gate", "reports/gate.json")
         result.production_output = run("argosy", "promote", "--env", "production")
+        run("argosy", "registry", "sync")
 
     # 11. summary
     _say(progress, 11, "write the summary")
@@ -768,7 +814,8 @@ def demo_command(
     began = time.monotonic()
 
     def progress(step: int, message: str) -> None:
-        typer.echo(f"[{step:>2}/{STEPS}] {time.monotonic() - began:>5.0f} s  {message}")
+        where = f"[{step:>2}/{STEPS}]" if step else " " * 7  # 0: a step still running
+        typer.echo(f"{where} {time.monotonic() - began:>5.0f} s  {message}")
 
     typer.echo(f"demo directory: {work}")
     try:

@@ -80,6 +80,7 @@ def test_data_docs_are_one_result_headed_by_the_verdict_and_render_offline(
     # Then Data Docs hold one validation result for the whole run, named after the data
     assert len(results) == 1
     assert "data-0123abcd.dir" in str(results[0])
+    assert "Data asset: data/ (4,000 rows, 0123abcd.dir)" in results[0].read_text()
     # And every page opens with the verdict: N of N expectations, the rows, the failure
     for page in pages:
         top = page.read_text().partition("<body>")[2].lstrip()[:3000]

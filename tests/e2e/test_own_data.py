@@ -159,7 +159,7 @@ class Server:
         self.log_file = out.open("wb")
         self.proc = subprocess.Popen(
             [
-                *("argosy", "serve", "--model-dir", "models", "--port", "0"),
+                *("argosy", "serve", "--model-dir", "models", "--port", "0", "--grpc-port", "off"),
                 *("--prediction-log", str(log_dir), "--log-flush-seconds", "0.2"),
             ],
             cwd=root,

@@ -420,6 +420,8 @@ def write_data_docs(
                 "batch_identifiers": {"data_hash": data_hash},
             },
             "batch_markers": {"data_hash": data_hash, "rows": outcome.rows},
+            # What Data Docs print as "Data asset".
+            "batch_spec": {"data_asset_name": f"data/ ({outcome.rows:,} rows, {data_hash})"},
         },
     )
     key = ValidationResultIdentifier(
