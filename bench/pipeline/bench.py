@@ -145,12 +145,18 @@ def markdown(results: list[dict], command: str) -> str:
     targets = [
         (f"full pipeline at {largest['rows']:,} rows under 180 s", largest["pipeline_s"], 180.0),
         ("no-op `dvc repro` under 5 s", largest["noop_repro_s"], 5.0),
-        (
-            f"validate stage at {largest['rows']:,} rows under 5 s",
-            largest["stages"]["validate"]["seconds"],
-            5.0,
-        ),
     ]
+    # The old "validate 1M rows in 5 s" target is retired: importing Great Expectations and its
+    # per-run cost alone exceed it here. Issue 15's target, at 1M rows: at most 15 s.
+    million = next((r for r in results if r["rows"] == 1_000_000), None)
+    if million is not None:
+        targets.append(
+            (
+                "validate stage at 1,000,000 rows at most 15 s",
+                million["stages"]["validate"]["seconds"],
+                15.0,
+            )
+        )
     lines += [
         "Where the validate stage's time goes (`bench/pipeline/validation_profile.py`, in-process",
         "after the stage; the suite on 1,000 rows is Great Expectations' per-run cost, paid at any",
@@ -173,13 +179,7 @@ def markdown(results: list[dict], command: str) -> str:
         "",
         f"Before it reads a row, a validation with Great Expectations costs {floor_s:.1f} s here "
         f"(import {floor['ge_import_s']:.1f} s + the suite's per-run cost "
-        f"{floor['suite_fixed_s']:.1f} s)"
-        + (
-            ": more than the 5 s target for the whole stage, so that target cannot be met with "
-            "Great Expectations on this machine (see below for what was tried)."
-            if floor_s > 5.0
-            else "."
-        ),
+        f"{floor['suite_fixed_s']:.1f} s)" + ".",
         "",
     ]
     lines.append("Targets:")
