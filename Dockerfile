@@ -3,8 +3,11 @@
 #   serve     the slim model server (argosy[serve] only), run by the KServe ServingRuntime
 #   pipeline  every pipeline stage and the Argo task runner (GPU-capable XGBoost)
 #
-# Base images are referenced by tag here; the release workflow builds with
-# --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> to pin the digest.
+# Base images are named by tag here, for local builds. The release workflow (images.yaml) resolves
+# each tag to its digest once, builds with --build-arg PYTHON_IMAGE=<name>@sha256:<digest> and
+# UV_IMAGE=<name>@sha256:<digest>, and records both digests in the image labels and the pin commit.
+# Python requirements are installed from `uv export` with their hashes (--require-hashes): a
+# package whose bytes differ from uv.lock's is refused.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 
@@ -23,9 +26,9 @@ ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
 WORKDIR /build
 COPY pyproject.toml uv.lock README.md ./
 # Only what `argosy[serve]` needs, at the versions uv.lock pins.
-RUN uv export --frozen --no-dev --extra serve --no-emit-project --no-hashes -o requirements.txt \
+RUN uv export --frozen --no-dev --extra serve --no-emit-project -o requirements.txt \
  && uv venv --python /usr/local/bin/python3 /opt/argosy \
- && uv pip install --python /opt/argosy/bin/python -r requirements.txt
+ && uv pip install --python /opt/argosy/bin/python --require-hashes -r requirements.txt
 COPY src ./src
 RUN uv pip install --python /opt/argosy/bin/python --no-deps . \
  && /opt/argosy/bin/python -c "import argosy.serving.server, argosy.serving.predlog"
@@ -60,9 +63,9 @@ COPY --from=pipeline-uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
 WORKDIR /build
 COPY pyproject.toml uv.lock README.md ./
-RUN uv export --frozen --no-dev --all-extras --no-emit-project --no-hashes -o requirements.txt \
+RUN uv export --frozen --no-dev --all-extras --no-emit-project -o requirements.txt \
  && uv venv --python /usr/local/bin/python3 /opt/argosy \
- && uv pip install --python /opt/argosy/bin/python -r requirements.txt
+ && uv pip install --python /opt/argosy/bin/python --require-hashes -r requirements.txt
 COPY src ./src
 RUN uv pip install --python /opt/argosy/bin/python --no-deps . \
  && /opt/argosy/bin/argosy --help >/dev/null \

@@ -77,3 +77,57 @@ def test_codeowners_requires_review_of_production() -> None:
     for path in ("/workflows/", "/manifests/platform/", "/argocd/", "/.github/"):
         assert owners.get(path), path
         assert all(o.startswith("@") for o in owners[path])
+
+
+def test_verify_runs_the_base_branchs_code_with_a_read_only_token_in_one_step() -> None:
+    # Given the promotion workflow's verify job
+    workflow = yaml.safe_load((REPO / ".github/workflows/promotion.yaml").read_text())
+    steps = workflow["jobs"]["verify"]["steps"]
+    checkouts = [s for s in steps if s.get("uses", "").startswith("actions/checkout@")]
+    # Then the base branch and the pull request are checked out into separate paths
+    refs = {s["with"]["path"]: s["with"]["ref"] for s in checkouts}
+    assert refs == {
+        "base": "${{ github.event.pull_request.base.sha }}",
+        "pr": "${{ github.event.pull_request.head.sha }}",
+    }
+    assert all(s["with"]["persist-credentials"] is False for s in checkouts)
+    # And only the base's code is installed and run, against the pull request's manifests
+    runs = [s.get("run", "") for s in steps]
+    assert "uv sync --directory base --no-dev --extra pipeline" in runs
+    verify = next(s for s in steps if "promote verify" in s.get("run", ""))
+    assert "base/.venv/bin/argosy promote verify --repo-dir pr --base-dir base" in verify["run"]
+    assert not any("uv run" in r or "pr/.venv" in r for r in runs)
+    # And the registry token is the read-only one, in that step alone (no workflow-level secrets)
+    assert verify["env"]["MLFLOW_TRACKING_TOKEN"] == "${{ secrets.MLFLOW_READONLY_TOKEN }}"
+    other = [s for s in steps if s is not verify]
+    assert not any("secrets." in json.dumps(s) for s in other)
+    assert "secrets." not in json.dumps(workflow.get("env", {}))
+    # And a configured signing key makes a signature mandatory
+    assert "--require-signature" in verify["run"]
+
+
+def test_images_build_from_base_digests_and_hashed_requirements() -> None:
+    # Given the image workflow and the Dockerfile it builds
+    workflow = yaml.safe_load((REPO / ".github/workflows/images.yaml").read_text())
+    dockerfile = (REPO / "Dockerfile").read_text()
+    runs = "\n".join(s.get("run", "") for s in workflow["jobs"]["build"]["steps"])
+    # Then every build argument the Dockerfile takes for a base image is passed, as a digest
+    args = {
+        line.split("=")[0].removeprefix("ARG ")
+        for line in dockerfile.splitlines()
+        if line.startswith("ARG ")
+    }
+    assert args == {"PYTHON_IMAGE", "UV_IMAGE"}
+    for arg in args:
+        assert f'--build-arg {arg}="$' in runs, arg
+    assert "docker buildx imagetools inspect" in runs
+    assert "sha256:" + "?" * 64 in runs  # anything but a full digest stops the build
+    # And the workflow's base tags are the Dockerfile's defaults
+    env = workflow["env"]
+    assert f"ARG PYTHON_IMAGE={env['PYTHON_BASE']}" in dockerfile
+    assert f"ARG UV_IMAGE={env['UV_BASE']}" in dockerfile
+    # And requirements are exported with their hashes and installed only if they match
+    exports = [line for line in dockerfile.splitlines() if line.startswith("RUN uv export")]
+    assert len(exports) == 2
+    assert not any("--no-hashes" in line for line in exports)
+    assert dockerfile.count("--require-hashes -r requirements.txt") == 2

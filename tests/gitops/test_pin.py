@@ -57,3 +57,28 @@ def test_a_pin_without_a_model_name_is_refused() -> None:
     # When its model's name is read, Then it is refused
     with pytest.raises(PinError, match="cannot name its model"):
         parse_model_name(yaml.safe_dump(doc), "model.yaml")
+
+
+def test_a_pin_repeating_a_key_is_refused_naming_it() -> None:
+    # Given a pin whose storageUri appears twice (kustomize deploys the first, PyYAML the last)
+    text = render_pin(PIN, "staging").replace(
+        "      storageUri: s3://", "      storageUri: s3://attacker/m\n      storageUri: s3://"
+    )
+    # When it is read, Then it is refused, naming the key and the first line it was on
+    with pytest.raises(PinError, match="found duplicate key 'storageUri' \\(first at line"):
+        parse_pin(text, "model.yaml")
+
+
+def test_a_pin_with_a_second_document_or_a_mismatched_env_is_refused() -> None:
+    # Given a pin followed by a second patch in the same file
+    text = render_pin(PIN, "staging") + "---\n" + render_pin(PIN, "staging")
+    # Then it is refused
+    with pytest.raises(PinError, match="expected one InferenceService patch, found 2"):
+        parse_pin(text, "model.yaml")
+    # And a signed pin whose env names another bundle than its annotation is refused
+    signed = ModelPin(**{**PIN.__dict__, "signature_sha256": "cd" * 32})
+    text = render_pin(signed, "staging").replace("value: " + "cd" * 32, "value: " + "ef" * 32)
+    with pytest.raises(PinError, match="ARGOSY_MODEL_SIGNATURE_SHA256 differ"):
+        parse_pin(text, "model.yaml")
+    # And a signed pin reads back with its bundle
+    assert parse_pin(render_pin(signed, "staging"), "model.yaml") == signed

@@ -24,7 +24,7 @@ PLATFORM = REPO / "manifests" / "platform"
 COMPONENTS = sorted(p.name for p in (PLATFORM / "components").iterdir() if p.is_dir())
 PIPELINES_NAMESPACE = "argosy-pipelines"
 DEVICE_PLUGIN_NAMESPACE = "gpu-operator"
-CLUSTER_SCOPED = {"NodePool"}
+CLUSTER_SCOPED = {"NodePool", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 ARGO = ("argo_workflows", "kubernetes")
 
 
@@ -125,3 +125,55 @@ def test_checkov_argo_rules_are_live() -> None:
     # Then both Argo rules that guard workflows/generated fire
     ids = {f.split()[0] for f in failures}
     assert {"CKV_ARGO_1", "CKV_ARGO_2"} <= ids
+
+
+def test_workflows_in_the_pipelines_namespace_may_only_start_the_named_templates(
+    tmp_path: Path,
+) -> None:
+    # Given the admission policy, rendered with the whole platform and alone
+    whole = k8s.render_kustomize(PLATFORM)
+    alone = k8s.render_kustomize(_component_alone(tmp_path, "workflow-admission"))
+    for docs in (whole, alone):
+        policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+        binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+        # Then it denies, in the pipelines namespace only, what it does not allow
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert binding["spec"]["validationActions"] == ["Deny"]
+        selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
+        assert selector == {"kubernetes.io/metadata.name": PIPELINES_NAMESPACE}
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        rules = policy["spec"]["matchConstraints"]["resourceRules"]
+        assert rules[0]["resources"] == ["workflows"]
+        assert set(rules[0]["operations"]) == {"CREATE", "UPDATE"}
+        # And the templates it allows are the ones the submitter Role may read
+        expressions = " ".join(v["expression"] for v in policy["spec"]["validations"])
+        role = next(
+            d
+            for d in k8s.render_kustomize(PLATFORM / "rbac")
+            if d["kind"] == "Role" and d["metadata"]["name"] == "argosy-submitter"
+        )
+        names = next(r for r in role["rules"] if r["resources"] == ["workflowtemplates"])
+        for name in names["resourceNames"]:
+            assert f"'{name}'" in expressions
+        assert "object.spec.all(key, key in ['workflowTemplateRef', 'arguments'" in expressions
+    # And the platform project may create the policy (cluster-scoped)
+    project = yaml.safe_load((REPO / "argocd" / "appproject.argosy-platform.yaml").read_text())
+    allowed = {(k["group"], k["kind"]) for k in project["spec"]["clusterResourceWhitelist"]}
+    assert ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") in allowed
+    # And every Workflow a Sensor or the drift monitor submits only references a template
+    generated = REPO / "workflows" / "generated"
+    cron = yaml.safe_load((generated / "cronworkflow.argosy-drift-monitor.yaml").read_text())
+    manifests = [
+        yaml.safe_load(t["resource"]["manifest"])
+        for t in cron["spec"]["workflowSpec"]["templates"]
+        if "resource" in t
+    ]
+    submitted = [yaml.safe_load(p.read_text()) for p in sorted(generated.glob("sensor.*.yaml"))]
+    assert submitted
+    for doc in submitted:
+        for trigger in doc["spec"]["triggers"]:
+            spec = trigger["template"]["argoWorkflow"]["source"]["resource"]["spec"]
+            assert set(spec) <= {"workflowTemplateRef", "arguments"}, doc["metadata"]["name"]
+    assert manifests
+    for workflow in manifests:
+        assert set(workflow["spec"]) <= {"workflowTemplateRef", "arguments"}

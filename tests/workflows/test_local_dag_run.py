@@ -20,6 +20,7 @@ import yaml
 from argosy.gitops.pin import parse_pin
 
 from ..conftest import REPO, venv_env
+from ..signing.keys import make_key
 from .conftest import by_kind
 from .harness import LocalDagRun
 
@@ -152,6 +153,8 @@ def run_template(world: dict, revision: str, name: str):
     template = by_kind("WorkflowTemplate", "argosy-training")
     workdir = world["base"] / name
     workdir.mkdir()
+    (workdir / "keys").mkdir()
+    key = make_key(workdir / "keys")  # throwaway: the signing Secrets' values
     harness = LocalDagRun(
         template,
         workdir,
@@ -170,6 +173,8 @@ def run_template(world: dict, revision: str, name: str):
             ("argosy-github", "token"): TOKEN,
             ("argosy-git", "username"): "argosy-bot",
             ("argosy-git", "password"): "unused-for-a-local-remote",
+            ("argosy-model-signing-key", "signing.key"): key.private.read_text(),
+            ("argosy-model-signing", "trust.pem"): key.public.read_text(),
         },
         path=venv_env()["PATH"],
     )
@@ -249,3 +254,4 @@ def test_a_promoting_gate_runs_the_promotion_tasks_and_reuses_the_run_cache(
     pin = parse_pin(staged, "staging")
     assert pin is not None, staged
     assert pin.version == "1", staged
+    assert pin.signature_sha256, staged  # signed by the register task, verified by promote

@@ -1,13 +1,15 @@
 """Ingest a new batch of data: validate it, version it with DVC, commit ``data.dvc``.
 
 The batch's Parquet footer is checked first (row count against the contract's ``rows.max``, alone
-and together with ``data/``; column names against the contract), so a small file that decodes to
-far too many rows is refused before a single row is read. Then the batch is checked with the same
-Great Expectations suite as the pipeline's data gate, before anything is copied: on its own (so a
-bad batch is not diluted by the data already there), then together with ``data/`` (so the
-committed version passes the pipeline's gate, e.g. no row id twice). The suite checks whole-table
-properties (unique ids across files, the label rate), so it reads the data as one table rather
-than row group by row group; the footer check bounds that table by ``rows.max``.
+and together with ``data/``; column names against the contract; each row group's decoded size),
+so a small file that decodes to far too many rows is refused before a single row is read. Then the
+batch is read one row group at a time (bounded memory) and every per-row rule of the contract is
+checked there: nulls, ranges, integral values, booleans, categories, label values. Only a batch
+that passes both is checked with the same Great Expectations suite as the pipeline's data gate,
+before anything is copied: on its own (so a bad batch is not diluted by the data already there),
+then together with ``data/`` (so the committed version passes the pipeline's gate, e.g. no row id
+twice). The suite checks whole-table properties (unique ids across files, the label rate), so it
+reads the data as one table; the footer check bounds that table by ``rows.max``.
 
 A rejected batch leaves ``data/``, the DVC cache and git as they were, with its report written.
 An accepted batch becomes ``data/batch-<sha256 prefix>.parquet`` (ingesting the same bytes twice
@@ -47,6 +49,10 @@ CREDENTIAL_HELPER = "!f() { echo username=$GIT_USERNAME; echo password=$GIT_PASS
 
 JOURNAL = Path(".dvc") / "tmp" / "argosy-ingest.json"
 """An ingest in progress (inside DVC's own git-ignored tmp directory)."""
+
+MAX_ROW_GROUP_BYTES = 256 * 1024 * 1024
+"""Largest decoded row group the row-group check reads (the footer declares each one's size)."""
+MAX_PROBLEMS = 10
 
 
 class IngestError(RuntimeError):
@@ -143,6 +149,127 @@ def check_footer(batch: Path, contract: Contract, data_dir: Path) -> int:
             + " [contract.yaml rows, columns]"
         )
     return rows
+
+
+def _column_problems(table, contract: Contract) -> list[str]:
+    """The contract's per-row rules broken in one row group (an Arrow table), one line each."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    problems = []
+
+    def count(mask) -> int:
+        return int(pc.sum(pc.fill_null(mask, False)).as_py() or 0)
+
+    for name in contract.raw_columns:
+        if name not in table.column_names or name in contract.other_columns:
+            continue
+        column = table.column(name)
+        feature = contract.features.get(name)
+        floating = pa.types.is_floating(column.type)
+        nulls = column.null_count + (count(pc.is_nan(column)) if floating else 0)
+        nullable = feature is not None and feature.nullable
+        if nulls and not nullable:
+            problems.append(f"{name}: {nulls} null values (not nullable)")
+        if name == contract.label.column:
+            allowed = [contract.label.positive, contract.label.negative]
+            labels = pc.cast(column, pa.int64()) if pa.types.is_boolean(column.type) else column
+            try:
+                inside = count(pc.is_in(labels, value_set=pa.array(allowed)))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                inside = None  # another type than the label's: the suite's type check names it
+            outside = None if inside is None else len(column) - column.null_count - inside
+            if outside:
+                problems.append(f"{name}: {outside} values other than the label's {allowed}")
+        if feature is None:
+            continue
+        numeric = pa.types.is_integer(column.type) or floating or pa.types.is_boolean(column.type)
+        if feature.type == "categorical":
+            if not (
+                pa.types.is_string(column.type)
+                or pa.types.is_large_string(column.type)
+                or pa.types.is_dictionary(column.type)
+            ):
+                problems.append(f"{name}: type {column.type}, expected strings (categorical)")
+            elif feature.unseen == "reject":
+                values = (
+                    pc.cast(column, pa.string()) if pa.types.is_dictionary(column.type) else column
+                )
+                known = count(pc.is_in(values, value_set=pa.array(feature.values or [])))
+                unseen = len(column) - column.null_count - known
+                if unseen:
+                    problems.append(f"{name}: {unseen} values not in {feature.values}")
+            continue
+        if not numeric:
+            problems.append(f"{name}: type {column.type}, expected a number ({feature.type})")
+            continue
+        values = pc.cast(column, pa.float64())
+        if feature.type == "boolean":
+            bad = count(pc.and_(pc.not_equal(values, 0.0), pc.not_equal(values, 1.0)))
+            if bad:
+                problems.append(f"{name}: {bad} values that are not 0/1 (boolean)")
+            continue
+        if feature.type == "integer" and floating:
+            fractional = count(pc.not_equal(values, pc.floor(values)))
+            if fractional:
+                problems.append(f"{name}: {fractional} values that are not integers")
+        low, high = feature.min, feature.max
+        below = count(pc.less(values, low)) if low is not None else 0
+        above = count(pc.greater(values, high)) if high is not None else 0
+        if below or above:
+            problems.append(f"{name}: {below + above} values outside [{low}, {high}]")
+    return problems
+
+
+def check_row_groups(
+    batch: Path, contract: Contract, max_group_bytes: int = MAX_ROW_GROUP_BYTES
+) -> None:
+    """Check the contract's per-row rules one row group at a time (never the whole file).
+
+    Each row group's decoded size comes from the footer and is refused above
+    ``max_group_bytes`` before it is read, so memory stays bounded by one row group.
+
+    Args:
+        batch: The Parquet file (its footer already checked by :func:`check_footer`).
+        contract: The data contract.
+        max_group_bytes: Largest decoded row group read.
+
+    Raises:
+        IngestError: A row group is too large or breaks a rule; the message names the row group,
+            the column and how many values.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    problems: list[str] = []
+    columns = [c for c in contract.raw_columns if c not in contract.other_columns]
+    try:
+        with pq.ParquetFile(batch) as parquet:
+            for index in range(parquet.metadata.num_row_groups):
+                size = parquet.metadata.row_group(index).total_byte_size
+                if size > max_group_bytes:
+                    problems.append(
+                        f"row group {index}: {size} bytes decoded, more than {max_group_bytes}; "
+                        "write the file with smaller row groups"
+                    )
+                    break
+                table = parquet.read_row_group(index, columns=columns)
+                problems += [f"row group {index}: {p}" for p in _column_problems(table, contract)]
+                if len(problems) >= MAX_PROBLEMS:
+                    break
+    except (pa.ArrowException, OSError) as exc:
+        raise IngestError(
+            f"{batch}: cannot read its row groups ({exc}); nothing committed"
+        ) from exc
+    if problems:
+        shown = problems[:MAX_PROBLEMS]
+        more = f"; and more (first {MAX_PROBLEMS} shown)" if len(problems) > MAX_PROBLEMS else ""
+        raise IngestError(
+            f"batch {batch} rejected row group by row group, nothing committed: "
+            + "; ".join(shown)
+            + more
+            + " [contract.yaml features, label]"
+        )
 
 
 # --- the journal: undo an interrupted ingest -------------------------------------------------
@@ -279,6 +406,7 @@ def ingest_batch(
     if recovered:
         log.warning("%s", recovered)
     check_footer(batch, contract, repo / "data")
+    check_row_groups(batch, contract)
     digest = file_sha256(batch)
     target = repo / "data" / f"batch-{digest[:16]}.parquet"
     with tempfile.TemporaryDirectory() as staging:

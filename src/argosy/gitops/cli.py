@@ -53,6 +53,31 @@ GitHubRepo = Annotated[
         help="OWNER/NAME on GitHub. Default: $GITHUB_REPOSITORY, else parsed from the remote URL.",
     ),
 ]
+SigningTrust = Annotated[
+    Path | None,
+    typer.Option(
+        "--signing-trust",
+        envvar="ARGOSY_SIGNING_TRUST",
+        help="PEM public key (key mode) or CA certificate chain (certificate mode) that a "
+        "model's signature bundle must verify against (or its text in "
+        "$ARGOSY_SIGNING_TRUST_PEM).",
+    ),
+]
+SigstoreIdentity = Annotated[
+    str | None,
+    typer.Option(help="Verify keyless Sigstore bundles: the signer identity expected."),
+]
+SigstoreIssuer = Annotated[
+    str | None,
+    typer.Option(help="Verify keyless Sigstore bundles: the identity's OIDC issuer."),
+]
+RequireSignature = Annotated[
+    bool,
+    typer.Option(
+        "--require-signature/--allow-unsigned",
+        help="Refuse a model without a signature bundle (the promotion check requires one).",
+    ),
+]
 GitHubApi = Annotated[
     str | None,
     typer.Option(
@@ -77,28 +102,90 @@ def _github(repo: Path, remote: str, repository: str | None, api_url: str | None
         raise  # pragma: no cover - _fail raises
 
 
+def _pem(ctx: typer.Context, path: Path | None, variable: str) -> Path | None:
+    """``path``, else ``$variable``'s PEM text in a private file kept until the command ends."""
+    from argosy import signing
+
+    return ctx.with_resource(signing.pem_from_env(path, variable))
+
+
+def _trust(ctx: typer.Context, path: Path | None, identity: str | None, issuer: str | None):
+    from argosy import signing
+
+    path = _pem(ctx, path, signing.SIGNING_TRUST_ENV)
+    if path is None and identity is None and issuer is None:
+        return None
+    try:
+        trust = signing.Trust(path=path, sigstore_identity=identity, sigstore_issuer=issuer)
+        _ = trust.mode  # an unreadable or non-PEM file fails here, before any work
+    except signing.SignatureError as exc:
+        _fail(str(exc), 2)
+    return trust
+
+
 def register(
+    ctx: typer.Context,
     gate: Annotated[
         Path, typer.Option(help="The gate report written by the pipeline's gate stage.")
     ] = Path("reports/gate.json"),
     tracking_uri: TrackingUri = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ARGOSY_SIGNING_KEY",
+            help="PEM elliptic-curve private key that signs the served directory (mounted from "
+            "a Secret, or its text in $ARGOSY_SIGNING_KEY_PEM; an encrypted key's password is "
+            "read from $ARGOSY_SIGNING_KEY_PASSWORD).",
+        ),
+    ] = None,
+    signing_certificate: Annotated[
+        Path | None,
+        typer.Option(help="Certificate mode: the PEM signing certificate of --signing-key."),
+    ] = None,
+    signing_chain: Annotated[
+        list[Path] | None,
+        typer.Option(help="Certificate mode: intermediate certificates (repeatable)."),
+    ] = None,
+    sigstore: Annotated[
+        bool,
+        typer.Option(help="Sign keylessly with Sigstore (ambient OIDC credentials; network)."),
+    ] = False,
 ) -> None:
     """Register the model that passed the gate in MLflow, with alias `candidate`.
 
     Tags the version with its sha256, the gate decision, the data hash and the git commit, and
-    logs the gate report with the run. Refuses a missing gate report or one that rejected the
-    model. Registering the same run again returns the existing version.
+    logs the gate report with the run. With a signing key (or --sigstore), the run's serving/
+    directory, every file KServe serves, is signed in the OpenSSF model signing format and the
+    bundle stored as serving/model.sig; the pin then carries its sha256. Refuses a missing gate
+    report or one that rejected the model. Registering the same run again returns the existing
+    version (and keeps its signature).
     """
+    from argosy import signing
     from argosy.registry.models import RegistryError
     from argosy.registry.models import register as do_register
 
+    signer = None
+    signing_key = _pem(ctx, signing_key, signing.SIGNING_KEY_ENV)
+    if signing_key is not None or sigstore:
+        try:
+            signer = signing.Signer(
+                private_key=signing_key,
+                certificate=signing_certificate,
+                chain=tuple(signing_chain or ()),
+                sigstore=sigstore,
+            )
+        except signing.SignatureError as exc:
+            _fail(str(exc), 2)
+    elif signing_certificate is not None or signing_chain:
+        _fail("--signing-certificate and --signing-chain need --signing-key", 2)
     try:
-        version = do_register(gate, _client(tracking_uri))
+        version = do_register(gate, _client(tracking_uri), signer)
     except RegistryError as exc:
         _fail(str(exc))
         return
+    signed = f", signature {version.signature_sha256[:12]}" if version.signature_sha256 else ""
     typer.echo(
-        f"registered {version.name} v{version.version} (sha256 {version.sha256[:12]}, "
+        f"registered {version.name} v{version.version} (sha256 {version.sha256[:12]}{signed}, "
         f"run {version.run_id}); alias candidate -> v{version.version}"
     )
 
@@ -172,15 +259,21 @@ def promote(
     max_attempts: Annotated[
         int, typer.Option(min=1, max=20, help="Pushes to try while main keeps moving.")
     ] = 5,
+    signing_trust: SigningTrust = None,
+    sigstore_identity: SigstoreIdentity = None,
+    sigstore_issuer: SigstoreIssuer = None,
+    require_signature: RequireSignature = False,
 ) -> None:
     """Pin a gate-passed model version in an environment's overlay and publish the change.
 
-    The overlay's model.yaml is rewritten, rendered with kubectl kustomize and validated strictly
-    before anything is pushed. Staging: one commit on main, pushed with fetch-and-retry when
-    main moves. Production: branch promote/<model>-v<N> and a pull request (body: the gate
-    report) opened or updated through the GitHub API when GITHUB_TOKEN is set; without a token
-    it stops after the branch and prints the body. Running it again for the same version makes
-    no new commit and no second pull request.
+    The directory the storage serves is downloaded first: model.onnx must have the registered
+    sha256 and a signed model's bundle must verify over every file (a signed model needs
+    --signing-trust). The overlay's model.yaml is then rewritten, rendered with kubectl
+    kustomize and validated strictly before anything is pushed. Staging: one commit on main,
+    pushed with fetch-and-retry when main moves. Production: branch promote/<model>-v<N> and a
+    pull request (body: the gate report) opened or updated through the GitHub API when
+    GITHUB_TOKEN is set; without a token it stops after the branch and prints the body. Running
+    it again for the same version makes no new commit and no second pull request.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -191,9 +284,25 @@ def promote(
     from argosy.gitops import git as gitops_git
     from argosy.gitops.promote import Links, PromotionError
     from argosy.gitops.promote import promote as do_promote
-    from argosy.registry.models import RegistryError, get_version
+    from argosy.registry.models import RegistryError, check_served, get_version
 
+    trust = _trust(ctx, signing_trust, sigstore_identity, sigstore_issuer)
     mlflow_client = _client(tracking_uri)
+
+    def served(registered) -> list[str]:
+        label = f"{registered.name} v{registered.version}"
+        problems = check_served(
+            mlflow_client,
+            registered.run_id,
+            label,
+            registered.sha256,
+            registered.signature_sha256,
+            trust,
+        )
+        if require_signature and not registered.signature_sha256:
+            problems.append(f"{label}: unsigned, and --require-signature is set")
+        return problems
+
     try:
         repo = gitops_git.repo_root(repo_dir)
         registered = get_version(mlflow_client, model, version)
@@ -225,6 +334,7 @@ def promote(
             base=base,
             github=github,
             max_attempts=max_attempts,
+            check_served=served,
         )
     except (RegistryError, PromotionError, gitops_git.GitError, ValueError) as exc:
         _fail(str(exc))
@@ -249,47 +359,112 @@ def _report(outcome, name: str, has_token: bool) -> None:
 
 @promote_app.command("verify")
 def verify(
+    ctx: typer.Context,
     env: Annotated[
         list[str] | None,
         typer.Option(help="Environment(s) to check; default: staging and production."),
     ] = None,
-    repo_dir: RepoDir = Path("."),
-    tracking_uri: TrackingUri = None,
+    repo_dir: Annotated[
+        Path,
+        typer.Option(
+            "--repo-dir",
+            help="The checkout under review: its overlays are rendered, its code never runs.",
+        ),
+    ] = Path("."),
+    base_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkout of the base branch: the serving stack a pin may deploy with "
+            "(CI checks it out next to the pull request's)."
+        ),
+    ] = None,
+    base_ref: Annotated[
+        str,
+        typer.Option(help="Without --base-dir: the base branch's revision in --repo-dir."),
+    ] = "origin/main",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow tracking/registry URI. Default: $MLFLOW_TRACKING_URI; required, and "
+            "never a file inside --repo-dir.",
+        ),
+    ] = None,
     check_artifact: Annotated[
         bool,
-        typer.Option(help="Also download model.onnx from the run and compare its sha256."),
+        typer.Option(
+            help="Also download the served directory: model.onnx's sha256 and the signature."
+        ),
     ] = True,
+    signing_trust: SigningTrust = None,
+    sigstore_identity: SigstoreIdentity = None,
+    sigstore_issuer: SigstoreIssuer = None,
+    require_signature: RequireSignature = False,
 ) -> None:
-    """Re-verify the overlays' pins against the registry (a required check on promotion PRs).
+    """Verify what each overlay would deploy (a required check on pull requests to main).
 
-    For each pinned model: the version exists in MLflow, its run and storage URI match, its
-    sha256 matches the registry, the run and (by default) the stored model.onnx, its gate passed,
-    it is not marked rolled back in that environment, and the data hash the gate saw is the one it
-    was trained on.
-    A hand-edited model.yaml pointing at an unvalidated model fails.
+    Renders the overlay with kubectl kustomize and checks the rendered InferenceService, not
+    model.yaml: every serving resource must render exactly as the base branch's overlay does with
+    the registry's pin of that version (so an extra patch, args, env, runtime, image or
+    component fails, named), no manifest may repeat a YAML key, and an empty version may not
+    come with a storage URI. The pinned version must exist in MLflow with the same run, storage
+    URI, sha256 and signature bundle, its gate must have passed, it must not be marked rolled back
+    in that environment, and the stored directory must match (model.onnx's sha256; the signature
+    over every file, verified against --signing-trust).
     """
-    from argosy.gitops.promote import ENVIRONMENTS, model_yaml
-    from argosy.registry.models import verify_pin
+    from argosy import tracking
+    from argosy.gitops import git as gitops_git
+    from argosy.gitops.deployed import check_overlay, tree_at
+    from argosy.gitops.promote import ENVIRONMENTS, PromotionError
+    from argosy.registry.models import get_version, verify_pin
 
-    mlflow_client = _client(tracking_uri)
-    failures = 0
-    for name in env or list(ENVIRONMENTS):
-        path = repo_dir / model_yaml(name)
-        try:
-            pin = read_pin(path)
-        except PinError as exc:
-            typer.secho(f"FAIL {name}: {exc}", fg=typer.colors.RED, err=True)
-            failures += 1
-            continue
-        if pin is None:
-            typer.echo(f"ok   {name}: no model pinned")
-            continue
-        problems = verify_pin(pin, mlflow_client, check_artifact=check_artifact, env=name)
-        for problem in problems:
-            typer.secho(f"FAIL {name}: {problem}", fg=typer.colors.RED, err=True)
-        failures += bool(problems)
-        if not problems:
-            typer.echo(f"ok   {name}: {pin.name} v{pin.version} (sha256 {pin.sha256[:12]})")
+    try:
+        uri = tracking.explicit_tracking_uri(tracking_uri, repo_dir)
+    except tracking.TrackingUriError as exc:
+        _fail(str(exc), 2)
+    trust = _trust(ctx, signing_trust, sigstore_identity, sigstore_issuer)
+    mlflow_client = _client(uri)
+
+    def lookup(name: str, version: str):
+        return get_version(mlflow_client, name, version)
+
+    def check(pin, name: str) -> list[str]:
+        return verify_pin(
+            pin,
+            mlflow_client,
+            check_artifact=check_artifact,
+            env=name,
+            trust=trust,
+            require_signature=require_signature,
+        )
+
+    def run(base: Path) -> int:
+        failures = 0
+        for name in env or list(ENVIRONMENTS):
+            verdict = check_overlay(repo_dir, base, name, lookup, check)
+            for problem in verdict.problems:
+                typer.secho(f"FAIL {name}: {problem}", fg=typer.colors.RED, err=True)
+            failures += bool(verdict.problems)
+            if verdict.problems:
+                continue
+            if verdict.pin is None:
+                typer.echo(f"ok   {name}: no model pinned")
+            else:
+                pin = verdict.pin
+                signed = f", signature {pin.signature_sha256[:12]}" if pin.signature_sha256 else ""
+                typer.echo(
+                    f"ok   {name}: {pin.name} v{pin.version} (sha256 {pin.sha256[:12]}{signed})"
+                )
+        return failures
+
+    try:
+        if base_dir is not None:
+            failures = run(base_dir)
+        else:
+            with tree_at(gitops_git.repo_root(repo_dir), base_ref) as base:
+                failures = run(base)
+    except (PromotionError, gitops_git.GitError) as exc:
+        _fail(str(exc))
     if failures:
         raise typer.Exit(1)
 

@@ -82,6 +82,19 @@ def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = 
     return result.stdout
 
 
+def git_bytes(cwd: Path, *args: str) -> bytes:
+    """Run git and return its raw stdout (an archive, a blob).
+
+    Raises:
+        GitError: Non-zero exit, with git's stderr in the message.
+    """
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, timeout=300)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip()
+        raise GitError(f"git {' '.join(args)} failed: {detail}")
+    return result.stdout
+
+
 def repo_root(path: Path) -> Path:
     """The top level of the git repository containing ``path``."""
     return Path(git(path, "rev-parse", "--show-toplevel").strip())

@@ -3,9 +3,13 @@
 The pin is a strategic-merge patch of the base's InferenceService, whose placeholder name
 :data:`PATCH_TARGET` every patch targets. Its annotations carry the registered model's name (the
 contract's ``name:``; ``manifests/transformers/model-name`` names the InferenceService and every
-resource serving it after it), the MLflow model version, the run id and the sha256 of
-``model.onnx``; the predictor's env repeats the sha256 and version so the model server can refuse a
-file that does not match. An overlay that pins no model yet still names the model.
+resource serving it after it), the MLflow model version, the run id, the sha256 of ``model.onnx``
+and, for a signed model, the sha256 of its signature bundle (:mod:`argosy.signing`, which covers
+every served file); the predictor's env repeats the hashes and the version so the model server can
+refuse a directory that does not match. An overlay that pins no model yet still names the model.
+Every file is read with :func:`load_yaml`, which refuses duplicate keys: kustomize keeps the first
+of two equal keys and PyYAML the last, so a file with both would deploy another value than the one
+checked.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ import yaml
 ANNOTATION_PREFIX = "argosy.io/"
 MODEL_NAME = ANNOTATION_PREFIX + "model-name"
 MODEL_VERSION = ANNOTATION_PREFIX + "model-version"
+MODEL_SHA256 = ANNOTATION_PREFIX + "model-sha256"
+MODEL_SIGNATURE = ANNOTATION_PREFIX + "model-signature-sha256"
+RUN_ID = ANNOTATION_PREFIX + "mlflow-run-id"
+ENV_SHA256 = "ARGOSY_MODEL_SHA256"
+ENV_VERSION = "ARGOSY_MODEL_VERSION"
+ENV_SIGNATURE = "ARGOSY_MODEL_SIGNATURE_SHA256"
 #: The InferenceService's name in manifests/base: what the pin patches, before it is renamed.
 PATCH_TARGET = "model"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -40,6 +50,34 @@ class PinError(ValueError):
     """A model.yaml that cannot be read as a pin."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first at line {seen[key].line + 1}; kustomize "
+                    "keeps the first value, PyYAML the last)",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> list:
+    """Every document of a YAML text, refusing duplicate keys.
+
+    Raises:
+        yaml.YAMLError: The text is not YAML or a mapping repeats a key (the error names both).
+    """
+    return [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d is not None]
+
+
 @dataclass(frozen=True)
 class ModelPin:
     """The model an overlay deploys.
@@ -50,6 +88,7 @@ class ModelPin:
         sha256: sha256 of ``model.onnx``; the server refuses any other file.
         run_id: MLflow run that produced the model.
         storage_uri: Where KServe's storage initializer fetches the model directory from.
+        signature_sha256: sha256 of the directory's signature bundle ("" for an unsigned model).
     """
 
     name: str
@@ -57,12 +96,18 @@ class ModelPin:
     sha256: str
     run_id: str
     storage_uri: str
+    signature_sha256: str = ""
 
     def __post_init__(self) -> None:
         if not self.version.isdigit() or int(self.version) < 1:
             raise PinError(f"model version must be a positive integer, got {self.version!r}")
         if not SHA256_RE.match(self.sha256):
             raise PinError(f"sha256 must be 64 lowercase hex characters, got {self.sha256!r}")
+        if self.signature_sha256 and not SHA256_RE.match(self.signature_sha256):
+            raise PinError(
+                "the signature sha256 must be 64 lowercase hex characters, "
+                f"got {self.signature_sha256!r}"
+            )
         if not self.name or not self.run_id or not self.storage_uri:
             raise PinError("name, run_id and storage_uri must be non-empty")
 
@@ -99,23 +144,43 @@ def parse_pin(text: str, source: str) -> ModelPin | None:
     Raises:
         PinError: The text is not YAML or carries an inconsistent pin.
     """
-    doc = _load(text, source)
-    annotations = doc["metadata"].get("annotations") or {}
+    return pin_of(_load(text, source), source)
+
+
+def pin_of(doc: dict, source: str) -> ModelPin | None:
+    """The pin an InferenceService (a ``model.yaml`` patch, or the rendered one) carries.
+
+    Args:
+        doc: The InferenceService document.
+        source: Where it came from, for messages.
+
+    Returns:
+        The pinned model, or None when it pins no model (empty version annotation).
+
+    Raises:
+        PinError: An inconsistent pin (annotations and env differ, a malformed value).
+    """
+    annotations = (doc.get("metadata") or {}).get("annotations") or {}
     version = str(annotations.get(MODEL_VERSION) or "")
     if not version:
         return None
     model = ((doc.get("spec") or {}).get("predictor") or {}).get("model") or {}
     env = {e.get("name"): str(e.get("value", "")) for e in model.get("env") or []}
-    sha = str(annotations.get(ANNOTATION_PREFIX + "model-sha256") or "")
-    if env.get("ARGOSY_MODEL_SHA256", sha) != sha:
-        raise PinError(f"{source}: annotation sha256 and ARGOSY_MODEL_SHA256 differ")
+    sha = str(annotations.get(MODEL_SHA256) or "")
+    signature = str(annotations.get(MODEL_SIGNATURE) or "")
+    for var, value, what in ((ENV_SHA256, sha, "sha256"), (ENV_SIGNATURE, signature, "signature")):
+        if env.get(var, "") != value:
+            raise PinError(f"{source}: the annotation's {what} and {var} differ")
+    if env.get(ENV_VERSION, "") != version:
+        raise PinError(f"{source}: the annotation's version and {ENV_VERSION} differ")
     try:
         return ModelPin(
             name=str(annotations.get(MODEL_NAME) or ""),
             version=version,
             sha256=sha,
-            run_id=str(annotations.get(ANNOTATION_PREFIX + "mlflow-run-id") or ""),
+            run_id=str(annotations.get(RUN_ID) or ""),
             storage_uri=str(model.get("storageUri") or ""),
+            signature_sha256=signature,
         )
     except PinError as exc:
         raise PinError(f"{source}: {exc}") from exc
@@ -144,9 +209,14 @@ def parse_model_name(text: str, source: str) -> str:
 def _load(text: str, source: str) -> dict:
     """The pin's YAML document: an InferenceService patch of the base's placeholder."""
     try:
-        doc = yaml.safe_load(text)
+        docs = load_yaml(text)
     except yaml.YAMLError as exc:
         raise PinError(f"{source}: not valid YAML: {exc}") from exc
+    if len(docs) != 1:
+        raise PinError(
+            f"{source}: expected one InferenceService patch, found {len(docs)} documents"
+        )
+    doc = docs[0]
     if not isinstance(doc, dict) or doc.get("kind") != "InferenceService":
         raise PinError(f"{source}: expected an InferenceService patch")
     if not isinstance(doc.get("metadata"), dict):
@@ -188,10 +258,17 @@ def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None
     annotations = {
         MODEL_NAME: pin.name,
         MODEL_VERSION: pin.version,
-        ANNOTATION_PREFIX + "model-sha256": pin.sha256,
-        ANNOTATION_PREFIX + "mlflow-run-id": pin.run_id,
+        MODEL_SHA256: pin.sha256,
+        RUN_ID: pin.run_id,
+        **({MODEL_SIGNATURE: pin.signature_sha256} if pin.signature_sha256 else {}),
         **(extra_annotations or {}),
     }
+    env = [
+        {"name": ENV_SHA256, "value": pin.sha256},
+        {"name": ENV_VERSION, "value": pin.version},
+    ]
+    if pin.signature_sha256:
+        env.append({"name": ENV_SIGNATURE, "value": pin.signature_sha256})
     doc = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -200,10 +277,7 @@ def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None
             "predictor": {
                 "model": {
                     "storageUri": pin.storage_uri,
-                    "env": [
-                        {"name": "ARGOSY_MODEL_SHA256", "value": pin.sha256},
-                        {"name": "ARGOSY_MODEL_VERSION", "value": pin.version},
-                    ],
+                    "env": env,
                 }
             }
         },

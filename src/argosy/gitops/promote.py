@@ -139,6 +139,7 @@ def pin_for(version: RegisteredVersion) -> ModelPin:
             sha256=version.sha256,
             run_id=version.run_id,
             storage_uri=version.storage_uri,
+            signature_sha256=version.signature_sha256,
         )
     except PinError as exc:
         raise PromotionError(f"{version.name} v{version.version}: {exc}") from exc
@@ -251,6 +252,7 @@ def promote(
     github: GitHubSettings | None = None,
     max_attempts: int = 5,
     before_push: Callable[[int], None] | None = None,
+    check_served: Callable[[RegisteredVersion], list[str]] | None = None,
 ) -> Outcome:
     """Pin ``version`` in ``env``'s overlay and publish the change.
 
@@ -265,6 +267,9 @@ def promote(
         github: API settings; None stops after pushing the branch (local runs).
         max_attempts: Pushes tried when the remote keeps moving (staging).
         before_push: Test hook, see :func:`argosy.gitops.git.commit_to_branch`.
+        check_served: Checks what the storage serves (sha256, signature over every file), see
+            :func:`argosy.registry.models.check_served`; any problem refuses the promotion
+            before anything is committed.
 
     Raises:
         PromotionError: The version may not be promoted, or publishing failed (cleanly).
@@ -272,6 +277,9 @@ def promote(
     path = model_yaml(env)
     check_promotable(version, env)
     pin = pin_for(version)
+    problems = check_served(version) if check_served is not None else []
+    if problems:
+        raise PromotionError("; ".join(problems) + "; nothing was committed, pushed or opened")
     text = render_pin(pin, env, annotations_for(version, env, links or Links()))
     change = FileChange(
         path=path, text=text, message=commit_message(version, env), equivalent=_same_pin

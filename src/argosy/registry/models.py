@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from argosy import signing
 from argosy.hashing import file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; mlflow is imported lazily (heavy)
@@ -26,6 +27,8 @@ TAG_DATA_HASH = "argosy.data_hash"
 TAG_GIT_COMMIT = "argosy.git_commit"
 TAG_GATE = "argosy.gate_decision"
 TAG_STORAGE_URI = "argosy.storage_uri"
+TAG_SIGNATURE = "argosy.signature_sha256"
+"""sha256 of the signature bundle ``serving/model.sig`` that ``argosy register`` wrote."""
 TAG_ROLLED_BACK = "argosy.rolled_back"
 """Prefix of the per-environment mark, ``argosy.rolled_back.<env>``; the bare tag (written before
 marks were per environment) still counts as rolled back in every environment."""
@@ -58,6 +61,7 @@ class RegisteredVersion:
     git_commit: str
     gate_decision: str
     storage_uri: str
+    signature_sha256: str = ""
     rolled_back_in: frozenset[str] = frozenset()
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -141,28 +145,36 @@ def _version(mlflow_version: Any, storage_default: str = "") -> RegisteredVersio
         git_commit=tags.get(TAG_GIT_COMMIT, ""),
         gate_decision=tags.get(TAG_GATE, ""),
         storage_uri=tags.get(TAG_STORAGE_URI, storage_default),
+        signature_sha256=tags.get(TAG_SIGNATURE, ""),
         rolled_back_in=_rolled_back_in(tags),
         metrics=metrics,
     )
 
 
-def register(gate_path: Path, mlflow_client: MlflowClient) -> RegisteredVersion:
+def register(
+    gate_path: Path, mlflow_client: MlflowClient, signer: signing.Signer | None = None
+) -> RegisteredVersion:
     """Register the model a passed gate report names, with provenance tags and alias ``candidate``.
 
     Registering the same run twice returns the existing version (no duplicate). The gate report
     (``gate.json`` and ``gate.md`` when present) is logged to the run under ``gate/`` so that
-    ``argosy promote verify`` can later re-check it from the registry alone.
+    ``argosy promote verify`` can later re-check it from the registry alone. With a ``signer``,
+    the run's ``serving/`` directory (every file KServe serves) is downloaded, checked against the
+    gate's sha256, signed, and the bundle logged as ``serving/model.sig``; its sha256 is tagged.
+    A version signed before keeps its bundle (a pin may already name it).
 
     Args:
         gate_path: ``reports/gate.json``.
         mlflow_client: Client of the tracking server and registry.
+        signer: How to sign the served directory (None: unsigned).
 
     Returns:
         The registered version.
 
     Raises:
         GateError: The gate report is missing, malformed or rejected the model.
-        RegistryError: The run does not match the gate report or lacks the serving artifacts.
+        RegistryError: The run does not match the gate report, lacks the serving artifacts, or
+            signing failed (nothing is registered then).
     """
     from mlflow.exceptions import MlflowException
 
@@ -190,6 +202,15 @@ def register(gate_path: Path, mlflow_client: MlflowClient) -> RegisteredVersion:
     if f"{SERVING_ARTIFACT_DIR}/model.onnx" not in served:
         raise RegistryError(f"run {run_id} has no {SERVING_ARTIFACT_DIR}/model.onnx artifact")
     storage_uri = f"{run.info.artifact_uri.rstrip('/')}/{SERVING_ARTIFACT_DIR}"
+    existing = [
+        v
+        for v in mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        if (v.tags or {}).get(TAG_SHA256) == sha
+    ]
+    signed = [(v.tags or {}).get(TAG_SIGNATURE, "") for v in existing]
+    signature = next((s for s in signed if s), "")
+    if signer is not None and not signature:
+        signature = _sign_served(mlflow_client, run_id, sha, signer)
 
     for path in (gate_path, gate_path.with_suffix(".md")):
         if path.exists():
@@ -201,17 +222,13 @@ def register(gate_path: Path, mlflow_client: MlflowClient) -> RegisteredVersion:
         TAG_DATA_HASH: data_hash,
         TAG_GIT_COMMIT: gate.get("git_commit") or run_tags.get(TAG_GIT_COMMIT, ""),
         TAG_STORAGE_URI: storage_uri,
+        **({TAG_SIGNATURE: signature} if signature else {}),
         **{
             METRIC_TAG_PREFIX + k: str(v)
             for k, v in (gate.get("challenger") or {}).items()
             if isinstance(v, int | float)
         },
     }
-    existing = [
-        v
-        for v in mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-        if (v.tags or {}).get(TAG_SHA256) == sha
-    ]
     if existing:
         version = max(existing, key=lambda v: int(v.version))
     else:
@@ -233,6 +250,92 @@ def register(gate_path: Path, mlflow_client: MlflowClient) -> RegisteredVersion:
         mlflow_client.set_model_version_tag(name, str(version.version), key, value)
     mlflow_client.set_registered_model_alias(name, CANDIDATE, str(version.version))
     return get_version(mlflow_client, name, str(version.version))
+
+
+def _sign_served(mlflow_client: MlflowClient, run_id: str, sha: str, signer: signing.Signer) -> str:
+    """Sign the run's served directory as stored; log the bundle with it; return its sha256."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        served = download_served(mlflow_client, run_id, Path(tmp))
+        actual = file_sha256(served / "model.onnx")
+        if actual != sha:
+            raise RegistryError(
+                f"run {run_id}: the stored serving/model.onnx has sha256 {actual}, the gate saw "
+                f"{sha}; refusing to sign it"
+            )
+        (served / signing.SIGNATURE_FILE).unlink(missing_ok=True)  # an unregistered old bundle
+        try:
+            digest = signing.sign(served, signer)
+        except signing.SignatureError as exc:
+            raise RegistryError(f"{exc}; nothing was registered") from exc
+        try:
+            mlflow_client.log_artifact(
+                run_id, str(served / signing.SIGNATURE_FILE), SERVING_ARTIFACT_DIR
+            )
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(f"cannot store the signature with run {run_id}: {exc}") from exc
+    return digest
+
+
+def download_served(mlflow_client: MlflowClient, run_id: str, dest: Path) -> Path:
+    """Download the run's served directory (``serving/``, what KServe fetches) into ``dest``.
+
+    Raises:
+        RegistryError: The run has no such directory or it cannot be read.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(mlflow_client.download_artifacts(run_id, SERVING_ARTIFACT_DIR, str(dest)))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot read {SERVING_ARTIFACT_DIR}/ of run {run_id}: {exc}") from exc
+    if not (local / "model.onnx").is_file():
+        raise RegistryError(f"run {run_id} has no {SERVING_ARTIFACT_DIR}/model.onnx artifact")
+    return local
+
+
+def check_served(
+    mlflow_client: MlflowClient,
+    run_id: str,
+    label: str,
+    sha256: str,
+    signature_sha256: str,
+    trust: signing.Trust | None,
+) -> list[str]:
+    """Download what the storage serves and check it: model.onnx's sha256 and the signature.
+
+    Args:
+        mlflow_client: Client of the tracking server.
+        run_id: The run whose ``serving/`` directory is the storage URI.
+        label: ``<model> v<N>``, for messages.
+        sha256: The pinned sha256 of ``model.onnx``.
+        signature_sha256: The pinned sha256 of the bundle ("" when unsigned).
+        trust: What the bundle must verify against (None: none configured).
+
+    Returns:
+        Problems found; empty when the stored directory is the pinned, signed one.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            served = download_served(mlflow_client, run_id, Path(tmp))
+        except RegistryError as exc:
+            return [f"{label}: {exc}"]
+        problems = []
+        actual = file_sha256(served / "model.onnx")
+        if actual != sha256:
+            problems.append(f"{label}: the stored model.onnx has sha256 {actual}")
+        if signature_sha256 and trust is None:
+            problems.append(
+                f"{label}: its signature cannot be checked: no signing trust given "
+                "(--signing-trust / ARGOSY_SIGNING_TRUST: the public key or CA chain)"
+            )
+        elif signature_sha256 and trust is not None:
+            try:
+                signing.verify(served, trust, signature_sha256)
+            except signing.SignatureError as exc:
+                problems.append(f"{label}: {exc}")
+    return problems
 
 
 def get_version(mlflow_client: MlflowClient, name: str, version_or_alias: str) -> RegisteredVersion:
@@ -277,15 +380,20 @@ def verify_pin(
     check_artifact: bool = True,
     *,
     env: str | None = None,
+    trust: signing.Trust | None = None,
+    require_signature: bool = False,
 ) -> list[str]:
     """Re-check a pin against the registry and the gate report logged with the model.
 
     Args:
         pin: What an overlay pins.
         mlflow_client: Client of the registry.
-        check_artifact: Also download ``model.onnx`` from the pinned storage and hash it.
+        check_artifact: Also download the served directory from the pinned storage: hash
+            ``model.onnx`` and verify the signature over every file.
         env: The environment whose overlay holds the pin: a version marked rolled back there
             fails (a mark of another environment does not). None: a mark anywhere fails.
+        trust: What a signature must verify against; a signed pin without one fails.
+        require_signature: Fail an unsigned pin.
 
     Returns:
         Problems found; empty when the registry and the gate back the pin.
@@ -302,6 +410,16 @@ def verify_pin(
         problems.append(f"{label}: pinned run {pin.run_id}, registry has run {version.run_id}")
     if version.sha256 != pin.sha256:
         problems.append(f"{label}: pinned sha256 {pin.sha256}, registry has {version.sha256!r}")
+    if version.signature_sha256 != pin.signature_sha256:
+        problems.append(
+            f"{label}: pinned signature bundle {pin.signature_sha256 or '(none)'}, registry has "
+            f"{version.signature_sha256 or '(none)'}"
+        )
+    if require_signature and not pin.signature_sha256:
+        problems.append(
+            f"{label}: unsigned; this check requires a signed model (`argosy register "
+            "--signing-key ...`)"
+        )
     if version.gate_decision != "promote":
         problems.append(f"{label}: gate decision is {version.gate_decision!r}, not 'promote'")
     if version.is_rolled_back(env):
@@ -335,17 +453,9 @@ def verify_pin(
                 f"run has {run.data.tags.get(TAG_DATA_HASH)!r}"
             )
     if check_artifact:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = mlflow_client.download_artifacts(
-                    version.run_id, f"{SERVING_ARTIFACT_DIR}/model.onnx", tmp
-                )
-                actual = file_sha256(Path(local))
-            except (MlflowException, OSError) as exc:
-                problems.append(f"{label}: cannot read model.onnx from the run: {exc}")
-            else:
-                if actual != pin.sha256:
-                    problems.append(f"{label}: the stored model.onnx has sha256 {actual}")
+        problems += check_served(
+            mlflow_client, version.run_id, label, pin.sha256, pin.signature_sha256, trust
+        )
     return problems
 
 
@@ -381,6 +491,12 @@ def sync_aliases(
             raise RegistryError(
                 f"{env} pins {pin.name} v{pin.version} with sha256 {pin.sha256}, "
                 f"registry has {version.sha256!r}; no alias changed"
+            )
+        if version.signature_sha256 != pin.signature_sha256:
+            raise RegistryError(
+                f"{env} pins {pin.name} v{pin.version} with signature bundle "
+                f"{pin.signature_sha256 or '(none)'}, registry has "
+                f"{version.signature_sha256 or '(none)'}; no alias changed"
             )
         if version.is_rolled_back(env):
             raise RegistryError(

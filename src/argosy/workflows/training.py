@@ -29,6 +29,7 @@ from hera.workflows.models import (
 
 from argosy.config import WorkflowParams
 from argosy.evaluation.gate import TRIGGER_ENV
+from argosy.signing import SIGNING_KEY_ENV, SIGNING_TRUST_ENV
 from argosy.workflows import common
 from argosy.workflows.dag import PipelineError, Stage
 
@@ -186,6 +187,16 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
         Env(name="GITHUB_REPOSITORY", value=_p("repository")),
         Env(name="GITHUB_API_URL", value=_p("github-api-url")),
     ]
+    # The signing key only where `argosy register` signs; the trust where promote verifies.
+    secrets = settings.secrets
+    sign_env = (
+        [common.secret_env(SIGNING_KEY_ENV, secrets.signing_key)] if secrets.signing_key else []
+    )
+    trust_env = (
+        [common.secret_env(SIGNING_TRUST_ENV, secrets.signing_trust)]
+        if secrets.signing_trust
+        else []
+    )
 
     with WorkflowTemplate(
         name=NAME,
@@ -239,17 +250,21 @@ def training_template(stages: list[Stage], settings: WorkflowParams) -> Workflow
                 annotations={"argosy.dev/dvc-cmd": " ".join(stage.cmd)},
             )
 
-        def after_gate(name: str, command: list[str]) -> Container:
+        def after_gate(name: str, command: list[str], extra: list) -> Container:
             return task_container(
                 name,
                 settings,
                 ["workflows", "after", GATE_STAGE, *_remote_args(), "--", *command],
-                env=promote_env,
+                env=promote_env + extra,
             )
 
-        register = after_gate("register", ["argosy", "register", "--gate", GATE_REPORT])
-        staging = after_gate("promote-staging", ["argosy", "promote", "--env", "staging"])
-        production = after_gate("open-production-pr", ["argosy", "promote", "--env", "production"])
+        register = after_gate("register", ["argosy", "register", "--gate", GATE_REPORT], sign_env)
+        staging = after_gate(
+            "promote-staging", ["argosy", "promote", "--env", "staging"], trust_env
+        )
+        production = after_gate(
+            "open-production-pr", ["argosy", "promote", "--env", "production"], trust_env
+        )
         status = task_container(
             "report-status",
             settings,
