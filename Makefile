@@ -74,7 +74,11 @@ check-lock: $(UV) ## Fail when uv.lock is out of date with pyproject.toml
 clean: ## Remove pipeline outputs (keeps data/, the venv and MLflow)
 	rm -rf artifacts models reports
 
-.PHONY: serve bench-serve
+.PHONY: serve bench-serve grpc-stubs
+
+## Regenerate the V2 gRPC modules in src/argosy/serving/proto/ from the vendored .proto (a test compares)
+grpc-stubs: venv ## Regenerate the V2 gRPC Python modules from src/argosy/serving/proto/grpc_predict_v2.proto
+	$(BIN)/python -m argosy.serving.proto.generate
 
 .PHONY: bench bench-monitoring
 
@@ -87,9 +91,9 @@ bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M
 bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor, sampling-error sweep (~2 min)
 	$(BIN)/python bench/monitoring/bench.py --out bench/monitoring/results.json
 
-## Serve models/ (the pipeline's model) over the V2 protocol on 127.0.0.1:8080
-serve: venv ## Serve models/ over the Open Inference Protocol on 127.0.0.1:8080
-	$(BIN)/python -m argosy.serving --model-dir models --host 127.0.0.1 --port 8080
+## Serve models/ (the pipeline's model) over the V2 protocol: REST on 127.0.0.1:8080, gRPC on 8081
+serve: venv ## Serve models/ over the Open Inference Protocol: REST on 127.0.0.1:8080, gRPC on 8081
+	$(BIN)/python -m argosy.serving --model-dir models --host 127.0.0.1 --port 8080 --grpc-port 8081
 
 ## Benchmark the model server vs MLServer, mlflow models serve and KServe (~10 min; writes docs/benchmarks.md)
 bench-serve: venv ## Benchmark Argosy's server vs MLServer, mlflow serve, KServe (~10 min)
@@ -108,7 +112,7 @@ pin-images: venv ## Record pushed image digests (serve: manifests/base, pipeline
 	$(BIN)/argosy pin-images $(if $(SERVE_DIGEST),--serve $(SERVE_DIGEST)) $(if $(PIPELINE_DIGEST),--pipeline $(PIPELINE_DIGEST))
 	$(MAKE) workflows
 
-.PHONY: schemas validate-manifests web-assets
+.PHONY: schemas validate-manifests web-assets screenshots
 
 # The strict schemas of the custom resources the project renders are vendored in
 # schemas/crds-catalog (see its PROVENANCE.md). The pinned catalog commit and the list of files
@@ -122,6 +126,10 @@ schemas: venv ## Rewrite the vendored CRD schemas (schemas/crds-catalog) from th
 web-assets: venv ## Re-fetch the vendored web assets with npm (pinned, integrity-checked) and rewrite .dvc/plots-offline.html
 	$(BIN)/python -m argosy.webassets vendor
 	$(BIN)/python -m argosy.webassets template .
+
+# Offline headless-Chromium screenshots of the reports, from a fresh demo run (or DEMO_DIR's).
+screenshots: venv ## Run the demo and photograph Data Docs, drift report, DVC plots, gate.md (needs chromium)
+	$(BIN)/python docs/screenshots/capture.py --out docs/screenshots $(if $(DEMO_DIR),--demo-dir $(DEMO_DIR))
 
 ## Render every overlay and argocd/ with kustomize and validate each document strictly
 validate-manifests: venv ## Render overlays, components and argocd/; validate strictly against offline schemas

@@ -1,11 +1,15 @@
 """Benchmark Argosy's model server against MLServer, `mlflow models serve` and KServe's ModelServer.
 
 Same model (an XGBoost classifier exported to ONNX, served by ONNX Runtime with one intra-op thread
-everywhere), same machine, same load generator (wrk, one thread). For each server: cold start
-(process launch to the first successful inference, median of 3), then throughput and p50/p99
-latency at concurrency 1 and 16 with 1-row and 100-row JSON requests. Peers are installed in their
-own virtualenvs under bench/.work/ from the pinned requirements files next to this script. Results
-go to bench/.work/serve-results.json and into the "Serving" section of docs/benchmarks.md.
+everywhere), same machine, same load generators (wrk for REST, h2load for gRPC; one thread each).
+For each server: cold start (process launch to the first successful inference, median of 3), then
+throughput and p50/p99 latency at concurrency 1 and 16 with 1-row and 100-row requests: V2 JSON
+over REST, then, for the servers that speak V2 gRPC (Argosy, MLServer, KServe's ModelServer),
+``ModelInfer`` with typed FP32 contents over gRPC on the same process ("<name> grpc" rows).
+Argosy runs with adaptive batching (its default) and again with ``--no-batching``. Peers are
+installed in their own virtualenvs under bench/.work/ from the pinned requirements files next to
+this script. Results go to bench/.work/serve-results.json and into the "Serving" section of
+docs/benchmarks.md.
 
 Run: `make bench-serve` (or `.venv/bin/python bench/serve/bench.py --help`).
 """
@@ -52,6 +56,18 @@ def ensure_wrk() -> str:
     sh(["apt-get", "update", "-qq"])
     sh(["apt-get", "install", "-y", "-qq", "wrk"])
     return shutil.which("wrk") or sys.exit("wrk install failed")
+
+
+def ensure_h2load() -> str:
+    """Find h2load (gRPC load), installing Debian's nghttp2-client when running as root."""
+    found = shutil.which("h2load")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("h2load is not installed: apt-get install -y nghttp2-client")
+    sh(["apt-get", "update", "-qq"])
+    sh(["apt-get", "install", "-y", "-qq", "nghttp2-client"])
+    return shutil.which("h2load") or sys.exit("h2load install failed")
 
 
 def ensure_venv(name: str, requirements: Path) -> Path:
@@ -182,6 +198,64 @@ def v2_body(n: int) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
+def grpc_message(name: str, n: int) -> bytes:
+    """A serialised ``ModelInferRequest``: one [n, F] FP32 tensor in typed contents."""
+    from argosy.serving.proto import grpc_predict_v2_pb2 as pb  # the bench's own process only
+
+    req = pb.ModelInferRequest(model_name=name)
+    tensor = req.inputs.add(name="features", datatype="FP32", shape=[n, len(SPECS)])
+    tensor.contents.fp32_contents.extend(v for r in rows(n) for v in r)
+    return req.SerializeToString()
+
+
+def check_grpc(port: int, name: str) -> None:
+    """One real ModelInfer call: h2load counts HTTP 200s, and a gRPC error is an HTTP 200 too."""
+    import grpc
+
+    from argosy.serving.proto import grpc_predict_v2_pb2 as pb
+    from argosy.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        resp = stub.ModelInfer(pb.ModelInferRequest.FromString(grpc_message(name, 1)), timeout=30)
+    if not resp.outputs:
+        raise RuntimeError(f"gRPC on {port} answered no outputs")
+
+
+def run_h2load(h2load: str, s: Server, n_rows: int, conc: int, seconds: int) -> dict[str, float]:
+    """One gRPC cell: requests/s, p50 and p99 in ms (from h2load's per-request log)."""
+    msg = grpc_message(s.model, n_rows)
+    body_file = WORK / f"grpc-{s.name.replace(' ', '_')}-{n_rows}.bin"
+    body_file.write_bytes(b"\x00" + len(msg).to_bytes(4, "big") + msg)
+    log_file = WORK / f"h2load-{s.name.replace(' ', '_')}.log"
+    log_file.unlink(missing_ok=True)  # h2load appends to its log
+    url = f"http://127.0.0.1:{s.grpc_port}/inference.GRPCInferenceService/ModelInfer"
+    cmd = [h2load, "-t1", f"-c{conc}", "-m1", f"-D{seconds}", "--warm-up-time=1",
+           "-H", "content-type: application/grpc", "-H", "te: trailers",
+           "-d", str(body_file), f"--log-file={log_file}", url]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    latencies = []
+    for line in log_file.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            latencies.append(int(parts[2]) / 1000.0)
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+    failed = re.search(r"(\d+) failed, (\d+) errored", out)
+    return {
+        "rps": float(m.group(2)) if m else 0.0,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "non_2xx": sum(int(g) for g in codes.groups()[1:]) if codes else 0,
+        "socket_errors": f"{failed.group(1)} failed, {failed.group(2)} errored" if failed else "",
+    }
+
+
 def mlflow_body(n: int) -> bytes:
     """An MLflow scoring-server request (tensor input)."""
     return json.dumps({"inputs": rows(n)}).encode()
@@ -199,6 +273,8 @@ class Server:
     cwd: Path = REPO
     env: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    grpc_port: int | None = None  # V2 gRPC on the same process, measured as "<name> grpc"
+    model: str = ""  # the model name gRPC requests address
 
 
 def start(s: Server) -> tuple[subprocess.Popen[bytes], float]:
@@ -287,7 +363,8 @@ def servers(model_dir: Path, mlserver: Path, kserve: Path) -> list[Server]:
     make_mlserver_dir(model_dir, ms_inproc, 18720, 0)
     predlog = WORK / "predictions"
     shutil.rmtree(predlog, ignore_errors=True)
-    infer = f"/v2/models/{model_name(model_dir)}/infer"
+    name = model_name(model_dir)
+    infer = f"/v2/models/{name}/infer"
     main_bin = str(MAIN_PY.parent)
     path_env = {"PATH": main_bin + os.pathsep + os.environ.get("PATH", "")}
     src_env = {"PYTHONPATH": str(REPO / "src")}
@@ -297,9 +374,17 @@ def servers(model_dir: Path, mlserver: Path, kserve: Path) -> list[Server]:
         Server(
             "argosy",
             [str(MAIN_PY), "-m", "argosy.serving", "--model-dir", str(model_dir), "--port", "18700",
-             "--prediction-log", str(predlog), "--log-level", "WARNING"],
-            18700, infer, v2_body, env=src_env,
-            note="prediction log on (Parquet, every row)",
+             "--grpc-port", "18701", "--prediction-log", str(predlog), "--log-level", "WARNING"],
+            18700, infer, v2_body, env=src_env, grpc_port=18701, model=name,
+            note="prediction log on (Parquet, every row), adaptive batching on (the default)",
+        ),
+        Server(
+            "argosy no-batching",
+            [str(MAIN_PY), "-m", "argosy.serving", "--model-dir", str(model_dir), "--port", "18702",
+             "--grpc-port", "off", "--no-batching", "--prediction-log", str(predlog),
+             "--log-level", "WARNING"],
+            18702, infer, v2_body, env=src_env,
+            note="`--no-batching`: one ONNX Runtime call per request; prediction log on",
         ),
         Server(
             "argosy constant",
@@ -310,12 +395,14 @@ def servers(model_dir: Path, mlserver: Path, kserve: Path) -> list[Server]:
         Server(
             "mlserver",
             [str(mlserver / "bin" / "mlserver"), "start", "."], 18710, infer, v2_body,
-            cwd=ms_default, note="MLServer 1.7.1 defaults (1 parallel worker)",
+            cwd=ms_default, grpc_port=18711, model=name,
+            note="MLServer 1.7.1 defaults (1 parallel worker)",
         ),
         Server(
             "mlserver pw0",
             [str(mlserver / "bin" / "mlserver"), "start", "."], 18720, infer, v2_body,
-            cwd=ms_inproc, note="parallel_workers: 0 (inference in the HTTP process)",
+            cwd=ms_inproc, grpc_port=18721, model=name,
+            note="parallel_workers: 0 (inference in the HTTP process)",
         ),
         Server(
             "mlflow",
@@ -332,7 +419,8 @@ def servers(model_dir: Path, mlserver: Path, kserve: Path) -> list[Server]:
             [str(kserve / "bin" / "python"), str(HERE / "peers" / "kserve_onnx.py"),
              "--model_name", model_name(model_dir), "--model_path", str(model_dir / "model.onnx"),
              "--http_port", "18750", "--grpc_port", "18751"],
-            18750, infer, v2_body, note="kserve 0.15.2 ModelServer, custom ONNX Model class",
+            18750, infer, v2_body, grpc_port=18751, model=name,
+            note="kserve 0.15.2 ModelServer, custom ONNX Model class",
         ),
     ]  # fmt: skip
 
@@ -346,7 +434,9 @@ def versions(mlserver: Path, kserve: Path) -> dict[str, str]:
         return r.stdout.strip() or "?"
 
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    h2_v = subprocess.run(["h2load", "--version"], capture_output=True, text=True, check=False)
     return {
+        "h2load": " ".join(h2_v.stdout.split()[:2]) or "h2load",
         "mlserver": ver(mlserver / "bin" / "python", "mlserver"),
         "kserve": ver(kserve / "bin" / "python", "kserve"),
         "mlflow": ver(MAIN_PY, "mlflow"),
@@ -385,8 +475,10 @@ def render(results: dict, seconds: int, command: str) -> str:
         "",
         f"Command: `{command}` (written by `bench/serve/bench.py`; {results['date']}).",
         "",
-        f"Machine: {results['machine']}. Load: {results['versions']['wrk']}, one thread, "
-        f"{seconds} s per cell after a 2 s warm-up; servers and wrk share the machine. "
+        f"Machine: {results['machine']}. Load: {results['versions']['wrk']} (REST) and "
+        f"{results['versions'].get('h2load', 'h2load')} (gRPC rows: V2 `ModelInfer`, typed FP32 "
+        "contents, the server's REST row's process), one thread, "
+        f"{seconds} s per cell after a warm-up; servers and load share the machine. "
         f"Every server runs the same ONNX file, {results['model']}, through "
         f"ONNX Runtime {results['versions']['onnxruntime']} with one intra-op thread. Cold start: "
         "process launch to the first successful inference, median of 3. Peers: MLServer "
@@ -401,7 +493,8 @@ def render(results: dict, seconds: int, command: str) -> str:
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} |" + " |" * 8)
             continue
-        row = [f"{name}", f"{r['cold_start_s']:.2f}"]
+        cold = r.get("cold_start_s")
+        row = [f"{name}", "-" if cold is None else f"{cold:.2f}"]
         for conc, n in cells:
             c = r["cells"].get(f"c{conc}_n{n}")
             if c is None:
@@ -437,6 +530,9 @@ def verdict(res: dict) -> list[str]:
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
+    no_batch = rps("argosy no-batching")
+    grpc = {n: rps(f"{n} grpc") for n in ("argosy", "mlserver", "mlserver pw0", "kserve")}
+    best_ms_grpc = max(grpc["mlserver"], grpc["mlserver pw0"])
     return [
         "Targets (single-row, c=16, this run):",
         "",
@@ -448,7 +544,31 @@ def verdict(res: dict) -> list[str]:
         f"- p99 {p99:.2f} ms (target <= 10 ms): {mark(p99 <= 10)}",
         f"- share of the constant endpoint on the same stack: {a / const:.0%} (target >= 60%): "
         f"{mark(a / const >= 0.6)}",
+        "",
+        f"Adaptive batching: {a:,.0f} req/s on, {no_batch:,.0f} off ({a / no_batch:.2f}x). "
+        f"gRPC, single row at c=16: Argosy {grpc['argosy']:,.0f} req/s, MLServer's best "
+        f"{best_ms_grpc:,.0f}, KServe {grpc['kserve']:,.0f}.",
     ]
+
+
+def grpc_cells(h2load: str, s: Server, seconds: int, res: dict) -> None:
+    """The gRPC cells of a server already running, recorded as "<name> grpc"."""
+    print(f"== {s.name} grpc", flush=True)
+    entry: dict = {"note": f"V2 gRPC of the {s.name} process", "cells": {}}
+    entry["load_before"] = os.getloadavg()[0]
+    res[f"{s.name} grpc"] = entry
+    try:
+        check_grpc(s.grpc_port or 0, s.model)
+        run_h2load(h2load, s, 1, 16, 2)  # warm-up
+        for n_rows in (1, 100):
+            for conc in (1, 16):
+                cell = run_h2load(h2load, s, n_rows, conc, seconds)
+                entry["cells"][f"c{conc}_n{n_rows}"] = cell
+                print(f"   c={conc} rows={n_rows}: {cell}", flush=True)
+    except Exception as exc:  # a peer's gRPC failing must not lose the other rows
+        entry["error"] = str(exc)[:200]
+        print(f"   FAILED: {exc}", flush=True)
+    entry["load_after"] = os.getloadavg()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     wrk = ensure_wrk()
+    h2load = ensure_h2load()
     mlserver = ensure_venv("mlserver", HERE / "requirements-mlserver.txt")
     kserve = ensure_venv("kserve", HERE / "requirements-kserve.txt")
     # The same conditions for every Python server: bytecode compiled (pip does it for the peers).
@@ -514,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
                         cell = run_wrk(wrk, s, n_rows, conc, args.seconds)
                         entry["cells"][f"c{conc}_n{n_rows}"] = cell
                         print(f"   c={conc} rows={n_rows}: {cell}", flush=True)
+                if s.grpc_port is not None:
+                    grpc_cells(h2load, s, args.seconds, results["servers"])
             finally:
                 stop(proc)
                 entry["load_after"] = os.getloadavg()[0]

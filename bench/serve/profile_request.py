@@ -42,6 +42,8 @@ def main() -> None:
     for j, spec in enumerate(model.metadata.specs):
         if spec.categories is not None:
             x[:, j] = rng.integers(0, len(spec.categories), size=n_rows)
+        elif spec.type == "boolean":
+            x[:, j] = rng.integers(0, 2, size=n_rows)
     tensor = {"name": "features", "datatype": "FP32", "shape": list(x.shape)}
     body = orjson.dumps({"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]})
     app = App(model, Metrics(model.name, model.version, model.sha256), Limits())

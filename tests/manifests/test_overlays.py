@@ -28,7 +28,7 @@ from argosy.gitops.pin import (
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = {env: REPO / "manifests" / "overlays" / env for env in ("staging", "production")}
 COMPONENTS = ["raw-deployment", "gpu"]
-ALL_COMPONENTS = [*COMPONENTS, "monitoring-dashboards"]
+ALL_COMPONENTS = [*COMPONENTS, "monitoring-dashboards", "grpc"]
 MODEL = load_contract(REPO / "contract.yaml").name
 SELECTOR = "serving.kserve.io/inferenceservice"
 DIGEST_IMAGE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -247,10 +247,44 @@ def test_runtime_syncs_before_inference_service(
         annotations = doc["metadata"].get("annotations", {})
         return int(annotations.get("argocd.argoproj.io/sync-wave", "0"))
 
-    # Then the ServingRuntime and its credentials land in earlier sync waves
+    # Then the ServingRuntime, its credentials and its signing trust land in earlier sync waves
     isvc = wave(_one(docs, "InferenceService"))
     assert wave(_one(docs, "ServingRuntime")) < isvc
-    assert wave(_one(docs, "ExternalSecret")) < isvc
+    secrets = _by_kind(docs, "ExternalSecret")
+    assert {s["metadata"]["name"] for s in secrets} == {
+        "argosy-model-storage",
+        "argosy-model-signing",
+    }
+    assert all(wave(s) < isvc for s in secrets)
+
+
+@pytest.mark.parametrize("env", sorted(OVERLAYS))
+def test_the_server_verifies_signatures_against_a_trust_from_a_secret(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    # Given the rendered overlay
+    docs = rendered[env]
+    predictor = _one(docs, "InferenceService")["spec"]["predictor"]
+    runtime = _one(docs, "ServingRuntime")["spec"]["containers"][0]
+    # Then the runtime points the server at a trust file
+    env_vars = {e["name"]: e.get("value") for e in runtime["env"]}
+    trust = Path(env_vars["ARGOSY_SIGNING_TRUST"])
+    # And that file is mounted read-only from the Secret argosy-model-signing, by reference
+    mount = next(
+        m for m in predictor["model"]["volumeMounts"] if m["mountPath"] == str(trust.parent)
+    )
+    assert mount["readOnly"] is True
+    volume = next(v for v in predictor["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "argosy-model-signing"
+    assert [i["path"] for i in volume["secret"]["items"]] == [trust.name]
+    # And the Secret comes from the cluster's store: git holds no key material
+    external = next(
+        d
+        for d in docs
+        if d["kind"] == "ExternalSecret" and d["metadata"]["name"] == "argosy-model-signing"
+    )
+    assert external["spec"]["data"][0]["remoteRef"]["key"] == "argosy/model-signing"
+    assert "BEGIN" not in json.dumps(docs)
 
 
 @pytest.mark.parametrize("env", sorted(OVERLAYS))

@@ -228,10 +228,11 @@ class InProcess:
         return Client(self.port)
 
 
-def start_in_process(app: Any) -> InProcess:
+def start_in_process(app: Any, grpc: bool = False) -> InProcess:
+    """Serve ``app`` on free ports in a thread; with ``grpc``, gRPC too (``server.grpc_port``)."""
     from argosy.serving.server import ModelServer, new_event_loop
 
-    server = ModelServer(app, "127.0.0.1", 0, grace_s=5.0)
+    server = ModelServer(app, "127.0.0.1", 0, grace_s=5.0, grpc_port=0 if grpc else None)
     started = threading.Event()
 
     def run() -> None:
@@ -254,13 +255,15 @@ def stop_in_process(srv: InProcess) -> None:
     assert not srv.thread.is_alive(), "in-process server did not stop"
 
 
-def make_app(model_dir: Path, predlog: Any = None, **limits: Any) -> Any:
+def make_app(model_dir: Path, predlog: Any = None, batching: Any = None, **limits: Any) -> Any:
+    """An app on the fixture model; ``batching`` is a ``Batching`` (None: every request alone)."""
     from argosy.serving.metrics import Metrics
     from argosy.serving.model import load_model
     from argosy.serving.server import App, Limits
 
     model = load_model(model_dir)
-    return App(model, Metrics(model.name, model.version, model.sha256), Limits(**limits), predlog)
+    metrics = Metrics(model.name, model.version, model.sha256)
+    return App(model, metrics, Limits(**limits), predlog, batching)
 
 
 @pytest.fixture
@@ -285,6 +288,7 @@ class Subprocess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    grpc_port: int | None = None
 
     def log(self) -> str:
         """The server's log so far."""
@@ -311,9 +315,12 @@ def spawn_server(
 ) -> Subprocess:
     """Start the server on a free port and wait until it listens (not until it is ready).
 
-    With ``use_source_tree`` the child imports this checkout's ``src/``; without it, whatever
+    gRPC listens on a free port too unless ``args`` name ``--grpc-port``. With
+    ``use_source_tree`` the child imports this checkout's ``src/``; without it, whatever
     ``python`` has installed (the fresh-virtualenv test).
     """
+    if "--grpc-port" not in args:
+        args = ("--grpc-port", "0", *args)
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTHONPATH", None)
@@ -331,7 +338,10 @@ def spawn_server(
         text = log_path.read_text()
         if "listening on http://127.0.0.1:" in text:
             port = int(text.split("listening on http://127.0.0.1:")[1].split()[0])
-            return Subprocess(proc, port, log_path)
+            grpc_port = None
+            if "listening on grpc://127.0.0.1:" in text:
+                grpc_port = int(text.split("listening on grpc://127.0.0.1:")[1].split()[0])
+            return Subprocess(proc, port, log_path, grpc_port)
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}:\n{text}")
         time.sleep(0.02)

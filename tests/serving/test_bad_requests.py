@@ -198,8 +198,8 @@ def test_errors_are_counted_by_endpoint_and_code(client: Client) -> None:
     client.request("POST", INFER, raw=b"{")
     client.request("GET", "/v2/models/nope")
     text = client.request("GET", "/metrics")[2].decode()
-    assert 'argosy_request_errors_total{endpoint="infer",code="400"} 1' in text
-    assert 'argosy_request_errors_total{endpoint="unknown",code="404"} 1' in text
+    assert 'argosy_request_errors_total{endpoint="infer",code="400",protocol="rest"} 1' in text
+    assert 'argosy_request_errors_total{endpoint="unknown",code="404",protocol="rest"} 1' in text
 
 
 def test_batch_at_the_limit_is_served(client: Client) -> None:

@@ -17,7 +17,16 @@ def test_argosy_serve_passes_options_through(model_dir: Path, tmp_path: Path) ->
     log = tmp_path / "serve.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [str(argosy), "serve", "--model-dir", str(model_dir), "--port", "0"],
+            [
+                str(argosy),
+                "serve",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                "0",
+                "--grpc-port",
+                "0",
+            ],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
@@ -31,7 +40,9 @@ def test_argosy_serve_passes_options_through(model_dir: Path, tmp_path: Path) ->
         port = int(log.read_text().split("listening on http://127.0.0.1:")[1].split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2", timeout=5) as response:
             assert response.status == 200
-            assert json.loads(response.read())["extensions"] is not None
+            assert json.loads(response.read())["extensions"] == ["binary_tensor_data"]
+        # and gRPC listens on the port it picked, in the same process
+        assert "listening on grpc://127.0.0.1:" in log.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -48,3 +59,45 @@ def test_argosy_serve_help_is_the_servers() -> None:
     # the connection cap is a documented setting with its default and environment variable
     assert "--max-connections" in out.stdout
     assert "ARGOSY_MAX_CONNECTIONS" in out.stdout
+
+
+def test_grpc_can_be_turned_off_and_a_bad_port_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    from .conftest import spawn_server
+
+    # Given the server started with --grpc-port off / Then it serves REST only
+    srv = spawn_server(model_dir, tmp_path, "--grpc-port", "off")
+    try:
+        assert srv.grpc_port is None
+        assert "grpc://" not in srv.log()
+        status, _ = srv.client().json("GET", "/v2/health/ready")
+        assert status == 200
+    finally:
+        assert srv.terminate() == 0
+    # and a --grpc-port that is neither a number nor 'off' is a usage error that says so
+    out = subprocess.run(
+        [sys.executable, "-m", "argosy.serving", "--model-dir", str(model_dir),
+         "--grpc-port", "nope"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "expected a port number or 'off'" in out.stderr
+
+
+def test_a_grpc_port_in_use_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
+    from .conftest import spawn_server
+
+    # Given a server holding its gRPC port
+    first = spawn_server(model_dir, tmp_path)
+    try:
+        # When a second server is started on the same gRPC port
+        out = subprocess.run(
+            [sys.executable, "-m", "argosy.serving", "--model-dir", str(model_dir),
+             "--port", "0", "--grpc-port", str(first.grpc_port)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        # Then it exits 1 saying which port, without a traceback
+        assert out.returncode == 1, out.stderr[-2000:]
+        assert f"cannot listen: cannot bind gRPC on 127.0.0.1:{first.grpc_port}" in out.stderr
+        assert "Traceback" not in out.stderr
+    finally:
+        assert first.terminate() == 0

@@ -426,7 +426,7 @@ def test_connections_over_the_cap_get_503_and_the_server_keeps_serving(model_dir
         held.append(fresh)
         assert fresh.request("GET", "/v2/health/ready")[0] == 200
         metrics = fresh.request("GET", "/metrics")[2].decode()
-        assert 'argosy_requests_total{endpoint="http",code="503"} 1' in metrics
+        assert 'argosy_requests_total{endpoint="http",code="503",protocol="rest"} 1' in metrics
     finally:
         for client in held:
             client.close()

@@ -31,7 +31,8 @@ def test_serving_imports_none_of_the_pipeline_stack() -> None:
     # When every serving module is imported in a fresh interpreter
     code = (
         "import sys, argosy.serving, argosy.serving.__main__, argosy.serving.server, "
-        "argosy.serving.model, argosy.serving.v2, argosy.serving.metrics, argosy.serving.predlog; "
+        "argosy.serving.model, argosy.serving.v2, argosy.serving.metrics, argosy.serving.predlog, "
+        "argosy.serving.batching, argosy.serving.grpc_v2; "
         "print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -41,7 +42,7 @@ def test_serving_imports_none_of_the_pipeline_stack() -> None:
     loaded = set(out.stdout.split())
     # Then no heavy package is loaded, and pyarrow/fsspec wait until a log is configured
     assert "onnxruntime" not in loaded  # loaded only by load_model, after the integrity check
-    for name in (*HEAVY, "pyarrow", "fsspec"):
+    for name in (*HEAVY, "pyarrow", "fsspec", "tritonclient", "kserve"):
         assert name not in loaded, name
 
 

@@ -278,3 +278,25 @@ def test_sink_removes_only_its_own_orphaned_temporary_files(tmp_path: Path) -> N
     # And a later write leaves no temporary file behind
     sink(pa.table({"a": [1]}), "2024-01-02")
     assert not list(root.rglob("*.tmp")) or set(root.rglob("*.tmp")) <= set(others)
+
+
+def test_a_large_batch_is_built_in_chunks_and_written_whole_in_order() -> None:
+    # Given 1,300 requests of one or two rows each (more than one Arrow build step holds)
+    tables: list[Any] = []
+    log = logger(sink=lambda t, day: tables.append(t), batch_rows=5_000, flush_interval_s=60)
+    expected_ids, expected_requests = [], []
+    for i in range(1300):
+        n = 1 + i % 2
+        ids = [f"{i}-{k}" for k in range(n)]
+        submit(log, n, f"req-{i}", ids)
+        expected_ids += ids
+        expected_requests += [f"req-{i}"] * n
+    # When the writer flushes them
+    log.start()
+    assert log.close(20)
+    # Then one file holds every row, in submission order, with its request id and row id
+    assert len(tables) == 1
+    data = tables[0].select(["request_id", "row_id"]).to_pydict()
+    assert data["row_id"] == expected_ids
+    assert data["request_id"] == expected_requests
+    assert log.written_rows == len(expected_ids)

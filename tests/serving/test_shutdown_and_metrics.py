@@ -90,11 +90,14 @@ def test_metrics_expose_requests_latency_batches_scores_and_model_info(client: C
     # Then it is Prometheus text with each family the operator dashboards need
     assert status == 200
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert 'argosy_requests_total{endpoint="infer",code="200"} 2' in text
-    assert 'argosy_requests_total{endpoint="infer",code="400"} 1' in text
-    assert 'argosy_request_errors_total{endpoint="infer",code="400"} 1' in text
-    assert 'argosy_request_duration_seconds_bucket{endpoint="infer",le="+Inf"} 3' in text
-    assert 'argosy_request_duration_seconds_count{endpoint="infer"} 3' in text
+    assert 'argosy_requests_total{endpoint="infer",code="200",protocol="rest"} 2' in text
+    assert 'argosy_requests_total{endpoint="infer",code="400",protocol="rest"} 1' in text
+    assert 'argosy_request_errors_total{endpoint="infer",code="400",protocol="rest"} 1' in text
+    assert (
+        'argosy_request_duration_seconds_bucket{endpoint="infer",protocol="rest",le="+Inf"} 3'
+        in text
+    )
+    assert 'argosy_request_duration_seconds_count{endpoint="infer",protocol="rest"} 3' in text
     assert 'argosy_batch_size_bucket{le="1"} 1' in text
     assert 'argosy_batch_size_bucket{le="10"} 2' in text
     assert "argosy_batch_size_sum 11" in text

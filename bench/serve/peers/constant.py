@@ -5,7 +5,7 @@ from pathlib import Path
 
 from argosy.serving.metrics import Metrics
 from argosy.serving.model import load_model
-from argosy.serving.server import App, Limits, ModelServer, run
+from argosy.serving.server import App, Limits, ModelServer, Response, run
 
 BODY = (
     b'{"model_name":"bench-model","model_version":"1","id":"x","outputs":[{"name":'
@@ -16,9 +16,7 @@ BODY = (
 class ConstantApp(App):
     """Routes nothing: every request gets the same 200 JSON body."""
 
-    def handle(
-        self, method: bytes, path: bytes, body: bytes
-    ) -> tuple[int, bytes, bytes, str, bytes]:
+    def handle(self, method: bytes, path: bytes, body: bytes, *_: object) -> Response:
         """Answer without parsing, validating or predicting."""
         return 200, BODY, b"application/json", "infer", b""
 

@@ -23,12 +23,25 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(name, default)
 
 
+def _grpc_port(value: str) -> int | None:
+    """A port number, or None for ``off``."""
+    if value.strip().lower() == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number or 'off', got {value!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every default can be overridden by its environment variable)."""
     parser = argparse.ArgumentParser(
         prog="python -m argosy.serving",
         description=(
-            "Serve model.onnx + metadata.json over the Open Inference Protocol (V2) REST API: "
+            "Serve model.onnx + metadata.json over the Open Inference Protocol (V2), REST and gRPC "
+            "(inference.GRPCInferenceService, --grpc-port) in one process. REST: "
             "GET /v2, /v2/health/{live,ready}, /v2/models/NAME[/versions/V][/ready], "
             "POST /v2/models/NAME[/versions/V]/infer, GET /metrics (Prometheus). The server "
             "stays not-ready unless sha256(model.onnx) equals the pinned value. SIGTERM drains "
@@ -50,6 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--port", type=int, default=int(_env("ARGOSY_PORT", 8080)), help="[env ARGOSY_PORT]")
     add(
+        "--grpc-port",
+        type=_grpc_port,
+        default=_grpc_port(_env("ARGOSY_GRPC_PORT", "8081")),
+        help="port of the V2 gRPC service (inference.GRPCInferenceService) in the same process; "
+        "'off' serves REST only [env ARGOSY_GRPC_PORT]",
+    )
+    add(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=_env("ARGOSY_BATCHING", "on").lower() not in ("off", "false", "0"),
+        help="score requests that arrive together in one ONNX Runtime call; --no-batching "
+        "scores each request alone [env ARGOSY_BATCHING=on|off]",
+    )
+    add(
+        "--batch-max-rows",
+        type=int,
+        default=int(_env("ARGOSY_BATCH_MAX_ROWS", 64)),
+        help="most rows in one batched ONNX Runtime call [env ARGOSY_BATCH_MAX_ROWS]",
+    )
+    add(
+        "--batch-max-wait-us",
+        type=int,
+        default=int(_env("ARGOSY_BATCH_MAX_WAIT_US", 0)),
+        help="longest the first request of a batch waits for more, in microseconds; 0 batches "
+        "only requests that arrived in the same event-loop iteration "
+        "[env ARGOSY_BATCH_MAX_WAIT_US]",
+    )
+    add(
         "--model-sha256",
         default=_env("ARGOSY_MODEL_SHA256", None),
         help="pinned sha256 of model.onnx; default: metadata.json's sha256 "
@@ -59,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-version",
         default=_env("ARGOSY_MODEL_VERSION", None),
         help="pinned model version; default: metadata.json's version [env ARGOSY_MODEL_VERSION]",
+    )
+    add(
+        "--signature-sha256",
+        default=_env("ARGOSY_MODEL_SIGNATURE_SHA256", None),
+        help="pinned sha256 of the model directory's signature bundle model.sig "
+        "[env ARGOSY_MODEL_SIGNATURE_SHA256]",
+    )
+    add(
+        "--signing-trust",
+        default=_env("ARGOSY_SIGNING_TRUST", None),
+        help="PEM public key or CA certificate chain that model.sig must verify against; when "
+        "set, or a bundle is pinned, the server stays not ready unless every file of the model "
+        "directory matches the signature [env ARGOSY_SIGNING_TRUST]",
     )
     add(
         "--max-batch",
@@ -136,9 +190,11 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         host: Address to bind.
         port: Port to bind.
         **options: The other ``--`` options of ``build_parser`` by their ``dest`` name
-            (``model_sha256``, ``model_version``, ``max_batch``, ``max_body_bytes``,
+            (``model_sha256``, ``model_version``, ``signature_sha256``, ``signing_trust``,
+            ``max_batch``, ``max_body_bytes``,
             ``max_connections``, ``prediction_log``, ``log_sample_rate``, ``log_capacity_rows``,
-            ``log_batch_rows``, ``log_flush_seconds``, ``grace_seconds``, ``intra_op_threads``).
+            ``log_batch_rows``, ``log_flush_seconds``, ``grace_seconds``, ``intra_op_threads``,
+            ``grpc_port``, ``batching``, ``batch_max_rows``, ``batch_max_wait_us``).
 
     Returns:
         Process exit status: 0 after a clean shutdown, 1 when the model directory is unreadable.
@@ -154,7 +210,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
     from argosy.serving.metrics import Metrics
     from argosy.serving.model import ModelLoadError, load_model
     from argosy.serving.predlog import PredictionLogger
-    from argosy.serving.server import App, Limits, ModelServer, run
+    from argosy.serving.server import App, Batching, Limits, ModelServer, run
 
     # Out-of-range request values become inf/NaN and are rejected with a 400 by validation;
     # the warning numpy would print for each such cast adds nothing.
@@ -165,6 +221,8 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
             expected_sha256=opts["model_sha256"],
             version=opts["model_version"],
             intra_op_threads=opts["intra_op_threads"],
+            signature_sha256=opts["signature_sha256"],
+            signing_trust=opts["signing_trust"],
         )
     except ModelLoadError as exc:
         log.error("%s", exc)
@@ -188,9 +246,23 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         max_body_bytes=opts["max_body_bytes"],
         max_connections=opts["max_connections"],
     )
-    app = App(model, metrics, limits, predlog)
-    server = ModelServer(app, host, port, grace_s=opts["grace_seconds"])
-    run(server, predlog, flush_timeout_s=opts["grace_seconds"])
+    batching = Batching(
+        enabled=opts["batching"],
+        max_rows=opts["batch_max_rows"],
+        max_wait_us=opts["batch_max_wait_us"],
+    )
+    if batching.max_rows < 1 or batching.max_wait_us < 0:
+        log.error("--batch-max-rows must be positive and --batch-max-wait-us non-negative")
+        return 2
+    app = App(model, metrics, limits, predlog, batching)
+    server = ModelServer(
+        app, host, port, grace_s=opts["grace_seconds"], grpc_port=opts["grpc_port"]
+    )
+    try:
+        run(server, predlog, flush_timeout_s=opts["grace_seconds"])
+    except OSError as exc:  # a port already in use: say which, no traceback
+        log.error("cannot listen: %s", exc)
+        return 1
     return 0
 
 

@@ -107,21 +107,32 @@ class Metrics:
             ("version", model_version),
             ("sha256", model_sha256),
         )
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, Histogram] = {}
+        self.requests: dict[tuple[str, int, str], int] = {}
+        self.latency: dict[tuple[str, str], Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
+        self.call_rows = Histogram(BATCH_BUCKETS)
         self.scores = Histogram(SCORE_BUCKETS)
         self.inflight = 0
         self.ready = False
         self.families: list[tuple[str, str, str, Callable[[], Iterable[Sample]]]] = []
 
-    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
-        """Count one answered request and its latency."""
-        key = (endpoint, code)
+    def observe_request(
+        self, endpoint: str, code: int, seconds: float, protocol: str = "rest"
+    ) -> None:
+        """Count one answered request and its latency.
+
+        Args:
+            endpoint: The V2 endpoint (the same names for REST and gRPC).
+            code: HTTP status; a gRPC status is counted as its HTTP equivalent.
+            seconds: From the full request to the response handed to the transport, waiting
+                for a batch included.
+            protocol: ``rest`` or ``grpc``.
+        """
+        key = (endpoint, code, protocol)
         self.requests[key] = self.requests.get(key, 0) + 1
-        hist = self.latency.get(endpoint)
+        hist = self.latency.get((endpoint, protocol))
         if hist is None:
-            hist = self.latency[endpoint] = Histogram(LATENCY_BUCKETS)
+            hist = self.latency[(endpoint, protocol)] = Histogram(LATENCY_BUCKETS)
         hist.observe(seconds)
 
     def add_family(
@@ -140,31 +151,37 @@ class Metrics:
     def render(self) -> bytes:
         """The full exposition text."""
         out = [
-            "# HELP argosy_requests_total HTTP requests answered, by endpoint and status code.",
+            "# HELP argosy_requests_total Requests answered, by endpoint, status code (gRPC "
+            "statuses as their HTTP equivalent) and protocol.",
             "# TYPE argosy_requests_total counter",
         ]
-        for (endpoint, code), n in sorted(self.requests.items()):
-            out.append(
-                f"argosy_requests_total{_labels((('endpoint', endpoint), ('code', str(code))))} {n}"
-            )
+        requests = sorted(self.requests.items())
+        for (endpoint, code, protocol), n in requests:
+            lab = _labels((("endpoint", endpoint), ("code", str(code)), ("protocol", protocol)))
+            out.append(f"argosy_requests_total{lab} {n}")
         out += [
             "# HELP argosy_request_errors_total Requests answered with a 4xx or 5xx status.",
             "# TYPE argosy_request_errors_total counter",
         ]
-        for (endpoint, code), n in sorted(self.requests.items()):
+        for (endpoint, code, protocol), n in requests:
             if code >= 400:
-                lab = _labels((("endpoint", endpoint), ("code", str(code))))
+                lab = _labels((("endpoint", endpoint), ("code", str(code)), ("protocol", protocol)))
                 out.append(f"argosy_request_errors_total{lab} {n}")
         out += [
-            "# HELP argosy_request_duration_seconds Time from full request to response written.",
+            "# HELP argosy_request_duration_seconds Time from full request to response written "
+            "(a wait for a batch included).",
             "# TYPE argosy_request_duration_seconds histogram",
         ]
-        for endpoint, hist in sorted(self.latency.items()):
-            out += hist.render("argosy_request_duration_seconds", (("endpoint", endpoint),))
+        for (endpoint, protocol), hist in sorted(self.latency.items()):
+            labels = (("endpoint", endpoint), ("protocol", protocol))
+            out += hist.render("argosy_request_duration_seconds", labels)
         out += [
             "# HELP argosy_batch_size Rows per inference request.",
             "# TYPE argosy_batch_size histogram",
             *self.batch_size.render("argosy_batch_size"),
+            "# HELP argosy_inference_call_rows Rows per ONNX Runtime call (requests batched).",
+            "# TYPE argosy_inference_call_rows histogram",
+            *self.call_rows.render("argosy_inference_call_rows"),
             "# HELP argosy_prediction_score Probability of the positive class of each scored row.",
             "# TYPE argosy_prediction_score histogram",
             *self.scores.render("argosy_prediction_score"),

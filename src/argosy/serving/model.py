@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from argosy import signing
 from argosy.data.encoding import FeatureSpec
 from argosy.hashing import file_sha256
 
@@ -264,6 +265,8 @@ def load_model(
     expected_sha256: str | None = None,
     version: str | None = None,
     intra_op_threads: int = 1,
+    signature_sha256: str | None = None,
+    signing_trust: str | Path | None = None,
 ) -> LoadedModel:
     """Read metadata, verify the model file's sha256 and open an ONNX Runtime session.
 
@@ -273,6 +276,10 @@ def load_model(
         version: The pinned model version; defaults to metadata's ``version``.
         intra_op_threads: ONNX Runtime intra-op threads. One is fastest for small tree models
             on a small pod: more threads spin and steal the CPU the event loop needs.
+        signature_sha256: The pinned sha256 of the signature bundle ``model.sig``.
+        signing_trust: PEM public key or CA chain the bundle must verify against; with either
+            this or ``signature_sha256`` set, every file of the directory must match the
+            signature (see :func:`argosy.signing.verify_at_load`).
 
     Returns:
         The loaded model; ``ready`` is False with a ``reason`` when the hash does not match or
@@ -297,6 +304,12 @@ def load_model(
         expected_sha256=expected,
         ready=False,
     )
+    trust = signing.trust_from(signing_trust)
+    unsigned = signing.verify_at_load(model_dir, trust, signature_sha256)
+    if unsigned:
+        model.reason = unsigned
+        log.error("model not ready: %s", model.reason)
+        return model
     if actual != expected:
         model.reason = (
             f"integrity check failed: sha256 of {onnx_path} is {actual}, pinned value is {expected}"

@@ -71,6 +71,7 @@ PREDICTION_LOG_ID_COLUMNS = (
 PREDICTION_LOG_OUTPUT_COLUMNS = ("score", "decision")
 PARTITION_KEY = "date"
 _DAY_US = 86_400_000_000
+_CHUNK_ENTRIES = 512  # requests per Arrow build step (see PredictionLogger._tables)
 # The temporary name ParquetSink writes a local file under: `.` + the final name + `.tmp`.
 _TMP_NAME = re.compile(r"\.part-\d{8}T\d{12}Z-[0-9a-f]{32}\.parquet\.tmp")
 
@@ -152,17 +153,23 @@ class ParquetSink:
         self.fs.makedirs(directory, exist_ok=True)
         final = f"{directory}/{name}"
         target = f"{directory}/.{name}.tmp" if self._local else final
-        with self.fs.open(target, "wb") as fh:
-            self._pq.write_table(table, fh, compression="zstd")
         if self._local:
+            # A path, not a Python file: Arrow writes and compresses without taking the GIL
+            # for each chunk, so the event loop's thread is not kept waiting.
+            self._pq.write_table(table, target, compression="zstd")
             self.fs.mv(target, final)
+        else:
+            with self.fs.open(target, "wb") as fh:
+                self._pq.write_table(table, fh, compression="zstd")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
+    """One request's rows, queued (slots: one object for the garbage collector, not two)."""
+
     request_id: str
     ts_us: int
-    row_ids: list[str] | None
+    row_ids: tuple[str, ...] | None
     x: np.ndarray
     scores: np.ndarray
     decisions: np.ndarray
@@ -268,7 +275,8 @@ class PredictionLogger:
                 if row_ids is not None:
                     row_ids = [t for t, k in zip(row_ids, keep, strict=True) if k]
                 n = kept
-        entry = _Entry(request_id, time.time_ns() // 1000, row_ids, x, scores, decisions)
+        ids = None if row_ids is None else tuple(row_ids)
+        entry = _Entry(request_id, time.time_ns() // 1000, ids, x, scores, decisions)
         with self._cond:
             if self._closing or self._held_rows + n > self.capacity_rows:
                 self.dropped_rows += n
@@ -404,7 +412,23 @@ class PredictionLogger:
         return True
 
     def _tables(self, batch: list[_Entry], schema: Any) -> list[tuple[str, Any]]:
-        """One Arrow table per UTC day of ``batch`` (raises when a value cannot be encoded)."""
+        """One Arrow table per UTC day of ``batch`` (raises when a value cannot be encoded).
+
+        Built ``_CHUNK_ENTRIES`` requests at a time: a numpy or Arrow call holds the GIL for its
+        whole length, and the event loop's thread waits for it, so no single call may cover a
+        whole batch. The chunks' tables are joined without copying.
+        """
+        import pyarrow as pa
+
+        if len(batch) <= _CHUNK_ENTRIES:
+            return self._chunk_tables(batch, schema)
+        by_day: dict[str, list[Any]] = {}
+        for start in range(0, len(batch), _CHUNK_ENTRIES):
+            for date, table in self._chunk_tables(batch[start : start + _CHUNK_ENTRIES], schema):
+                by_day.setdefault(date, []).append(table)
+        return [(date, pa.concat_tables(tables)) for date, tables in by_day.items()]
+
+    def _chunk_tables(self, batch: list[_Entry], schema: Any) -> list[tuple[str, Any]]:
         import pyarrow as pa
 
         counts = np.fromiter((len(e.scores) for e in batch), np.int64, len(batch))

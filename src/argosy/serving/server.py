@@ -2,29 +2,37 @@
 
 Why not an ASGI framework: a tree model answers in tens of microseconds, so per-request framework
 overhead (scope dicts, middleware, coroutine hops, header objects) would dominate. Here a request is
-parsed by httptools' C parser and answered synchronously inside ``data_received``: one event-loop
-callback per request, no task, no thread hop. ONNX Runtime runs inline with one intra-op thread;
-a pod scales out by replicas (KServe's autoscaler), not by threads inside one process.
+parsed by httptools' C parser and decoded and validated inside ``data_received``; it is scored
+inline, or, with adaptive batching (``Batching``, on by default), together with the requests that
+arrived in the same loop iteration in one ONNX Runtime call at the end of it
+(``argosy.serving.batching``): no task, no thread hop. ONNX Runtime runs on the loop's thread with
+one intra-op thread; a pod scales out by replicas (KServe's autoscaler), not by threads. The V2
+gRPC service (``argosy.serving.grpc_v2``) runs on the same loop through the same ``App``.
 
 Limits (``Limits``): a request's head and body are bounded as they arrive, so no request is
 buffered whole before it is refused (414/431 for the head, 413 for the body); a connection
 is closed when no request begins within the keep-alive timeout of its last response, or when a
 request takes too long to arrive (408); and connections beyond ``max_connections`` get a 503.
 
-Shutdown (SIGTERM or SIGINT): stop accepting connections and report not-ready, let every request
-already being received finish and be answered (with ``Connection: close``), close idle keep-alive
-connections, then flush the prediction log and exit 0; ``grace_s`` bounds the wait.
+Shutdown (SIGTERM or SIGINT): stop accepting connections (and new RPCs) and report not-ready, let
+every request already being received finish and be answered (with ``Connection: close``), close
+idle keep-alive connections, then flush the prediction log and exit 0; ``grace_s`` bounds the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import itertools
 import json
 import logging
 import signal
+import sys
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -33,16 +41,26 @@ import httptools
 import numpy as np
 
 from argosy import __version__
+from argosy.serving.batching import Batcher
 from argosy.serving.metrics import Metrics
 from argosy.serving.model import LoadedModel, RequestError
 from argosy.serving.predlog import PredictionLogger
-from argosy.serving.v2 import decode_infer_request, encode_infer_response, model_metadata
+from argosy.serving.v2 import (
+    BINARY_EXTENSION,
+    InferRequest,
+    decode_infer_request,
+    encode_infer_response,
+    model_metadata,
+)
 
 log = logging.getLogger(__name__)
 
 JSON = b"application/json"
+OCTETS = b"application/octet-stream"  # a JSON header and binary tensor data
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+EXTENSIONS = [BINARY_EXTENSION]
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_SWITCH_INTERVAL_S = 0.001
 
 
 def _error(status: int, message: str) -> tuple[int, bytes, bytes]:
@@ -87,6 +105,27 @@ class Limits:
     max_connections: int = 256
 
 
+@dataclass
+class Batching:
+    """Adaptive batching settings (``argosy.serving.batching``).
+
+    Attributes:
+        enabled: Score concurrent requests together; off scores each request in its own call.
+        max_rows: Most rows in one ONNX Runtime call.
+        max_wait_us: Longest the first request of a batch waits for others (0: only requests
+            that arrived in the same event-loop iteration share a call).
+    """
+
+    enabled: bool = True
+    max_rows: int = 64
+    max_wait_us: int = 0
+
+
+Response = tuple[int, bytes, bytes, str, bytes]
+"""Status, body, content type, the endpoint label for metrics, and extra header lines."""
+Reply = Callable[[Response], None]
+
+
 class App:
     """Routes a complete HTTP request to a V2 handler and returns status, body and content type.
 
@@ -95,6 +134,7 @@ class App:
         metrics: Metric families to update.
         limits: Request limits.
         predlog: Prediction logger, or None to log nothing.
+        batching: Adaptive batching settings; None scores every request in its own call.
     """
 
     def __init__(
@@ -103,11 +143,14 @@ class App:
         metrics: Metrics,
         limits: Limits,
         predlog: PredictionLogger | None = None,
+        batching: Batching | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
         self.limits = limits
         self.predlog = predlog
+        self.batching = batching if batching is not None and batching.enabled else None
+        self.batcher: Batcher | None = None  # created on the event loop by start_batching
         self.shutting_down = False
         # Compared in FP32, like the model's output, so a score equal to the threshold decides 1.
         self.threshold = float(np.float32(model.metadata.threshold))
@@ -198,19 +241,39 @@ class App:
                 return "infer", "POST"
         return 404, f"no such endpoint: {_clip(path.decode(errors='replace'))}"
 
+    def start_batching(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Create the batcher on the loop that serves every request (REST and gRPC)."""
+        if self.batching is not None and self.model.ready and self.batcher is None:
+            self.batcher = Batcher(
+                self._predict, loop, self.batching.max_rows, self.batching.max_wait_us
+            )
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        self.metrics.call_rows.observe(len(x))
+        return self.model.predict(x)
+
     def handle(
-        self, method: bytes, path: bytes, body: bytes
-    ) -> tuple[int, bytes, bytes, str, bytes]:
+        self,
+        method: bytes,
+        path: bytes,
+        body: bytes,
+        header_length: bytes | None = None,
+        reply: Reply | None = None,
+    ) -> Response | None:
         """Answer one request.
 
         Args:
             method: HTTP method.
             path: Request target without the query string.
             body: Request body.
+            header_length: The ``Inference-Header-Content-Length`` header's value, if sent.
+            reply: Receives the response of an infer request that waits for a batch; without
+                it (or without batching) the request is scored inline.
 
         Returns:
             Status, body, content type, the endpoint label for metrics, and extra header lines
-            (``b""`` but for a 405's ``Allow``).
+            (a 405's ``Allow``, a binary response's header length); None when ``reply`` will get
+            the response.
         """
         resolved = self.route(path)
         if isinstance(resolved[0], int):
@@ -222,7 +285,7 @@ class App:
             return (*error, endpoint, _ALLOW[allowed])
         try:
             if endpoint == "infer":
-                return (*self.infer(body), endpoint, b"")
+                return self.infer(body, header_length, reply)
             if endpoint == "live":
                 return (*_ok({"live": True}), endpoint, b"")
             if endpoint in ("ready", "model_ready"):
@@ -236,7 +299,7 @@ class App:
                 return 400, json.dumps(doc).encode(), JSON, endpoint, b""
             if endpoint == "server_metadata":
                 return (
-                    *_ok({"name": "argosy", "version": __version__, "extensions": []}),
+                    *_ok({"name": "argosy", "version": __version__, "extensions": EXTENSIONS}),
                     endpoint,
                     b"",
                 )
@@ -249,18 +312,52 @@ class App:
             log.exception("internal error on %s", endpoint)
             return (*_error(500, f"internal error: {type(exc).__name__}"), endpoint, b"")
 
-    def infer(self, body: bytes) -> tuple[int, bytes, bytes]:
-        """The V2 infer handler.
+    def infer(
+        self, body: bytes, header_length: bytes | None = None, reply: Reply | None = None
+    ) -> Response | None:
+        """The V2 infer handler: decode and validate, then score inline or in a batch.
 
         Raises:
-            RequestError: The request is malformed or violates the feature contract.
+            RequestError: The request is malformed or violates the feature contract (raised
+                before the request can join a batch).
         """
         if not self.model.ready:  # while draining, requests already received are still served
-            return _error(503, f"model not ready: {self.model.reason}")
-        model = self.model
-        req = decode_infer_request(body, model, self.limits.max_batch)
-        model.validate(req.x)
-        scores = model.predict(req.x)
+            return (*_error(503, f"model not ready: {self.model.reason}"), "infer", b"")
+        hlen = None
+        if header_length is not None:
+            try:
+                hlen = int(header_length)
+            except ValueError:
+                hlen = -1
+            if hlen < 0:
+                raise RequestError(
+                    f"{BINARY_EXTENSION}: Inference-Header-Content-Length must be a "
+                    f"non-negative integer, got {_clip(header_length.decode(errors='replace'))!r}"
+                )
+        req = self.prepare(decode_infer_request(body, self.model, self.limits.max_batch, hlen))
+        batcher = self.batcher
+        if reply is None or batcher is None:
+            return self._rest_answer(req, self._predict(req.x))
+        batcher.submit(req.x, functools.partial(self._reply_later, req, reply))
+        return None
+
+    def _reply_later(
+        self, req: InferRequest, reply: Reply, scores: np.ndarray | BaseException
+    ) -> None:
+        try:
+            response = self._rest_answer(req, scores)
+        except Exception as exc:  # a bug must cost one request, not the batch
+            log.exception("internal error on infer")
+            response = (*_error(500, f"internal error: {type(exc).__name__}"), "infer", b"")
+        reply(response)
+
+    def prepare(self, req: InferRequest) -> InferRequest:
+        """Check a decoded request against the feature contract (REST and gRPC alike)."""
+        self.model.validate(req.x)
+        return req
+
+    def complete(self, req: InferRequest, scores: np.ndarray) -> tuple[str, np.ndarray]:
+        """Decide, count and log one scored request; return its id and decisions."""
         n = len(scores)
         metrics = self.metrics
         if n == 1:  # the common online case: Python scalars beat numpy calls on 1-element arrays
@@ -273,14 +370,40 @@ class App:
             metrics.batch_size.observe(n)
             metrics.scores.observe_many(scores)
         request_id = req.id or f"{self._id_prefix}-{next(self._ids)}"
-        out = encode_infer_response(model, request_id, req.outputs, scores, decisions)
         if self.predlog is not None:
             self.predlog.submit(request_id, req.row_ids, req.x, scores, decisions)
-        return 200, out, JSON
+        return request_id, decisions
+
+    def _rest_answer(self, req: InferRequest, scores: np.ndarray | BaseException) -> Response:
+        if isinstance(scores, BaseException):
+            return (*_error(500, f"internal error: {type(scores).__name__}"), "infer", b"")
+        request_id, decisions = self.complete(req, scores)
+        out, header_length = encode_infer_response(
+            self.model, request_id, req.outputs, scores, decisions, req.binary
+        )
+        if header_length is None:
+            return 200, out, JSON, "infer", b""
+        return 200, out, OCTETS, "infer", b"inference-header-content-length: %d\r\n" % header_length
+
+
+class _Slot:
+    """A request received on a connection and not yet answered (responses go out in order)."""
+
+    __slots__ = ("head", "keep_alive", "response", "t0")
+
+    def __init__(self, t0: float, keep_alive: bool, head: bool) -> None:
+        self.t0 = t0
+        self.keep_alive = keep_alive
+        self.head = head
+        self.response: Response | None = None
 
 
 class _Conn(asyncio.Protocol):
-    """One HTTP/1.1 connection: httptools parser callbacks answer each request inline.
+    """One HTTP/1.1 connection: httptools parser callbacks answer each request.
+
+    Most requests are answered inline; an infer request may wait for its batch. Responses are
+    written in request order (HTTP/1.1 pipelining): each received request takes a ``_Slot``, and
+    slots are written from the oldest as soon as it has its response.
 
     The request head (line and headers) is bounded as it arrives: httptools hands a header over
     only once it is complete, so ``data_received`` counts the bytes of chunks that end inside an
@@ -296,7 +419,9 @@ class _Conn(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.body_len = 0
-        self.busy = False
+        self.busy = False  # a request is being received
+        self.slots: deque[_Slot] = deque()  # received, not yet answered, oldest first
+        self.header_length: bytes | None = None  # Inference-Header-Content-Length
         self.closing = False
         self.started = 0.0
         self.last_active = time.monotonic()  # when the last response went out: idle since
@@ -317,10 +442,15 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        if self.busy:
-            self.busy = False
-            self.server.app.metrics.inflight -= 1
+        self.server.app.metrics.inflight -= int(self.busy) + len(self.slots)
+        self.busy = False
+        self.slots.clear()  # a batch answering them later writes nothing
         self.closing = True
+
+    @property
+    def active(self) -> bool:
+        """A request is being received or waits for its response."""
+        return self.busy or bool(self.slots)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -367,6 +497,7 @@ class _Conn(asyncio.Protocol):
         self.url = b""
         self.body = []
         self.body_len = 0
+        self.header_length = None
         self.busy = True
         self.started = time.monotonic()
         self.in_head = self.began = True
@@ -401,6 +532,8 @@ class _Conn(asyncio.Protocol):
                     f"request body of {length} bytes exceeds the limit of "
                     f"{self.limits.max_body_bytes}",
                 )
+        elif lower == b"inference-header-content-length":
+            self.header_length = value
         elif lower == b"expect" and value.lower() == b"100-continue" and not self.closing:
             assert self.transport is not None  # noqa: S101  (set in connection_made)
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -424,10 +557,27 @@ class _Conn(asyncio.Protocol):
         path = self.url.split(b"?", 1)[0]
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         method = self.parser.get_method()
-        status, payload, ctype, endpoint, headers = self.app.handle(method, path, body)
         keep_alive = self.parser.should_keep_alive() and not self.app.shutting_down
-        self.respond(status, payload, ctype, keep_alive, head=method == b"HEAD", headers=headers)
-        self.app.metrics.observe_request(endpoint, status, time.perf_counter() - t0)
+        self.busy = False
+        slot = _Slot(t0, keep_alive, method == b"HEAD")
+        self.slots.append(slot)
+        response = self.app.handle(
+            method, path, body, self.header_length, functools.partial(self._fill, slot)
+        )
+        if response is not None:
+            self._fill(slot, response)
+
+    def _fill(self, slot: _Slot, response: Response) -> None:
+        """Give ``slot`` its response; write every answered slot at the head of the queue."""
+        slot.response = response
+        slots = self.slots
+        metrics = self.app.metrics
+        while slots and slots[0].response is not None:
+            done = slots.popleft()
+            status, payload, ctype, endpoint, headers = done.response  # type: ignore[misc]
+            metrics.inflight -= 1
+            self.respond(status, payload, ctype, done.keep_alive, done.head, headers)
+            metrics.observe_request(endpoint, status, time.perf_counter() - done.t0)
 
     # helpers ----------------------------------------------------------------------------------
     def respond(
@@ -443,9 +593,6 @@ class _Conn(asyncio.Protocol):
 
         ``headers`` are extra header lines, each ending in CRLF.
         """
-        if self.busy:
-            self.busy = False
-            self.app.metrics.inflight -= 1
         self.last_active = time.monotonic()
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -474,13 +621,16 @@ class _Conn(asyncio.Protocol):
         """Answer an error and close: used when the request cannot be read to its end."""
         if self.closing:
             return
+        if self.busy:  # the request being received is answered here
+            self.busy = False
+            self.app.metrics.inflight -= 1
         _, payload, ctype = _error(status, message)
         self.respond(status, payload, ctype, keep_alive=False)
         self.app.metrics.observe_request("http", status, 0.0)
 
     def close_if_idle(self) -> bool:
-        """Close the connection unless a request is being received; True when closed."""
-        if self.busy:
+        """Close the connection unless a request is being received or answered; True if closed."""
+        if self.busy or self.slots:
             return False
         self.closing = True
         if self.transport is not None:
@@ -496,13 +646,24 @@ class ModelServer:
         host: Address to bind.
         port: Port to bind (0 picks a free one; see ``port`` after ``start``).
         grace_s: Longest to wait for in-flight requests at shutdown.
+        grpc_port: Port of the V2 gRPC service on the same loop (0 picks a free one; see
+            ``grpc_port`` after ``start``); None serves REST only.
     """
 
-    def __init__(self, app: App, host: str, port: int, grace_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        app: App,
+        host: str,
+        port: int,
+        grace_s: float = 20.0,
+        grpc_port: int | None = None,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.grace_s = grace_s
+        self.grpc_port = grpc_port
+        self._grpc: Any = None  # argosy.serving.grpc_v2.GrpcServer, imported only when used
         self.connections: set[_Conn] = set()
         self._server: asyncio.base_events.Server | None = None
         self._stop: asyncio.Event | None = None
@@ -517,6 +678,13 @@ class ModelServer:
             lambda: _Conn(self), self.host, self.port, reuse_address=True, backlog=2048
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self.app.start_batching(self.loop)
+        if self.grpc_port is not None:
+            from argosy.serving.grpc_v2 import GrpcServer  # grpc loads only when it is served
+
+            self._grpc = GrpcServer(self.app, self.host, self.grpc_port)
+            await self._grpc.start()
+            self.grpc_port = self._grpc.port
         self._sweeper = self.loop.create_task(self._sweep())
         self.app.metrics.ready = self.app.ready
 
@@ -536,22 +704,26 @@ class ModelServer:
         app = self.app
         app.shutting_down = True
         app.metrics.ready = False
-        busy = sum(c.busy for c in self.connections)
+        busy = sum(c.active for c in self.connections)
         log.info(
             "shutting down: %d connection(s), %d request(s) in flight", len(self.connections), busy
         )
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + self.grace_s
+        if self._grpc is not None:  # refuses new RPCs at once, answers those in flight
+            grpc_stopped = asyncio.get_running_loop().create_task(self._grpc.stop(self.grace_s))
         while True:
             for conn in list(self.connections):
                 conn.close_if_idle()
-            if not any(c.busy for c in self.connections) or time.monotonic() >= deadline:
+            if not any(c.active for c in self.connections) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.01)
         for conn in list(self.connections):
             if conn.transport is not None:
-                conn.transport.abort() if conn.busy else conn.transport.close()
+                conn.transport.abort() if conn.active else conn.transport.close()
+        if self._grpc is not None:
+            await grpc_stopped
         if self._sweeper is not None:
             self._sweeper.cancel()
         await asyncio.sleep(0)  # let transports run connection_lost
@@ -565,7 +737,7 @@ class ModelServer:
             for conn in list(self.connections):
                 if conn.busy and now - conn.started > limits.request_timeout_s:
                     conn.reject(408, "request not received in time")
-                elif not conn.busy and now - conn.last_active > limits.keepalive_timeout_s:
+                elif not conn.active and now - conn.last_active > limits.keepalive_timeout_s:
                     conn.close_if_idle()
 
 
@@ -590,8 +762,19 @@ def run(server: ModelServer, predlog: PredictionLogger | None, flush_timeout_s: 
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(server.start())
+        # Everything loaded so far (modules, the model, the app) lives as long as the process:
+        # moved out of the collector's generations, a full collection no longer walks it
+        # (about 8 ms for the ~45,000 objects at start, a periodic stall of the event loop).
+        gc.collect()
+        gc.freeze()
+        # The prediction-log writer thread runs Python while it builds a batch; the loop's
+        # thread waits for the GIL up to the switch interval each time it wants it back
+        # (5 ms by default; at 1 ms the loop's wake-up p99 measured about half).
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_stop)
+        if server.grpc_port is not None:
+            log.info("listening on grpc://%s:%d (V2 gRPC)", server.host, server.grpc_port)
         log.info(
             "listening on http://%s:%d (model %s, %s)",
             server.host,

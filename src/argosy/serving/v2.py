@@ -19,6 +19,16 @@ probability >= the model's threshold). ``GET /v2/models/{name}`` lists every inp
 Every string is decoded strictly (invalid UTF-8, or a lone UTF-16 surrogate such as ``"\ud800"``,
 is a 400), and the request ``id`` and each id-tensor value are at most ``MAX_ID_BYTES``: both end up
 in the prediction log, which must be able to write whatever a 200 answered.
+
+Binary tensor data extension (``BINARY_EXTENSION``, Triton's and KServe's; what tritonclient and
+kserve's clients send at their defaults): the body is a JSON header of
+``Inference-Header-Content-Length`` bytes followed by the raw data of each input whose
+``parameters.binary_data_size`` is set, in input order: little-endian values, row-major; BOOL one
+byte per value; BYTES each value as a 4-byte little-endian length and its UTF-8 bytes. Outputs go
+back the same way when ``parameters.binary_data_output`` (request) or ``parameters.binary_data``
+(per requested output) is true. The decoded tensors then meet exactly the checks JSON data meets,
+and gRPC's typed ``contents`` and ``raw_input_contents`` (``argosy.serving.grpc_v2``) come through
+``request_from_doc`` the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +54,22 @@ _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "U
 _KNOWN_TYPES = _FLOAT_TYPES | _INT_TYPES | {"BOOL", "BYTES"}
 MAX_ID_BYTES = 128
 """Longest request ``id`` and id-tensor value, in UTF-8 bytes (each is logged with its rows)."""
+BINARY_EXTENSION = "binary_tensor_data"
+"""The extension's name, as server metadata lists it and error messages name it."""
+# Little-endian numpy dtypes of the fixed-size V2 datatypes (raw and binary tensor data).
+_RAW_DTYPES = {
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+}
 
 
 def _too_long(value: str) -> bool:
@@ -78,12 +104,14 @@ class InferRequest:
         row_ids: One id string per row (the id tensor's values), or None when the request
             carried none.
         outputs: Names of the outputs to return.
+        binary: Per output in ``outputs``, whether it goes back as binary tensor data.
     """
 
     id: str | None
     x: np.ndarray
     row_ids: list[str] | None
     outputs: tuple[str, ...]
+    binary: tuple[bool, ...] = ()
 
 
 def _shape(tensor: dict[str, Any], name: str) -> list[int]:
@@ -106,17 +134,20 @@ def _numeric(
         raise RequestError(f"input '{name}': datatype {datatype} is not numeric; send FP32")
     shape = _shape(tensor, name)
     data = tensor.get("data")
-    if not isinstance(data, list):
+    if not isinstance(data, list | np.ndarray):
         raise RequestError(f"input '{name}': 'data' must be a JSON array")
     if shape and shape[0] > max_rows:
         raise RequestError(f"batch of {shape[0]} rows exceeds the limit of {max_rows}")
     expected = math.prod(shape)
     if expected > max_rows * row_width:
         raise RequestError(f"input '{name}': shape {shape} exceeds the request size limit")
-    try:
-        arr = np.array(data)
-    except (ValueError, OverflowError) as exc:  # ragged nesting, huge integers
-        raise RequestError(f"input '{name}': 'data' is not a regular numeric array") from exc
+    if isinstance(data, np.ndarray):  # binary or gRPC data, already of the declared datatype
+        arr = data
+    else:
+        try:
+            arr = np.array(data)
+        except (ValueError, OverflowError) as exc:  # ragged nesting, huge integers
+            raise RequestError(f"input '{name}': 'data' is not a regular numeric array") from exc
     kind = arr.dtype.kind
     if kind == "O" or (kind == "f" and datatype in _INT_TYPES):
         arr = _with_nulls(arr, name, datatype)
@@ -258,13 +289,139 @@ def _refuse_unknown(by_name: dict[str, Any], model: LoadedModel) -> None:
         )
 
 
-def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> InferRequest:
-    """Parse and validate a V2 infer request body.
+def _parse_json(body: bytes | memoryview) -> Any:
+    """The JSON document in ``body``, decoded strictly (a 400 naming the problem otherwise)."""
+    try:
+        return orjson.loads(body)  # strict: invalid UTF-8 and lone surrogates are errors
+    except orjson.JSONDecodeError:
+        # Slow path: the stdlib also reads NaN/Infinity tokens (Python clients write them for
+        # missing values) and integers beyond 64 bits; anything else is reported from here.
+        # The body is decoded strictly first: json.loads(bytes) would let encoded surrogates in.
+        try:
+            text = bytes(body).decode()
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise RequestError(f"request body is not valid JSON: {exc}") from None
+        if "\\u" in text:  # only an escape can spell a lone surrogate in valid UTF-8
+            _refuse_lone_surrogates(doc)
+        return doc
+
+
+def tensor_from_bytes(raw: bytes | memoryview, datatype: Any, name: str) -> np.ndarray | list[Any]:
+    """Decode one tensor's raw bytes (binary tensor data, or gRPC ``raw_input_contents``).
 
     Args:
-        body: Raw JSON body.
+        raw: The tensor's bytes.
+        datatype: Its declared V2 datatype.
+        name: Its name, for error messages.
+
+    Returns:
+        A read-only array of the datatype for numeric data; a list of bools for BOOL and of
+        strings for BYTES (what JSON data gives, so the same checks apply).
+
+    Raises:
+        RequestError: The bytes do not hold whole values of the datatype, a BOOL byte is not 0
+            or 1, or a BYTES value is truncated or not valid UTF-8.
+    """
+    dtype = _RAW_DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is not None:
+        if len(raw) % dtype.itemsize:
+            raise RequestError(
+                f"input '{name}': {len(raw)} bytes are not a whole number of {datatype} values "
+                f"({dtype.itemsize} bytes each)"
+            )
+        return np.frombuffer(raw, dtype=dtype)
+    if datatype == "BOOL":
+        values = bytes(raw)
+        if values.strip(b"\x00\x01"):
+            raise RequestError(f"input '{name}': BOOL bytes must be 0 or 1")
+        return [b == 1 for b in values]
+    if datatype == "BYTES":
+        out = []
+        view = memoryview(raw)
+        offset, end = 0, len(view)
+        while offset < end:
+            if offset + 4 > end:
+                raise RequestError(f"input '{name}': BYTES data ends inside a length prefix")
+            size = int.from_bytes(view[offset : offset + 4], "little")
+            offset += 4
+            if offset + size > end:
+                raise RequestError(
+                    f"input '{name}': a BYTES value of {size} bytes runs past the tensor's data"
+                )
+            try:
+                out.append(str(view[offset : offset + size], "utf-8"))
+            except UnicodeDecodeError:
+                raise RequestError(f"input '{name}': a BYTES value is not valid UTF-8") from None
+            offset += size
+        return out
+    raise RequestError(f"input '{name}': unknown datatype {datatype!r}")
+
+
+def _attach_binary(doc: Any, data: memoryview) -> None:
+    """Give each input whose ``parameters.binary_data_size`` is set its slice of ``data``."""
+    inputs = doc.get("inputs") if isinstance(doc, dict) else None
+    offset = 0
+    for tensor in inputs if isinstance(inputs, list) else ():
+        params = tensor.get("parameters") if isinstance(tensor, dict) else None
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is None:
+            continue
+        name = tensor.get("name")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise RequestError(
+                f"{BINARY_EXTENSION}: input '{name}': parameters.binary_data_size must be a "
+                "non-negative integer"
+            )
+        if "data" in tensor:
+            raise RequestError(
+                f"{BINARY_EXTENSION}: input '{name}' has both 'data' and binary_data_size"
+            )
+        if offset + size > len(data):
+            raise RequestError(
+                f"{BINARY_EXTENSION}: input '{name}' needs {size} bytes of binary data; "
+                f"{len(data) - offset} remain after the JSON header"
+            )
+        try:
+            tensor["data"] = tensor_from_bytes(
+                data[offset : offset + size], tensor.get("datatype"), name
+            )
+        except RequestError as exc:
+            raise RequestError(f"{BINARY_EXTENSION}: {exc.message}") from None
+        offset += size
+    if offset != len(data):
+        raise RequestError(
+            f"{BINARY_EXTENSION}: {len(data) - offset} bytes after the JSON header belong to no "
+            "input (each binary input declares parameters.binary_data_size)"
+        )
+
+
+def _refuse_stray_binary(doc: Any) -> None:
+    """A JSON-only body whose inputs claim binary data: name the missing header."""
+    inputs = doc.get("inputs") if isinstance(doc, dict) else None
+    for tensor in inputs if isinstance(inputs, list) else ():
+        params = tensor.get("parameters") if isinstance(tensor, dict) else None
+        if isinstance(params, dict) and "binary_data_size" in params:
+            raise RequestError(
+                f"{BINARY_EXTENSION}: input '{tensor.get('name')}' declares binary_data_size, but "
+                "the request has no Inference-Header-Content-Length header"
+            )
+
+
+def decode_infer_request(
+    body: bytes,
+    model: LoadedModel,
+    max_batch: int,
+    header_length: int | None = None,
+) -> InferRequest:
+    """Parse and validate a V2 infer request body (JSON, or JSON plus binary tensor data).
+
+    Args:
+        body: Raw body.
         model: The model whose feature contract the request must meet.
         max_batch: Largest number of rows accepted in one request.
+        header_length: The ``Inference-Header-Content-Length`` header: the body's first that
+            many bytes are the JSON header and the rest binary tensor data; None for plain JSON.
 
     Returns:
         The decoded request.
@@ -273,19 +430,44 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
         RequestError: Anything about the body that the model cannot answer, with a message
             naming the problem.
     """
-    try:
-        doc = orjson.loads(body)  # strict: invalid UTF-8 and lone surrogates are errors
-    except orjson.JSONDecodeError:
-        # Slow path: the stdlib also reads NaN/Infinity tokens (Python clients write them for
-        # missing values) and integers beyond 64 bits; anything else is reported from here.
-        # The body is decoded strictly first: json.loads(bytes) would let encoded surrogates in.
+    if header_length is None:
         try:
-            text = body.decode()
-            doc = json.loads(text)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            raise RequestError(f"request body is not valid JSON: {exc}") from None
-        if "\\u" in text:  # only an escape can spell a lone surrogate in valid UTF-8
-            _refuse_lone_surrogates(doc)
+            doc = _parse_json(body)
+        except RequestError as exc:
+            if b"binary_data_size" not in body:
+                raise
+            raise RequestError(
+                f"{BINARY_EXTENSION}: the body is JSON followed by binary data, but the request "
+                f"has no Inference-Header-Content-Length header ({exc.message})"
+            ) from None
+        _refuse_stray_binary(doc)
+    else:
+        if not 0 <= header_length <= len(body):
+            raise RequestError(
+                f"{BINARY_EXTENSION}: Inference-Header-Content-Length {header_length} is not "
+                f"within the body of {len(body)} bytes"
+            )
+        view = memoryview(body)
+        doc = _parse_json(view[:header_length])
+        _attach_binary(doc, view[header_length:])
+    return request_from_doc(doc, model, max_batch)
+
+
+def request_from_doc(doc: Any, model: LoadedModel, max_batch: int) -> InferRequest:
+    """Validate a decoded V2 infer request (the JSON document, binary data attached).
+
+    Args:
+        doc: The request document; a tensor's ``data`` is a JSON array, or an array or list
+            decoded by ``tensor_from_bytes``.
+        model: The model whose feature contract the request must meet.
+        max_batch: Largest number of rows accepted in one request.
+
+    Returns:
+        The decoded request.
+
+    Raises:
+        RequestError: Anything the model cannot answer, with a message naming the problem.
+    """
     if not isinstance(doc, dict):
         raise RequestError("request body must be a JSON object")
     inputs = doc.get("inputs")
@@ -355,19 +537,43 @@ def decode_infer_request(body: bytes, model: LoadedModel, max_batch: int) -> Inf
         if len(row_ids) != n:
             raise RequestError(f"input '{id_name}': has {len(row_ids)} values for {n} rows")
 
-    outputs = OUTPUT_NAMES
+    outputs, binary = _requested_outputs(doc)
+    return InferRequest(request_id, np.ascontiguousarray(x), row_ids, outputs, binary)
+
+
+def _flag(params: Any, key: str, where: str) -> bool | None:
+    """A boolean parameter of the binary extension, None when absent."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise RequestError(f"{where}: 'parameters' must be an object")
+    value = params.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(f"{BINARY_EXTENSION}: {where}: parameters.{key} must be true or false")
+    return value
+
+
+def _requested_outputs(doc: dict[str, Any]) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """The outputs to return and, per output, whether it goes back as binary data."""
+    default = bool(_flag(doc.get("parameters"), "binary_data_output", "request"))
     requested = doc.get("outputs")
-    if requested is not None:
-        if not isinstance(requested, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
-        ):
+    if not requested:
+        if requested is not None and not isinstance(requested, list):
             raise RequestError("'outputs' must be a list of objects with a string 'name'")
-        names = tuple(o["name"] for o in requested)
-        unknown_out = [o for o in names if o not in OUTPUT_NAMES]
-        if unknown_out:
-            raise RequestError(f"unknown output(s) {unknown_out[:5]}; available: {OUTPUT_NAMES}")
-        outputs = names or OUTPUT_NAMES
-    return InferRequest(request_id, np.ascontiguousarray(x), row_ids, outputs)
+        return OUTPUT_NAMES, (default,) * len(OUTPUT_NAMES)
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        raise RequestError("'outputs' must be a list of objects with a string 'name'")
+    names = tuple(o["name"] for o in requested)
+    unknown_out = [o for o in names if o not in OUTPUT_NAMES]
+    if unknown_out:
+        raise RequestError(f"unknown output(s) {unknown_out[:5]}; available: {OUTPUT_NAMES}")
+    binary = []
+    for o in requested:
+        flag = _flag(o.get("parameters"), "binary_data", f"output '{o['name']}'")
+        binary.append(default if flag is None else flag)
+    return names, tuple(binary)
 
 
 def encode_infer_response(
@@ -376,7 +582,8 @@ def encode_infer_response(
     outputs: tuple[str, ...],
     scores: np.ndarray,
     decisions: np.ndarray,
-) -> bytes:
+    binary: tuple[bool, ...] = (),
+) -> tuple[bytes, int | None]:
     """Serialise the V2 infer response.
 
     Args:
@@ -385,21 +592,25 @@ def encode_infer_response(
         outputs: Output names to include.
         scores: FP32 probabilities of the positive class ``[N]``.
         decisions: INT8 decisions ``[N]``.
+        binary: Per output, whether it goes as binary tensor data (default: none does).
 
     Returns:
-        The JSON body.
+        The body, and the length of its JSON header when binary data follows it (the
+        ``Inference-Header-Content-Length`` to send), else None.
     """
     n = len(scores)
     tensors = []
-    for name in outputs:
-        if name == PROBABILITY_OUTPUT:
-            tensors.append(
-                {"name": name, "datatype": "FP32", "shape": [n], "data": scores.tolist()}
-            )
+    raw = []
+    for i, name in enumerate(outputs):
+        values, datatype = (scores, "FP32") if name == PROBABILITY_OUTPUT else (decisions, "INT8")
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [n]}
+        if i < len(binary) and binary[i]:
+            data = values.astype(_RAW_DTYPES[datatype], copy=False).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            raw.append(data)
         else:
-            tensors.append(
-                {"name": name, "datatype": "INT8", "shape": [n], "data": decisions.tolist()}
-            )
+            tensor["data"] = values.tolist()
+        tensors.append(tensor)
     if model.version:
         doc = {
             "model_name": model.name,
@@ -409,7 +620,10 @@ def encode_infer_response(
         }
     else:  # V2: model_version is optional; an unversioned model omits it rather than send ""
         doc = {"model_name": model.name, "id": request_id, "outputs": tensors}
-    return orjson.dumps(doc)
+    header = orjson.dumps(doc)
+    if not raw:
+        return header, None
+    return b"".join((header, *raw)), len(header)
 
 
 def _datatype(spec: FeatureSpec) -> str:

@@ -1,0 +1,255 @@
+"""Adaptive batching: requests that arrive together share one ONNX Runtime call, each its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from argosy.serving.batching import Batcher
+from argosy.serving.server import Batching
+
+from .conftest import (
+    FEATURES,
+    InProcess,
+    infer_body,
+    make_app,
+    start_in_process,
+    stop_in_process,
+    valid_rows,
+)
+
+INFER = "/v2/models/example-model/infer"
+
+
+class Recorder:
+    """A predict function that records the matrices it scored (row sums as scores)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[int] = []
+        self.fail = fail
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Record the call; fail when asked to."""
+        self.calls.append(len(x))
+        if self.fail:
+            raise RuntimeError("scoring failed")
+        return x.sum(axis=1)
+
+
+def run_batcher(
+    parts: list[np.ndarray], predict: Recorder, spread: bool = False, **settings: Any
+) -> list[Any]:
+    """Submit ``parts`` on a fresh loop (all in one callback, or one per loop iteration)."""
+    loop = asyncio.new_event_loop()
+    results: list[Any] = [None] * len(parts)
+    batcher = Batcher(predict, loop, **settings)
+
+    def submit(i: int) -> None:
+        batcher.submit(parts[i], lambda r: results.__setitem__(i, r))
+        if spread and i + 1 < len(parts):
+            loop.call_soon(submit, i + 1)
+
+    def all_at_once() -> None:
+        for i in range(len(parts)):
+            batcher.submit(parts[i], lambda r, i=i: results.__setitem__(i, r))
+
+    if spread:
+        loop.call_soon(submit, 0)
+    else:
+        loop.call_soon(all_at_once)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    loop.close()
+    return results
+
+
+def test_requests_submitted_together_share_one_call() -> None:
+    # Given three requests of 1, 2 and 3 rows submitted in one loop iteration
+    parts = [np.full((n, 2), n, dtype=np.float32) for n in (1, 2, 3)]
+    predict = Recorder()
+    # When the loop runs
+    results = run_batcher(parts, predict)
+    # Then one call scored all six rows and each request got its own rows' scores
+    assert predict.calls == [6]
+    assert [r.tolist() for r in results] == [[2.0], [4.0, 4.0], [6.0, 6.0, 6.0]]
+
+
+def test_max_rows_splits_batches_and_a_large_request_goes_alone() -> None:
+    parts = [np.ones((n, 1), dtype=np.float32) for n in (3, 3, 9, 1)]
+    predict = Recorder()
+    run_batcher(parts, predict, max_rows=4)
+    # 3 (+3 would exceed 4), 3, then 9 alone (more than max_rows), then 1
+    assert predict.calls == [3, 3, 9, 1]
+
+
+def test_max_wait_gathers_requests_of_later_loop_iterations() -> None:
+    parts = [np.ones((1, 1), dtype=np.float32) for _ in range(4)]
+    # Without a wait, each loop iteration's request is scored on its own
+    alone = Recorder()
+    run_batcher(parts, alone, spread=True, max_wait_us=0)
+    assert alone.calls == [1, 1, 1, 1]
+    # With a wait, requests that arrive within it share the call
+    waited = Recorder()
+    run_batcher(parts, waited, spread=True, max_wait_us=20_000)
+    assert waited.calls == [4]
+
+
+def test_a_failing_call_fails_its_requests_with_the_error() -> None:
+    parts = [np.ones((1, 1), dtype=np.float32) for _ in range(2)]
+    results = run_batcher(parts, Recorder(fail=True))
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_rows"):
+        Batcher(Recorder(), asyncio.new_event_loop(), max_rows=0)
+
+
+def _raw_request(body: bytes) -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (INFER.encode(), len(body), body)
+    )
+
+
+def _read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple[int, Any]:
+    """Read one response; bytes past it stay in ``buffer`` for the next call."""
+    data = bytearray() if buffer is None else buffer
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    end = data.index(b"\r\n\r\n")
+    head = bytes(data[:end])
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(data) < end + 4 + length:
+        data += sock.recv(65536)
+    body = bytes(data[end + 4 : end + 4 + length])
+    del data[: end + 4 + length]
+    return int(head.split()[1]), json.loads(body)
+
+
+def _block_loop(srv: InProcess, seconds: float) -> threading.Event:
+    """Keep the server's loop busy for ``seconds`` so requests sent meanwhile arrive together."""
+    started = threading.Event()
+
+    def block() -> None:
+        started.set()
+        time.sleep(seconds)
+
+    assert srv.server.loop is not None
+    srv.server.loop.call_soon_threadsafe(block)
+    assert started.wait(5)
+    return started
+
+
+@pytest.fixture
+def batched(model_dir: Path) -> Any:
+    srv = start_in_process(make_app(model_dir, batching=Batching(max_rows=64), max_batch=100))
+    yield srv
+    stop_in_process(srv)
+
+
+def test_concurrent_requests_with_bad_ones_among_them_each_get_their_own_answer(
+    batched: InProcess,
+) -> None:
+    srv = batched
+    # Given 12 clients, two of which send a bad request (an out-of-range category code, and
+    # a body that is not JSON), all arriving while the loop is busy
+    rows = [valid_rows(1 + i % 3, seed=100 + i) for i in range(12)]
+    bodies = [json.dumps(infer_body(x)).encode() for x in rows]
+    bad_code = rows[4].copy()
+    bad_code[0, FEATURES.index("f00")] = 99
+    bodies[4] = json.dumps(infer_body(bad_code)).encode()
+    bodies[7] = b"{not json"
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in bodies]
+    try:
+        time.sleep(0.1)  # every connection accepted before the loop is blocked
+        calls_before = srv.app.batcher.calls
+        _block_loop(srv, 0.3)
+        for sock, body in zip(socks, bodies, strict=True):
+            sock.sendall(_raw_request(body))
+        answers = [_read_response(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    # Then the bad requests get their own 400s
+    assert answers[4][0] == 400
+    assert "feature 'f00' is categorical" in answers[4][1]["error"]
+    assert answers[7][0] == 400
+    assert "not valid JSON" in answers[7][1]["error"]
+    # and every other request its own scores, equal bit for bit to scoring it alone
+    model = srv.app.model
+    for i, (status, doc) in enumerate(answers):
+        if i in (4, 7):
+            continue
+        assert status == 200, doc
+        alone = model.predict(rows[i])
+        got = np.asarray(doc["outputs"][0]["data"], dtype=np.float32)
+        assert got.tobytes() == alone.tobytes(), i
+    # and the ten good requests shared fewer ONNX Runtime calls than there were requests
+    calls = srv.app.batcher.calls - calls_before
+    assert 1 <= calls < 10
+
+
+def test_latency_histogram_includes_the_wait_for_a_batch(model_dir: Path) -> None:
+    # Given a server whose batches wait up to 150 ms for more requests
+    app = make_app(model_dir, batching=Batching(max_rows=64, max_wait_us=150_000))
+    srv = start_in_process(app)
+    client = srv.client()
+    try:
+        # When one request is answered
+        status, _ = client.json("POST", INFER, infer_body(valid_rows(1)))
+        assert status == 200
+        text = client.request("GET", "/metrics")[2].decode()
+    finally:
+        client.close()
+        stop_in_process(srv)
+    # Then its recorded latency includes the wait: nothing at or under 100 ms
+    bucket = 'argosy_request_duration_seconds_bucket{endpoint="infer",protocol="rest",le="0.1"}'
+    assert f"{bucket} 0" in text
+    assert "argosy_inference_call_rows_count 1" in text
+
+
+def test_batching_is_on_by_default_and_off_with_one_flag(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from argosy.serving.__main__ import build_parser
+
+    assert build_parser().parse_args([]).batching is True
+    assert build_parser().parse_args(["--no-batching"]).batching is False
+    monkeypatch.setenv("ARGOSY_BATCHING", "off")
+    assert build_parser().parse_args([]).batching is False
+    # and a server with batching disabled has no batcher: each request is scored inline
+    srv = start_in_process(make_app(model_dir, batching=Batching(enabled=False)))
+    try:
+        assert srv.app.batcher is None
+        status, _ = srv.client().json("POST", INFER, infer_body(valid_rows(1)))
+        assert status == 200
+    finally:
+        stop_in_process(srv)
+
+
+def test_pipelined_requests_are_answered_in_order(batched: InProcess) -> None:
+    # Given three requests pipelined on one connection in one write: an infer (which waits for
+    # its batch), a liveness probe (answered at once) and another infer
+    srv = batched
+    x1, x2 = valid_rows(1, seed=5), valid_rows(2, seed=6)
+    live = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+    payload = b"".join(
+        (_raw_request(json.dumps(infer_body(x1)).encode()), live,
+         _raw_request(json.dumps(infer_body(x2)).encode()))
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(payload)
+        # When the responses are read / Then they come back in request order
+        buffer = bytearray()
+        first, second, third = (_read_response(sock, buffer) for _ in range(3))
+    assert first[1]["outputs"][0]["shape"] == [1]
+    assert second[1] == {"live": True}
+    assert third[1]["outputs"][0]["shape"] == [2]

@@ -1,0 +1,293 @@
+"""V2 gRPC (``inference.GRPCInferenceService``) in the REST server's process: conformance details.
+
+These use Argosy's own generated stubs in the test process; third-party clients run in their
+own processes (``test_protocol_clients.py``), since their protobuf modules collide with these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from argosy.serving.predlog import PredictionLogger
+from argosy.serving.proto import grpc_predict_v2_pb2 as pb
+from argosy.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from .conftest import (
+    BOOLEAN,
+    CATEGORICAL,
+    FEATURES,
+    ID_COLUMN,
+    MODEL_NAME,
+    InProcess,
+    make_app,
+    named_body,
+    start_in_process,
+    stop_in_process,
+    valid_rows,
+)
+
+
+@pytest.fixture
+def served(model_dir: Path) -> Iterator[tuple[InProcess, Any]]:
+    """An in-process server with gRPC, a prediction log into memory, and a stub for it."""
+    tables: list[Any] = []
+    predlog = PredictionLogger(
+        features=FEATURES,
+        model_name=MODEL_NAME,
+        model_version="7",
+        sink=lambda table, day: tables.append(table),
+        flush_interval_s=0.05,
+    )
+    predlog.start()
+    srv = start_in_process(make_app(model_dir, predlog, max_batch=100), grpc=True)
+    srv.tables = tables  # type: ignore[attr-defined]
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}")
+    yield srv, pb_grpc.GRPCInferenceServiceStub(channel)
+    channel.close()
+    stop_in_process(srv)
+    predlog.close(5)
+
+
+def features_request(x: np.ndarray, raw: bool, **fields: Any) -> Any:
+    req = pb.ModelInferRequest(model_name=MODEL_NAME, **fields)
+    tensor = req.inputs.add(name="features", datatype="FP32", shape=list(x.shape))
+    if raw:
+        req.raw_input_contents.append(x.astype("<f4").tobytes())
+    else:
+        tensor.contents.fp32_contents.extend(x.reshape(-1).tolist())
+    return req
+
+
+def scores(resp: Any) -> np.ndarray:
+    if resp.raw_output_contents:
+        return np.frombuffer(resp.raw_output_contents[0], dtype="<f4")
+    return np.asarray(resp.outputs[0].contents.fp32_contents, dtype=np.float32)
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_infer_answers_the_models_scores(served: tuple[InProcess, Any], raw: bool) -> None:
+    srv, stub = served
+    # Given rows in raw_input_contents or in typed contents
+    x = valid_rows(5)
+    # When they are inferred over gRPC
+    resp = stub.ModelInfer(features_request(x, raw, id="g-1"), timeout=10)
+    # Then the scores are the model's bit for bit, in the form the request used
+    expected = srv.app.model.predict(x)
+    assert bool(resp.raw_output_contents) is raw
+    assert scores(resp).tobytes() == expected.astype("<f4").tobytes()
+    assert [o.name for o in resp.outputs] == ["probability", "decision"]
+    assert [o.datatype for o in resp.outputs] == ["FP32", "INT8"]
+    assert list(resp.outputs[0].shape) == [5]
+    assert (resp.model_name, resp.model_version, resp.id) == (MODEL_NAME, "7", "g-1")
+    decisions = (
+        np.frombuffer(resp.raw_output_contents[1], dtype=np.int8)
+        if raw
+        else np.asarray(resp.outputs[1].contents.int_contents)
+    )
+    assert decisions.tolist() == (expected >= 0.5).astype(int).tolist()
+
+
+def test_named_tensors_with_bytes_and_bool_contents(served: tuple[InProcess, Any]) -> None:
+    srv, stub = served
+    # Given one tensor per feature: raw category strings in bytes_contents, booleans in
+    # bool_contents, numbers in fp32_contents, and the row ids
+    x = valid_rows(3)
+    req = pb.ModelInferRequest(model_name=MODEL_NAME)
+    for tensor in named_body(x, ids=["a", "b", "é"])["inputs"]:
+        t = req.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=[3])
+        if tensor["datatype"] == "BYTES":
+            t.contents.bytes_contents.extend(v.encode() for v in tensor["data"])
+        elif tensor["datatype"] == "BOOL":
+            t.contents.bool_contents.extend(tensor["data"])
+        else:
+            t.contents.fp32_contents.extend(tensor["data"])
+    # When inferred / Then the same scores as the features tensor
+    resp = stub.ModelInfer(req, timeout=10)
+    assert scores(resp).tobytes() == srv.app.model.predict(x).astype("<f4").tobytes()
+    # and the rows, with their ids, reach the prediction log
+    deadline = time.monotonic() + 5
+    while not srv.tables and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.02)
+    table = srv.tables[0]  # type: ignore[attr-defined]
+    assert table.column("row_id").to_pylist() == ["a", "b", "é"]
+
+
+def _error(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "needle"),
+    [
+        (lambda r: setattr(r, "model_name", "other"), grpc.StatusCode.NOT_FOUND, "unknown model"),
+        (lambda r: setattr(r, "model_version", "9"), grpc.StatusCode.NOT_FOUND, "unknown version"),
+        (
+            lambda r: r.inputs[0].shape.__setitem__(1, 29),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "shape [1, 29] needs 29 values",
+        ),
+        (
+            lambda r: r.raw_input_contents.append(b"extra"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "raw_input_contents has 2 entries for 1 inputs",
+        ),
+        (
+            lambda r: r.inputs[0].contents.fp32_contents.append(1.0),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "both contents and raw_input_contents",
+        ),
+        (
+            lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 7),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not a whole number of FP32 values",
+        ),
+        (
+            lambda r: setattr(r, "id", "x" * 129),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "'id' is longer than 128 bytes",
+        ),
+        (
+            lambda r: r.outputs.add(name="logits"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown output(s) ['logits']",
+        ),
+    ],
+    ids=["model", "version", "shape", "raw count", "both", "raw size", "long id", "output"],
+)
+def test_bad_requests_get_a_status_naming_the_problem(
+    served: tuple[InProcess, Any], mutate: Any, code: grpc.StatusCode, needle: str
+) -> None:
+    _, stub = served
+    # Given a valid raw request made invalid in one way
+    req = features_request(valid_rows(1), raw=True)
+    mutate(req)
+    # When it is sent / Then the status names the problem, as REST's 4xx would
+    err = _error(lambda: stub.ModelInfer(req, timeout=10))
+    assert err.code() == code
+    assert needle in err.details()
+    # and the server still scores the next request
+    assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
+
+
+def test_fp16_needs_raw_contents_and_bad_utf8_is_refused(served: tuple[InProcess, Any]) -> None:
+    _, stub = served
+    # Given FP16 in typed contents (the protocol has no field for it)
+    req = pb.ModelInferRequest(model_name=MODEL_NAME)
+    req.inputs.add(name="features", datatype="FP16", shape=[1, 30])
+    err = _error(lambda: stub.ModelInfer(req, timeout=10))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "send FP16 as raw_input_contents" in err.details()
+    # and a BYTES category that is not UTF-8
+    x = valid_rows(1)
+    req = pb.ModelInferRequest(model_name=MODEL_NAME)
+    for tensor in named_body(x)["inputs"]:
+        t = req.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=[1])
+        if tensor["name"] == "f00":
+            t.contents.bytes_contents.append(b"\xff")
+        elif tensor["datatype"] == "BYTES":
+            t.contents.bytes_contents.extend(v.encode() for v in tensor["data"])
+        elif tensor["datatype"] == "BOOL":
+            t.contents.bool_contents.extend(tensor["data"])
+        else:
+            t.contents.fp32_contents.extend(tensor["data"])
+    err = _error(lambda: stub.ModelInfer(req, timeout=10))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'f00': a BYTES value is not valid UTF-8" in err.details()
+
+
+def test_health_metadata_and_metrics(served: tuple[InProcess, Any]) -> None:
+    srv, stub = served
+    # When health and metadata are asked over gRPC
+    assert stub.ServerLive(pb.ServerLiveRequest()).live is True
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready is True
+    assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL_NAME)).ready is True
+    server_meta = stub.ServerMetadata(pb.ServerMetadataRequest())
+    meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL_NAME, version="7"))
+    # Then they match REST's: every input by name and datatype, the outputs, the extension
+    assert server_meta.name == "argosy"
+    assert list(server_meta.extensions) == ["binary_tensor_data"]
+    assert list(meta.versions) == ["7"]
+    expected = [
+        (f, "BYTES" if f in CATEGORICAL else "BOOL" if f in BOOLEAN else "FP32") for f in FEATURES
+    ]
+    assert [(t.name, t.datatype) for t in meta.inputs] == [*expected, (ID_COLUMN, "BYTES")]
+    assert [(t.name, t.datatype) for t in meta.outputs] == [
+        ("probability", "FP32"),
+        ("decision", "INT8"),
+    ]
+    err = _error(lambda: stub.ModelReady(pb.ModelReadyRequest(name="other")))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    # and RPCs are counted under the REST endpoint names with protocol="grpc"
+    stub.ModelInfer(features_request(valid_rows(1), raw=True))
+    _error(lambda: stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL_NAME)))
+    text = srv.client().request("GET", "/metrics")[2].decode()
+    assert 'argosy_requests_total{endpoint="infer",code="200",protocol="grpc"} 1' in text
+    assert 'argosy_request_errors_total{endpoint="infer",code="400",protocol="grpc"} 1' in text
+    assert 'argosy_requests_total{endpoint="model_ready",code="404",protocol="grpc"} 1' in text
+    assert 'argosy_request_duration_seconds_count{endpoint="infer",protocol="grpc"} 2' in text
+
+
+def test_standard_health_check_follows_readiness(served: tuple[InProcess, Any]) -> None:
+    srv, _ = served
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}")
+    check = channel.unary_unary("/grpc.health.v1.Health/Check")
+    try:
+        # When the model is ready / Then SERVING (HealthCheckResponse.status = 1)
+        assert check(b"", timeout=5) == b"\x08\x01"
+        # When the server begins to shut down / Then NOT_SERVING (2)
+        srv.app.shutting_down = True
+        assert check(b"", timeout=5) == b"\x08\x02"
+        # while the liveness service ("live") still answers SERVING
+        assert check(b"\n\x04live", timeout=5) == b"\x08\x01"
+    finally:
+        srv.app.shutting_down = False
+        channel.close()
+
+
+def test_not_ready_model_is_unavailable(model_dir: Path) -> None:
+    # Given a model whose pinned sha256 does not match model.onnx
+    from argosy.serving.metrics import Metrics
+    from argosy.serving.model import load_model
+    from argosy.serving.server import App, Limits
+
+    model = load_model(model_dir, expected_sha256="0" * 64)
+    srv = start_in_process(
+        App(model, Metrics(model.name, model.version, model.sha256), Limits()), grpc=True
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}")
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        # Then readiness is false and inference UNAVAILABLE with the reason
+        assert stub.ServerReady(pb.ServerReadyRequest()).ready is False
+        assert stub.ModelReady(pb.ModelReadyRequest(name=MODEL_NAME)).ready is False
+        err = _error(lambda: stub.ModelInfer(features_request(valid_rows(1), raw=True)))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert "sha256" in err.details()
+    finally:
+        channel.close()
+        stop_in_process(srv)
+
+
+def test_message_over_the_body_limit_is_refused(model_dir: Path) -> None:
+    # Given a server with a 64 KiB body limit
+    srv = start_in_process(make_app(model_dir, max_batch=1000, max_body_bytes=64 * 1024), grpc=True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}")
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        # When a request of 600 rows (72 KB) is sent / Then RESOURCE_EXHAUSTED
+        err = _error(lambda: stub.ModelInfer(features_request(valid_rows(600), raw=True)))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # and a request under the limit is served
+        assert len(scores(stub.ModelInfer(features_request(valid_rows(2), raw=True)))) == 2
+    finally:
+        channel.close()
+        stop_in_process(srv)
