@@ -156,11 +156,25 @@ def check_parity(native: np.ndarray, exported: np.ndarray, tolerance: float) -> 
     return diff
 
 
-def onnx_requirements() -> list[str]:
-    """What the logged MLflow model needs to load: ONNX and ONNX Runtime, at these versions."""
+def onnx_environment() -> dict[str, Any]:
+    """The logged MLflow model's environment: this Python, MLflow, ONNX and ONNX Runtime.
+
+    Given whole, so MLflow infers nothing (it would probe uv and pip, which a uv-made venv lacks,
+    and warn).
+    """
+    import platform
     from importlib.metadata import version
 
-    return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
+    packages = ("mlflow", "onnx", "onnxruntime")
+    return {
+        "name": "mlflow-env",
+        "channels": ["conda-forge"],
+        "dependencies": [
+            f"python={platform.python_version()}",
+            "pip",
+            {"pip": [f"{name}=={version(name)}" for name in packages]},
+        ],
+    }
 
 
 def run_params(params: TrainParams, device: str) -> dict[str, Any]:
@@ -390,7 +404,7 @@ def train(
                 input_example=example,
                 save_as_external_data=False,
                 # Stated, not inferred: no environment probing (uv, pip) and no warnings.
-                pip_requirements=onnx_requirements(),
+                conda_env=onnx_environment(),
                 onnx_execution_providers=["CPUExecutionProvider"],
             )
             metadata = {
