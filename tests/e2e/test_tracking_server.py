@@ -79,6 +79,10 @@ def test_train_and_gate_against_a_real_server(
     assert first["decision"] == "promote"
     assert first["champion"] is None
     version = models.register(reports / "gate.json", models.client(mlflow_server))
+    # (its description in the registry is the gate's summary)
+    described = mlflow.MlflowClient(mlflow_server).get_model_version(contract.name, version.version)
+    assert described.description.startswith("**Gate: promote** against no champion")
+    assert f"pr_auc: {first['challenger']['pr_auc']:.4f}" in described.description
     pin = ModelPin(
         contract.name, version.version, result.sha256, result.run_id, version.storage_uri
     )

@@ -166,3 +166,20 @@ def test_github_settings_accept_https_only(url: str) -> None:
         with pytest.raises(GitHubError):
             GitHubSettings("acme/argosy", "t", url, allow_http=True)
     assert GitHubSettings("acme/argosy", "t", "https://ghe.example/api/v3").api_url
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_an_unknown_environment_is_refused_before_any_registry_call(
+    command: str, remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a tracking URI nothing answers on: a registry call would fail differently, or wait
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    clone = remote.clone("work")
+    before = remote.main()
+    # When the environment is misspelled
+    result = CliRunner().invoke(app, [command, "--env", "prod", "--repo-dir", str(clone)])
+    # Then it exits 2 at once, naming both environments in words, and nothing is pushed
+    assert result.exit_code == 2, result.output
+    assert "--env must be staging or production, not 'prod'" in result.output
+    assert "(" not in result.output.split("not 'prod'")[0]
+    assert remote.main() == before

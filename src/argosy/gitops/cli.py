@@ -279,6 +279,10 @@ def promote(
         return
     if env is None:
         _fail("--env staging|production is required (or use `argosy promote verify`)", 2)
+    from argosy.gitops.promote import ENVIRONMENTS
+
+    if env not in ENVIRONMENTS:
+        _fail(f"--env must be {' or '.join(ENVIRONMENTS)}, not {env!r}", 2)
     if model is None:
         model = contract_or_exit(contract or repo_dir / DEFAULT_CONTRACT).name
     from argosy.gitops import git as gitops_git
@@ -511,6 +515,10 @@ def rollback(
     back here is restored only with --to N --force --reason "...". `argocd app rollback` is
     refused under auto-sync: the revert lives in git instead.
     """
+    from argosy.gitops.promote import ENVIRONMENTS
+
+    if env not in ENVIRONMENTS:
+        _fail(f"--env must be {' or '.join(ENVIRONMENTS)}, not {env!r}", 2)
     if force and not (reason and reason.strip()):
         _fail('--force needs --reason "..." (it is recorded on the restored version)', 2)
     if force and to is None:

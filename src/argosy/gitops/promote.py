@@ -77,7 +77,7 @@ class Outcome:
 def model_yaml(env: str) -> str:
     """Repository path of an environment's pin."""
     if env not in ENVIRONMENTS:
-        raise PromotionError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
+        raise PromotionError(f"unknown environment {env!r}; expected {' or '.join(ENVIRONMENTS)}")
     return f"manifests/overlays/{env}/model.yaml"
 
 

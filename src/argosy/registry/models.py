@@ -248,8 +248,41 @@ def register(
         )
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version.version), key, value)
+    mlflow_client.update_model_version(name, str(version.version), description=gate_summary(gate))
     mlflow_client.set_registered_model_alias(name, CANDIDATE, str(version.version))
     return get_version(mlflow_client, name, str(version.version))
+
+
+def gate_summary(gate: dict[str, Any]) -> str:
+    """The version's description in MLflow: the gate's verdict, why it ran, and its numbers.
+
+    Markdown (MLflow renders it): the decision against which champion, the trigger, the primary
+    metric against the champion's and its floor, the checks, and the data and commit.
+    """
+    primary = gate.get("primary_metric", "pr_auc")
+    ours = (gate.get("challenger") or {}).get(primary)
+    theirs = (gate.get("champion") or {}).get(primary)
+    floor = (gate.get("floors") or {}).get(primary)
+    checks = gate.get("checks") or []
+    failed = [c for c in checks if not c.get("passed")]
+    champion = gate.get("champion_version")
+    lines = [
+        f"**Gate: {gate.get('decision', '?')}** against "
+        + (f"champion version {champion}" if champion else "no champion (first model)"),
+        "",
+        f"- why it ran: {gate.get('trigger') or 'a pipeline run by hand'}",
+        f"- {primary}: {_num(ours)}"
+        + (f" (champion {_num(theirs)})" if theirs is not None else "")
+        + (f", floor {_num(floor)}" if floor is not None else ""),
+        f"- checks: {len(checks) - len(failed)} of {len(checks)} passed"
+        + "".join(f"; failed: {c.get('detail', c.get('name'))}" for c in failed),
+        f"- data `{gate.get('data_hash', '')}`, commit `{str(gate.get('git_commit', ''))[:12]}`",
+    ]
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
 
 
 def _sign_served(mlflow_client: MlflowClient, run_id: str, sha: str, signer: signing.Signer) -> str:
