@@ -7,6 +7,7 @@ throwaway ones generated in the test (tests/signing/keys.py).
 
 from __future__ import annotations
 
+import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -179,6 +180,10 @@ def test_keys_from_secret_variables_sign_and_verify(
     # Given the key and the trust as PEM text in variables, as the Argo tasks get them
     monkeypatch.setenv(signing.SIGNING_KEY_ENV, key.private.read_text())
     monkeypatch.setenv(signing.SIGNING_TRUST_ENV, key.public.read_text())
+    # (temporary files of this test only, so other tests' copies running alongside do not count)
+    private_tmp = remote.root / "private-tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     model = pipeline.train()
     # When the model is registered and promoted without key or trust options
     code, out = cli("register", "--gate", str(model.gate_json))
@@ -192,6 +197,4 @@ def test_keys_from_secret_variables_sign_and_verify(
     run_git(clone, "pull", "--quiet")
     assert read_pin(clone / STAGING).signature_sha256 == version.signature_sha256
     # And no copy of the key is left in the temporary directory
-    import tempfile
-
-    assert not list(Path(tempfile.gettempdir()).glob("argosy-pem-*"))
+    assert not list(private_tmp.glob("argosy-pem-*"))

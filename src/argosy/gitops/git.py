@@ -9,9 +9,12 @@ no branch, no worktree, no modified file.
 from __future__ import annotations
 
 import random
+import re
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,8 +115,63 @@ def identity_args(repo: Path) -> list[str]:
     )
 
 
+CONNECT_TIMEOUT_S = 10.0
+"""How long a git remote's host may take to accept a connection before a command gives up."""
+_SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?!//)")
+_DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
+
+
+def remote_endpoint(url: str) -> tuple[str, int] | None:
+    """(host, port) a remote URL connects to; None for a local path or ``file://``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in _DEFAULT_PORTS and parts.hostname:
+        return parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
+    match = _SCP_LIKE.match(url) if not parts.scheme or len(parts.scheme) > 1 else None
+    if match and not Path(url).exists():
+        return match.group("host"), 22
+    return None
+
+
+def _shown(url: str) -> str:
+    """``url`` without credentials, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password or parts.username:
+        return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname or ""))
+    return url
+
+
+def check_reachable(repo: Path, remote: str, timeout_s: float | None = None) -> None:
+    """Fail in seconds, naming the remote, when its host does not accept a connection.
+
+    A dead or firewalled host otherwise holds ``git fetch``/``push`` for minutes (the kernel's
+    connect retries). Local paths and ``file://`` remotes are not probed.
+
+    Raises:
+        GitError: The host does not answer within ``timeout_s``.
+    """
+    url = git(repo, "remote", "get-url", remote, check=False).strip() or remote
+    endpoint = remote_endpoint(url)
+    if endpoint is None:
+        return
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        with socket.create_connection(endpoint, timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise GitError(
+            f"cannot reach the git remote {remote} ({_shown(url)}): {endpoint[0]}:{endpoint[1]} "
+            f"did not accept a connection within {timeout_s:.0f} s ({exc}); check the network, "
+            "the remote URL (`git remote -v`) and any proxy"
+        ) from None
+
+
 def fetch(repo: Path, remote: str, branch: str) -> str | None:
-    """Fetch ``remote/branch``; return its commit, or None when the remote has no such branch."""
+    """Fetch ``remote/branch``; return its commit, or None when the remote has no such branch.
+
+    Raises:
+        GitError: The remote is unreachable (in seconds) or git fails.
+    """
+    check_reachable(repo, remote)
     listed = git(repo, "ls-remote", "--heads", remote, f"refs/heads/{branch}").split()
     if not listed:
         return None
@@ -169,6 +227,7 @@ def _apply(
 
 
 def _push(tree: Path, remote: str, refspec: str, *extra: str) -> None:
+    check_reachable(tree, remote)
     result = subprocess.run(
         ["git", "push", "--porcelain", *extra, remote, refspec],
         cwd=tree,
