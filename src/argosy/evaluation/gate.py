@@ -511,7 +511,7 @@ def run_gate(
         "reports": {
             "data validation (Data Docs)": "reports/validation/data_docs/index.html",
             "metrics / slices": "reports/metrics.json, reports/slices.json",
-            "PR and calibration curves": "reports/plots/ (`dvc plots show`)",
+            "PR and calibration curves (`dvc plots show`)": "reports/plots/",
         },
     }
     reports_dir.mkdir(parents=True, exist_ok=True)
