@@ -122,7 +122,7 @@ def connect(
     # Credentials never go into the probe or the message.
     shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     try:
-        with urllib.request.urlopen(shown.rstrip("/") + "/health", timeout=timeout_s):  # noqa: S310 - http(s) only, checked above
+        with urllib.request.urlopen(shown.rstrip("/") + "/health", timeout=timeout_s):  # noqa: S310 - http(s) only, checked above  # nosec B310
             pass
     except urllib.error.HTTPError:
         pass  # an HTTP status, whatever it is, means a server answered

@@ -18,7 +18,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 REMOTE_NAME = "argosy"
-SCRATCH = "/tmp"  # noqa: S108 - an emptyDir of the task's own pod, not a shared host directory
+SCRATCH = "/tmp"  # noqa: S108 - an emptyDir of the task's own pod, not a shared host directory  # nosec B108
 OUTPUTS_DIR = f"{SCRATCH}/outputs"
 """Where tasks write the files Argo reads as output parameters."""
 

@@ -60,7 +60,7 @@ def post_commit_status(request: urllib.request.Request, timeout: float = 30.0) -
         StatusError: A non-2xx answer or a network error.
     """
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only  # nosec B310
             return json.loads(response.read() or b"{}").get("state", "")
     except urllib.error.HTTPError as exc:
         raise StatusError(f"GitHub answered {exc.code}: {exc.read()[:300]!r}") from exc
