@@ -267,9 +267,18 @@ def make_app(model_dir: Path, predlog: Any = None, batching: Any = None, **limit
 
 
 @pytest.fixture
-def server(model_dir: Path) -> Iterator[InProcess]:
+def server_batching() -> Any:
+    """The ``server`` fixture's batching: on, as in production (a module may parametrize it)."""
+    from argosy.serving.server import Batching
+
+    return Batching()
+
+
+@pytest.fixture
+def server(model_dir: Path, server_batching: Any) -> Iterator[InProcess]:
     """An in-process server on the fixture model, max batch 100, 64 KiB bodies."""
-    srv = start_in_process(make_app(model_dir, max_batch=100, max_body_bytes=64 * 1024))
+    app = make_app(model_dir, batching=server_batching, max_batch=100, max_body_bytes=64 * 1024)
+    srv = start_in_process(app)
     yield srv
     stop_in_process(srv)
 

@@ -103,13 +103,87 @@ def test_max_wait_gathers_requests_of_later_loop_iterations() -> None:
 
 def test_a_failing_call_fails_its_requests_with_the_error() -> None:
     parts = [np.ones((1, 1), dtype=np.float32) for _ in range(2)]
-    results = run_batcher(parts, Recorder(fail=True))
+    predict = Recorder(fail=True)
+    results = run_batcher(parts, predict)
     assert all(isinstance(r, RuntimeError) for r in results)
+    # each request failed in a call of its own: no exception object is shared
+    assert predict.calls == [2, 1, 1]
+    assert results[0] is not results[1]
 
 
-def test_settings_are_checked() -> None:
+class FailsOnNegative(Recorder):
+    """Fails a call whose matrix holds a negative value (one request's poisoned rows)."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Record the call; fail when a row is poisoned."""
+        self.calls.append(len(x))
+        if (x < 0).any():
+            raise RuntimeError("scoring failed")
+        return x.sum(axis=1)
+
+
+def test_a_failing_call_is_retried_request_by_request() -> None:
+    # Given three requests in one batch, the second of which breaks any call it is part of
+    parts = [np.full((n, 2), v, dtype=np.float32) for n, v in ((1, 1), (2, -1), (3, 3))]
+    predict = FailsOnNegative()
+    # When the batch is scored
+    results = run_batcher(parts, predict)
+    # Then after the batched call failed each was scored alone: only the poisoned one fails
+    assert predict.calls == [6, 1, 2, 3]
+    assert results[0].tolist() == [2.0]
+    assert isinstance(results[1], RuntimeError)
+    assert results[2].tolist() == [6.0, 6.0, 6.0]
+
+
+def test_a_failing_request_costs_only_its_own_answer_over_http(model_dir: Path) -> None:
+    # Given a server whose model fails on a row whose f03 is -50, and three clients, the second
+    # of which sends such a row, all arriving while the loop is busy (one batch)
+    app = make_app(model_dir, batching=Batching(max_rows=64))
+    real = app.model.predict
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        if (x[:, FEATURES.index("f03")] == -50).any():
+            raise RuntimeError("ONNX Runtime failed")
+        return real(x)
+
+    app.model.predict = predict
+    srv = start_in_process(app)
+    rows = [valid_rows(2, seed=s) for s in (1, 2, 3)]
+    rows[1][0, FEATURES.index("f03")] = -50
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in rows]
+    try:
+        time.sleep(0.1)
+        calls = app.batcher.calls
+        _block_loop(srv, 0.3)
+        for sock, x in zip(socks, rows, strict=True):
+            sock.sendall(_raw_request(json.dumps(infer_body(x)).encode()))
+        answers = [_read_response(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+        stop_in_process(srv)
+    # Then the poisoned request gets a 500, the others their scores
+    assert answers[1] == (500, {"error": "internal error: RuntimeError"})
+    for i in (0, 2):
+        assert answers[i][0] == 200, answers[i]
+        got = np.asarray(answers[i][1]["outputs"][0]["data"], dtype=np.float32)
+        assert got.tobytes() == real(rows[i]).tobytes()
+    assert app.batcher.calls - calls == 4  # the batch, then each request alone
+
+
+def test_settings_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="max_rows"):
         Batcher(Recorder(), asyncio.new_event_loop(), max_rows=0)
+    # and the command line caps the wait, which spins the event loop
+    from argosy.serving.__main__ import build_parser
+
+    assert build_parser().parse_args(["--batch-max-wait-us", "10000"]).batch_max_wait_us == 10_000
+    for value in ("10001", "-1", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--batch-max-wait-us", value])
+    err = capsys.readouterr().err
+    assert "--batch-max-wait-us: must be 0 to 10000 microseconds" in err
+    assert "expected microseconds, got 'soon'" in err
 
 
 def _raw_request(body: bytes) -> bytes:
@@ -119,16 +193,23 @@ def _raw_request(body: bytes) -> bytes:
     )
 
 
+def _recv(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("the server closed the connection before a whole response")
+    return chunk
+
+
 def _read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple[int, Any]:
     """Read one response; bytes past it stay in ``buffer`` for the next call."""
     data = bytearray() if buffer is None else buffer
     while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
+        data += _recv(sock)
     end = data.index(b"\r\n\r\n")
     head = bytes(data[:end])
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
     while len(data) < end + 4 + length:
-        data += sock.recv(65536)
+        data += _recv(sock)
     body = bytes(data[end + 4 : end + 4 + length])
     del data[: end + 4 + length]
     return int(head.split()[1]), json.loads(body)
@@ -253,3 +334,82 @@ def test_pipelined_requests_are_answered_in_order(batched: InProcess) -> None:
     assert first[1]["outputs"][0]["shape"] == [1]
     assert second[1] == {"live": True}
     assert third[1]["outputs"][0]["shape"] == [2]
+
+
+_GARBAGE = b"GARBAGE GARBAGE\r\n\r\n"
+_HUGE = b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\n" % INFER.encode()
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["batching", "no-batching"])
+@pytest.mark.parametrize(
+    ("refused", "status"), [(_GARBAGE, 400), (_HUGE, 413)], ids=["bad-method", "too-large"]
+)
+def test_a_refused_pipelined_request_is_answered_after_the_one_before_it(
+    model_dir: Path, enabled: bool, refused: bytes, status: int
+) -> None:
+    # Given an infer request (which may wait for its batch) and a request refused as it is
+    # parsed, pipelined in one write
+    srv = start_in_process(make_app(model_dir, batching=Batching(enabled=enabled)))
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(_raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + refused)
+            # When the responses are read / Then the infer's 200 comes first, then the refusal
+            buffer = bytearray()
+            first = _read_response(sock, buffer)
+            second = _read_response(sock, buffer)
+            # and then the connection is closed
+            assert not buffer
+            assert sock.recv(65536) == b""
+        assert first[0] == 200, first
+        assert first[1]["outputs"][0]["shape"] == [1]
+        assert second[0] == status
+        # and each is counted once, nothing left in flight
+        text = srv.app.metrics.render().decode()
+        assert 'argosy_requests_total{endpoint="infer",code="200",protocol="rest"} 1' in text
+        assert srv.app.metrics.inflight == 0
+    finally:
+        stop_in_process(srv)
+
+
+def test_100_continue_waits_for_the_replies_ahead_of_it(batched: InProcess) -> None:
+    # Given an infer request and, pipelined behind it, the head of one that expects 100-continue
+    body = json.dumps(infer_body(valid_rows(2))).encode()
+    second = (
+        b"POST %s HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: %d\r\n\r\n"
+        % (INFER.encode(), len(body))
+    )
+    with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
+        sock.sendall(_raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + second)
+        # When the responses are read / Then the first request's 200 comes before 100 Continue
+        buffer = bytearray()
+        first = _read_response(sock, buffer)
+        assert first[0] == 200
+        while b"\r\n\r\n" not in buffer:
+            buffer += _recv(sock)
+        assert bytes(buffer).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        del buffer[: len(b"HTTP/1.1 100 Continue\r\n\r\n")]
+        # and the second request, its body sent on, is answered
+        sock.sendall(body)
+        status, doc = _read_response(sock, buffer)
+    assert status == 200
+    assert doc["outputs"][0]["shape"] == [2]
+
+
+def test_a_request_timed_out_behind_a_waiting_one_is_answered_after_it(model_dir: Path) -> None:
+    # Given a server whose batches wait 2.2 s, with a 1 s request timeout (the 408 sweep runs
+    # every second, so it fires while the first request still waits)
+    app = make_app(model_dir, batching=Batching(max_wait_us=2_200_000), request_timeout_s=1.0)
+    srv = start_in_process(app)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            # When an infer request is followed by a head that never finishes
+            partial = b"POST %s HTTP/1.1\r\nhost: x\r\n" % INFER.encode()
+            sock.sendall(_raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + partial)
+            # Then the infer's 200 comes first, then the 408, then the connection closes
+            buffer = bytearray()
+            first, second = _read_response(sock, buffer), _read_response(sock, buffer)
+            assert sock.recv(65536) == b""
+    finally:
+        stop_in_process(srv)
+    assert first[0] == 200, first
+    assert second == (408, {"error": "request not received in time"})

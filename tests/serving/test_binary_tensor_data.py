@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from argosy.serving.server import Batching
+
 from .conftest import (
     CATEGORICAL,
     FEATURES,
@@ -20,6 +22,12 @@ from .conftest import (
 )
 
 INFER = "/v2/models/example-model/infer"
+
+
+@pytest.fixture(params=[True, False], ids=["batching", "no-batching"])
+def server_batching(request: pytest.FixtureRequest) -> Any:
+    """Every test here runs against a server with batching on (production's) and off."""
+    return Batching(enabled=request.param)
 
 
 def _bytes_tensor(values: list[str]) -> bytes:

@@ -6,6 +6,11 @@ own processes (``test_protocol_clients.py``), since their protobuf modules colli
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +20,12 @@ import grpc
 import numpy as np
 import pytest
 
+from argosy.serving.grpc_v2 import InferenceServicer, _Abort, request_doc
+from argosy.serving.model import RequestError
 from argosy.serving.predlog import PredictionLogger
 from argosy.serving.proto import grpc_predict_v2_pb2 as pb
 from argosy.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from argosy.serving.server import Batching
 
 from .conftest import (
     BOOLEAN,
@@ -291,3 +299,156 @@ def test_message_over_the_body_limit_is_refused(model_dir: Path) -> None:
     finally:
         channel.close()
         stop_in_process(srv)
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes([kind, flags])
+        + struct.pack(">I", stream)
+        + payload
+    )
+
+
+def _literal(name: str, value: str) -> bytes:
+    """An HPACK literal header field, not indexed (short names and values only)."""
+    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+def test_health_is_answered_while_slow_streams_hold_every_slot(model_dir: Path) -> None:
+    # Given a server allowing 3 connections/RPCs, with a 1 s request timeout
+    app = make_app(model_dir, max_connections=3, request_timeout_s=1.0)
+    srv = start_in_process(app, grpc=True)
+    port = srv.server.grpc_port
+    headers = b"".join(
+        _literal(k, v)
+        for k, v in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/inference.GRPCInferenceService/ModelInfer"),
+            (":authority", "x"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+    )
+    # and a client holding 3 ModelInfer streams whose 100-byte message never finishes arriving
+    slow = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        slow.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b""))
+        for stream in (1, 3, 5):
+            message = b"\x00" + struct.pack(">I", 100) + b"\x0a"
+            slow.sendall(_h2_frame(1, 4, stream, headers) + _h2_frame(0, 0, stream, message))
+        time.sleep(0.3)
+        # When the liveness probes ask
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        live = stub.ServerLive(pb.ServerLiveRequest(), timeout=2)
+        health = channel.unary_unary("/grpc.health.v1.Health/Check")(b"\n\x04live", timeout=2)
+        # Then they are answered, and inference too
+        assert live.live
+        assert health == b"\x08\x01"
+        assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
+        # and the slow connection is closed once its age (1 s, plus 1 s of grace) is up
+        deadline = time.monotonic() + 5
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                closed = slow.recv(65536) == b""
+        assert closed, "the slow connection outlived its maximum age"
+    finally:
+        slow.close()
+        channel.close()
+        stop_in_process(srv)
+
+
+def test_too_many_or_repeated_inputs_are_refused_before_any_is_converted(
+    served: tuple[InProcess, Any],
+) -> None:
+    srv, stub = served
+    model = srv.app.model
+    # Given requests whose first input could not be converted (FP16 in typed contents), with
+    # more inputs than the model's features plus the id, or with a name twice
+    too_many = pb.ModelInferRequest(model_name=MODEL_NAME)
+    for i in range(len(FEATURES) + 2):
+        too_many.inputs.add(name=f"in{i}", datatype="FP16", shape=[1])
+    repeated = pb.ModelInferRequest(model_name=MODEL_NAME)
+    for _ in range(2):
+        repeated.inputs.add(name="a", datatype="FP16", shape=[1])
+    # When they are decoded / Then the count or the name is refused, not the conversion
+    with pytest.raises(RequestError, match=r"32 inputs; .* at most 31"):
+        request_doc(too_many, model)
+    with pytest.raises(RequestError, match="input 'a' appears twice"):
+        request_doc(repeated, model)
+    # and over gRPC the status says so
+    err = _error(lambda: stub.ModelInfer(repeated, timeout=10))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "appears twice" in err.details()
+    # and 100,000 inputs named the same are refused at once
+    flood = pb.ModelInferRequest(model_name=MODEL_NAME)
+    for _ in range(100_000):
+        flood.inputs.add(name="a", datatype="FP32")
+    t0 = time.perf_counter()
+    with pytest.raises(RequestError, match="100000 inputs"):
+        request_doc(flood, model)
+    assert time.perf_counter() - t0 < 0.1
+
+
+def test_grpc_without_batching_counts_its_call_rows(served: tuple[InProcess, Any]) -> None:
+    srv, stub = served
+    # Given a server without batching (the served fixture's)
+    assert srv.app.batcher is None
+    # When one 3-row request is inferred over gRPC
+    stub.ModelInfer(features_request(valid_rows(3), raw=True), timeout=10)
+    # Then its ONNX Runtime call is observed like REST's
+    text = srv.app.metrics.render().decode()
+    assert "argosy_inference_call_rows_count 1" in text
+    assert "argosy_inference_call_rows_sum 3" in text
+
+
+def test_an_rpc_cancelled_while_waiting_for_its_batch_logs_no_error(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server whose batches wait 300 ms
+    srv = start_in_process(make_app(model_dir, batching=Batching(max_wait_us=300_000)), grpc=True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}")
+    try:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        # When an RPC's deadline passes while it waits for its batch
+        with caplog.at_level(logging.ERROR):
+            err = _error(
+                lambda: stub.ModelInfer(features_request(valid_rows(1), True), timeout=0.05)
+            )
+            time.sleep(0.5)  # the batch is scored and answers the cancelled RPC
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # Then nothing is logged as an error, and the next request is answered
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert len(scores(stub.ModelInfer(features_request(valid_rows(1), True), timeout=5))) == 1
+    finally:
+        channel.close()
+        stop_in_process(srv)
+
+
+class _Context:
+    """The one method of a grpc.aio context the servicer calls: ``abort`` raises."""
+
+    async def abort(self, code: grpc.StatusCode, message: str) -> None:
+        raise AssertionError(f"{code}: {message}")
+
+
+def test_infer_rpcs_waiting_for_a_batch_are_bounded_but_probes_never_are(
+    model_dir: Path,
+) -> None:
+    # Given a servicer whose infer path already has its limit of RPCs waiting for a batch
+    app = make_app(model_dir, batching=Batching(), max_connections=2)
+    servicer = InferenceServicer(app)
+    servicer.waiting = 2
+    # When one more infer RPC wants to wait / Then it is refused
+    with pytest.raises(_Abort, match=r"waiting for a batch \(limit 2\)") as info:
+        asyncio.run(servicer._batched(None, valid_rows(1)))  # type: ignore[arg-type]
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # and the probes and metadata are still answered
+    ctx = _Context()
+    assert asyncio.run(servicer.ServerLive(pb.ServerLiveRequest(), ctx)).live
+    assert asyncio.run(servicer.ServerReady(pb.ServerReadyRequest(), ctx)).ready
+    meta = pb.ModelMetadataRequest(name=MODEL_NAME)
+    assert asyncio.run(servicer.ModelMetadata(meta, ctx)).name == MODEL_NAME

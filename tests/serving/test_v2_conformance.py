@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from argosy.serving.server import Batching
 
 from .conftest import (
     BOOLEAN,
@@ -29,6 +32,12 @@ from .conftest import (
 )
 
 INFER = "/v2/models/example-model/infer"
+
+
+@pytest.fixture(params=[True, False], ids=["batching", "no-batching"])
+def server_batching(request: pytest.FixtureRequest) -> Any:
+    """Every test here runs against a server with batching on (production's) and off."""
+    return Batching(enabled=request.param)
 
 
 def reference_scores(model_dir: Path, x: np.ndarray) -> np.ndarray:

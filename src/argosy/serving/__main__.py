@@ -17,6 +17,9 @@ from typing import Any
 log = logging.getLogger("argosy.serving")
 
 DEFAULT_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the model
+# The longest batch wait accepted: the batcher spins the event loop while it waits (libuv's
+# timers are too coarse), so a long wait would burn the loop's CPU on every batch.
+MAX_WAIT_US = 10_000
 
 
 def _env(name: str, default: Any) -> Any:
@@ -33,6 +36,19 @@ def _grpc_port(value: str) -> int | None:
         raise argparse.ArgumentTypeError(
             f"expected a port number or 'off', got {value!r}"
         ) from None
+
+
+def _wait_us(value: str) -> int:
+    """A batch wait in microseconds, 0 to ``MAX_WAIT_US`` (the wait spins the event loop)."""
+    try:
+        wait = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected microseconds, got {value!r}") from None
+    if not 0 <= wait <= MAX_WAIT_US:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 to {MAX_WAIT_US} microseconds (the wait spins the event loop), got {wait}"
+        )
+    return wait
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--batch-max-wait-us",
-        type=int,
-        default=int(_env("ARGOSY_BATCH_MAX_WAIT_US", 0)),
-        help="longest the first request of a batch waits for more, in microseconds; 0 batches "
-        "only requests that arrived in the same event-loop iteration "
+        type=_wait_us,
+        default=_env("ARGOSY_BATCH_MAX_WAIT_US", "0"),
+        help=f"longest the first request of a batch waits for more, in microseconds (at most "
+        f"{MAX_WAIT_US}); 0 batches only requests that arrived in the same event-loop iteration "
         "[env ARGOSY_BATCH_MAX_WAIT_US]",
     )
     add(
@@ -251,8 +267,8 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         max_rows=opts["batch_max_rows"],
         max_wait_us=opts["batch_max_wait_us"],
     )
-    if batching.max_rows < 1 or batching.max_wait_us < 0:
-        log.error("--batch-max-rows must be positive and --batch-max-wait-us non-negative")
+    if batching.max_rows < 1 or not 0 <= batching.max_wait_us <= MAX_WAIT_US:
+        log.error("--batch-max-rows must be positive and --batch-max-wait-us 0 to %d", MAX_WAIT_US)
         return 2
     app = App(model, metrics, limits, predlog, batching)
     server = ModelServer(

@@ -14,6 +14,8 @@ millisecond resolution, so the wait is a bounded spin of loop iterations, never 
 is scored as soon as it holds ``max_rows`` rows; a request with more rows than that is scored on
 its own. Each request gets its own slice of the scores, equal bit for bit to scoring it alone
 (tree ensembles score each row independently, and ONNX Runtime runs on one intra-op thread).
+When a call of several requests raises, each is scored again alone, so only a request whose
+own call fails gets an error.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 Done = Callable[[np.ndarray | BaseException], None]
-"""Receives a request's scores, or the exception that scoring its batch raised."""
+"""Receives a request's scores, or the exception that scoring it raised."""
 
 
 class Batcher:
@@ -87,18 +89,33 @@ class Batcher:
         pending, self._pending, self._rows = self._pending, [], 0
         self._batch += 1
         self._scheduled = False
-        x = pending[0][0] if len(pending) == 1 else np.concatenate([p[0] for p in pending])
-        self.calls += 1
-        try:
-            result: np.ndarray | BaseException = self.predict(x)
-        except Exception as exc:  # a scoring failure fails this batch's requests, not the server
-            log.exception("scoring a batch of %d request(s) failed", len(pending))
-            result = exc
+        if len(pending) == 1:
+            self._answer(pending[0][1], self._score(pending[0][0], 1))
+            return
+        result = self._score(np.concatenate([p[0] for p in pending]), len(pending))
+        if isinstance(result, BaseException):
+            # One request's rows may be what broke the call: score each alone, so only the
+            # request that fails again gets an error (its own).
+            for part, done in pending:
+                self._answer(done, self._score(part, 1))
+            return
         offset = 0
         for part, done in pending:
             n = len(part)
-            try:
-                done(result if isinstance(result, BaseException) else result[offset : offset + n])
-            except Exception:  # one request's reply failing must not lose the others'
-                log.exception("answering a batched request failed")
+            self._answer(done, result[offset : offset + n])
             offset += n
+
+    def _score(self, x: np.ndarray, requests: int) -> np.ndarray | BaseException:
+        self.calls += 1
+        try:
+            return self.predict(x)
+        except Exception as exc:  # a scoring failure fails its request(s), not the server
+            log.exception("scoring a batch of %d request(s) failed", requests)
+            return exc
+
+    @staticmethod
+    def _answer(done: Done, result: np.ndarray | BaseException) -> None:
+        try:
+            done(result)
+        except Exception:  # one request's reply failing must not lose the others'
+            log.exception("answering a batched request failed")

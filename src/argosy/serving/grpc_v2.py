@@ -26,7 +26,8 @@ import grpc
 import numpy as np
 
 from argosy import __version__
-from argosy.serving.model import RequestError
+from argosy.serving.batching import Batcher
+from argosy.serving.model import LoadedModel, RequestError
 from argosy.serving.proto import grpc_predict_v2_pb2 as pb
 from argosy.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from argosy.serving.server import EXTENSIONS, App
@@ -113,13 +114,28 @@ def _contents(tensor: Any, name: str, datatype: str) -> np.ndarray | list[Any]:
         raise RequestError(f"input '{name}': a value is out of range for {datatype}") from None
 
 
-def request_doc(request: Any) -> dict[str, Any]:
+def request_doc(request: Any, model: LoadedModel) -> dict[str, Any]:
     """A ``ModelInferRequest`` as the V2 request document that REST decodes into.
 
+    The inputs are counted and their names checked before any is converted: a message of
+    many tiny (or same-named) inputs must not cost the event loop a conversion of each.
+
     Raises:
-        RequestError: ``raw_input_contents`` does not match the inputs, or a tensor's data
-            cannot be decoded.
+        RequestError: More inputs than ``model`` takes, a name twice, ``raw_input_contents``
+            does not match the inputs, or a tensor's data cannot be decoded.
     """
+    n_inputs = len(request.inputs)
+    most = len(model.features) + 1  # one tensor per feature, and the id
+    if n_inputs > most:
+        raise RequestError(
+            f"request has {n_inputs} inputs; model '{model.name}' takes at most {most} "
+            f"(one per feature and the id)"
+        )
+    names: set[str] = set()
+    for tensor in request.inputs:
+        if tensor.name in names:
+            raise RequestError(f"input '{tensor.name[:200]}' appears twice")
+        names.add(tensor.name)
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise RequestError(
@@ -154,6 +170,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self.waiting = 0  # infer RPCs waiting for their batch
 
     def _check_model(self, name: str, version: str) -> None:
         model = self.app.model
@@ -258,21 +275,44 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"request of {request.ByteSize()} bytes exceeds the limit of "
                 f"{app.limits.max_body_bytes}",
             )
-        req = app.prepare(request_from_doc(request_doc(request), app.model, app.limits.max_batch))
+        req = app.prepare(
+            request_from_doc(request_doc(request, app.model), app.model, app.limits.max_batch)
+        )
         batcher = app.batcher
         if batcher is None:
-            scores = app.model.predict(req.x)
+            scores = app.predict(req.x)
         else:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            batcher.submit(req.x, future.set_result)
-            result = await future
-            if isinstance(result, BaseException):
-                raise result
-            scores = result
+            scores = await self._batched(batcher, req.x)
         request_id, decisions = app.complete(req, scores)
         return self._response(
             req, request_id, scores, decisions, raw=bool(request.raw_input_contents)
         )
+
+    async def _batched(self, batcher: Batcher, x: np.ndarray) -> np.ndarray:
+        """Score ``x`` in the next batch; at most ``max_connections`` RPCs wait at once."""
+        limit = self.app.limits.max_connections
+        if self.waiting >= limit:
+            raise _Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many infer RPCs waiting for a batch (limit {limit})",
+            )
+        future: asyncio.Future[np.ndarray | BaseException] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def done(result: np.ndarray | BaseException) -> None:
+            if not future.done():  # cancelled: the RPC's deadline passed or its client left
+                future.set_result(result)
+
+        self.waiting += 1
+        try:
+            batcher.submit(x, done)
+            result = await future
+        finally:
+            self.waiting -= 1
+        if isinstance(result, BaseException):  # the batcher logged it; this request's own
+            raise _Abort(grpc.StatusCode.INTERNAL, f"internal error: {type(result).__name__}")
+        return result
 
     def _response(
         self,
@@ -339,14 +379,21 @@ class GrpcServer:
             OSError: The port cannot be bound.
         """
         limits = self.app.limits
+        request_ms = int(limits.request_timeout_s * 1000)
         # The REST limits, in gRPC's terms: message size (the body cap, plus room for framing),
-        # RPCs in flight (beyond: RESOURCE_EXHAUSTED), the idle timeout; no port sharing.
+        # streams per connection, the idle timeout; no port sharing. No maximum_concurrent_rpcs:
+        # grpc counts an RPC from its headers on, so streams whose message never arrives would
+        # hold every slot and starve the health checks; the infer path bounds its own waiters
+        # instead (``InferenceServicer._batched``). A connection lives at most the request
+        # timeout, plus as long again for the RPCs on it to finish: then it is closed, and a
+        # slow sender's streams with it (clients reconnect on the GOAWAY transparently).
         server = grpc.aio.server(
-            maximum_concurrent_rpcs=limits.max_connections,
             options=[
                 ("grpc.max_receive_message_length", limits.max_body_bytes + 64 * 1024),
                 ("grpc.max_concurrent_streams", limits.max_connections),
                 ("grpc.max_connection_idle_ms", int(limits.keepalive_timeout_s * 1000)),
+                ("grpc.max_connection_age_ms", request_ms),
+                ("grpc.max_connection_age_grace_ms", request_ms),
                 ("grpc.so_reuseport", 0),
             ],
         )

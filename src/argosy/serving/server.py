@@ -245,10 +245,11 @@ class App:
         """Create the batcher on the loop that serves every request (REST and gRPC)."""
         if self.batching is not None and self.model.ready and self.batcher is None:
             self.batcher = Batcher(
-                self._predict, loop, self.batching.max_rows, self.batching.max_wait_us
+                self.predict, loop, self.batching.max_rows, self.batching.max_wait_us
             )
 
-    def _predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Score one ONNX Runtime call's matrix (every call, REST or gRPC, batched or not)."""
         self.metrics.call_rows.observe(len(x))
         return self.model.predict(x)
 
@@ -337,7 +338,7 @@ class App:
         req = self.prepare(decode_infer_request(body, self.model, self.limits.max_batch, hlen))
         batcher = self.batcher
         if reply is None or batcher is None:
-            return self._rest_answer(req, self._predict(req.x))
+            return self._rest_answer(req, self.predict(req.x))
         batcher.submit(req.x, functools.partial(self._reply_later, req, reply))
         return None
 
@@ -430,6 +431,7 @@ class _Conn(asyncio.Protocol):
         self.head_streamed = 0  # bytes of chunks that ended inside this request's head
         self.head_fields = 0  # bytes of the header names and values httptools handed over
         self.chunk_body = 0  # body bytes in this chunk since the last end of headers
+        self.expect_continue = False  # a 100 Continue is owed once the replies ahead are out
 
     # asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -535,7 +537,15 @@ class _Conn(asyncio.Protocol):
         elif lower == b"inference-header-content-length":
             self.header_length = value
         elif lower == b"expect" and value.lower() == b"100-continue" and not self.closing:
-            assert self.transport is not None  # noqa: S101  (set in connection_made)
+            # An interim response must not overtake a reply still owed to an earlier request:
+            # with one pending, ``_fill`` sends it once the replies ahead have gone out.
+            self.expect_continue = True
+            if not self.slots:
+                self._continue()
+
+    def _continue(self) -> None:
+        self.expect_continue = False
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -559,6 +569,7 @@ class _Conn(asyncio.Protocol):
         method = self.parser.get_method()
         keep_alive = self.parser.should_keep_alive() and not self.app.shutting_down
         self.busy = False
+        self.expect_continue = False  # the body arrived without it
         slot = _Slot(t0, keep_alive, method == b"HEAD")
         self.slots.append(slot)
         response = self.app.handle(
@@ -578,6 +589,8 @@ class _Conn(asyncio.Protocol):
             metrics.inflight -= 1
             self.respond(status, payload, ctype, done.keep_alive, done.head, headers)
             metrics.observe_request(endpoint, status, time.perf_counter() - done.t0)
+        if self.expect_continue and not slots and self.busy and not self.closing:
+            self._continue()
 
     # helpers ----------------------------------------------------------------------------------
     def respond(
@@ -618,13 +631,26 @@ class _Conn(asyncio.Protocol):
             self.reject(431, f"request line and headers exceed the limit of {limit} bytes")
 
     def reject(self, status: int, message: str) -> None:
-        """Answer an error and close: used when the request cannot be read to its end."""
+        """Answer an error and close: used when the request cannot be read to its end.
+
+        While earlier requests on the connection still wait for their batch, the error takes
+        the next slot (closing the connection once written) and nothing more is parsed, so
+        their replies go out first, in request order.
+        """
         if self.closing:
             return
-        if self.busy:  # the request being received is answered here
-            self.busy = False
-            self.app.metrics.inflight -= 1
+        busy, self.busy = self.busy, False
         _, payload, ctype = _error(status, message)
+        if self.slots:
+            if not busy:  # a slot counts as one request in flight until it is written
+                self.app.metrics.inflight += 1
+            self.closing = True
+            slot = _Slot(time.perf_counter(), keep_alive=False, head=False)
+            self.slots.append(slot)
+            self._fill(slot, (status, payload, ctype, "http", b""))
+            return
+        if busy:  # the request being received is answered here
+            self.app.metrics.inflight -= 1
         self.respond(status, payload, ctype, keep_alive=False)
         self.app.metrics.observe_request("http", status, 0.0)
 
