@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 
 def test_argosy_serve_passes_options_through(model_dir: Path, tmp_path: Path) -> None:
     # Given the argosy script of this environment
@@ -101,3 +103,16 @@ def test_a_grpc_port_in_use_is_a_clear_error(model_dir: Path, tmp_path: Path) ->
         assert "Traceback" not in out.stderr
     finally:
         assert first.terminate() == 0
+
+
+def test_the_default_model_dir_is_the_pipelines_output_and_the_image_sets_kserves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from argosy.serving.__main__ import build_parser
+
+    # Given no ARGOSY_MODEL_DIR: a checkout after `make run` serves models/
+    monkeypatch.delenv("ARGOSY_MODEL_DIR", raising=False)
+    assert str(build_parser().parse_args([]).model_dir) == "models"
+    # And the image's variable (KServe's mount) wins over that default
+    monkeypatch.setenv("ARGOSY_MODEL_DIR", "/mnt/models")
+    assert str(build_parser().parse_args([]).model_dir) == "/mnt/models"

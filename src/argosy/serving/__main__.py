@@ -16,7 +16,9 @@ from typing import Any
 
 log = logging.getLogger("argosy.serving")
 
-DEFAULT_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the model
+# The pipeline's output (`make run` writes models/). In KServe the runtime passes /mnt/models,
+# where the storage initializer puts the model, and the image sets ARGOSY_MODEL_DIR to it.
+DEFAULT_MODEL_DIR = "models"
 # The longest batch wait accepted: the batcher spins the event loop while it waits (libuv's
 # timers are too coarse), so a long wait would burn the loop's CPU on every batch.
 MAX_WAIT_US = 10_000
