@@ -6,7 +6,7 @@ runner) they render unstyled or blank. The files those pages load are vendored u
 ``src/argosy/web/`` at pinned versions, recorded in ``web/assets.lock.json`` (npm's tarball
 integrity and each file's sha256, with the package's licence beside its files):
 
-* :func:`localize` rewrites one page's CDN URLs to relative paths of a copy of the assets;
+* :func:`localize` rewrites a page's CDN URLs to relative paths of a copy of the assets;
 * :func:`plots_template` is DVC's plots page with Vega inlined (``.dvc/plots-offline.html``,
   named by ``.dvc/config`` ``plots.html_template``), so plain ``dvc plots show`` works offline.
 
@@ -153,19 +153,19 @@ def _local(url: str) -> str | None:
     return None
 
 
-def localize(page: Path, assets: Path, logo: Path | None = None) -> list[str]:
-    """Point ``page``'s CDN scripts, styles and images at ``assets`` (a copy of ``web/``).
+def localize(text: str, page: Path, assets: Path, logo: Path | None = None) -> str:
+    """``text``, the HTML of ``page``, with its CDN scripts, styles and images at ``assets``.
 
     Args:
-        page: An HTML file, rewritten in place.
+        text: The page's HTML.
+        page: Where the page lives: local paths are made relative to its directory.
         assets: Where the vendored tree was copied (:func:`copy_assets`).
         logo: A local image for Great Expectations' remote logo, if any.
 
     Returns:
-        The remote resource URLs still left in the page (links to documentation are anchors,
-        not resources, and are kept).
+        The rewritten HTML; :func:`remote_resources` on it lists what still loads remotely (links
+        to documentation are anchors, not resources, and are kept).
     """
-    text = page.read_text(encoding="utf-8")
 
     def relative(target: Path) -> str:
         return Path(os.path.relpath(target, page.parent)).as_posix()
@@ -180,8 +180,7 @@ def localize(page: Path, assets: Path, logo: Path | None = None) -> list[str]:
     text = _REMOTE_RESOURCE.sub(swap, text)
     if logo is not None:
         text = _GE_LOGO.sub(relative(logo), text)
-    page.write_text(text, encoding="utf-8")
-    return remote_resources(text)
+    return text
 
 
 _TAG = re.compile(r"<(script|link|img)\b[^>]*>", re.IGNORECASE)

@@ -59,8 +59,8 @@ def test_localize_points_cdn_urls_at_the_copy_and_reports_unknown_ones(tmp_path:
         '<a href="https://docs.example.org">docs</a>'
     )
     # When localized
-    left = webassets.localize(page, assets)
-    text = page.read_text()
+    text = webassets.localize(page.read_text(), page, assets)
+    left = webassets.remote_resources(text)
     # Then known files load from the copy by relative path, the unknown one is reported,
     # and plain links stay
     assert 'href="../../static/vendor/bootstrap/dist/css/bootstrap.min.css"' in text

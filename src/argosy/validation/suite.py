@@ -436,13 +436,14 @@ def write_data_docs(
     assets = webassets.copy_assets(docs_dir / "static" / "vendor")
     logo = docs_dir / "static" / "images" / "logo-long-vector.svg"
     for page in docs_dir.rglob("*.html"):
-        remote = webassets.localize(page, assets, logo if logo.is_file() else None)
+        text = webassets.localize(
+            page.read_text(encoding="utf-8"), page, assets, logo if logo.is_file() else None
+        )
+        remote = webassets.remote_resources(text)
         if remote:
             log.warning("%s still loads %s", page, ", ".join(remote))
-        text = page.read_text(encoding="utf-8")
         head, tag, rest = text.partition("<body>")
-        if tag:
-            page.write_text(head + tag + banner + rest, encoding="utf-8")
+        page.write_text(head + tag + banner + rest if tag else text, encoding="utf-8")
 
 
 def _verdict_banner(outcome: ValidationOutcome, passed: int, total: int, data_hash: str) -> str:
