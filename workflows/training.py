@@ -2,11 +2,15 @@
 
 from pathlib import Path
 
-from argosy.workflows.codegen import workflow_settings
+from argosy.workflows.codegen import train_settings, workflow_settings
 from argosy.workflows.dag import load_pipeline
 from argosy.workflows.training import training_template
 
 
 def build(root: Path) -> list:
     """The training WorkflowTemplate of the repository at ``root``."""
-    return [training_template(load_pipeline(root / "dvc.yaml"), workflow_settings(root))]
+    return [
+        training_template(
+            load_pipeline(root / "dvc.yaml"), workflow_settings(root), train_settings(root)
+        )
+    ]

@@ -167,6 +167,17 @@ class TaskResourcesParams(_Section):
     memory: str
 
 
+class DaskClusterParams(_Section):
+    """The scheduler and worker pods of the ``DaskJob`` that trains when ``train.engine: dask``.
+
+    How many workers, and their threads and memory limit, are ``train.dask``'s: they shape the
+    model, so they are the train stage's params; only the pods' sizes are cluster settings.
+    """
+
+    scheduler: TaskResourcesParams = TaskResourcesParams(cpu="1", memory="2Gi")
+    worker: TaskResourcesParams = TaskResourcesParams(cpu="2", memory="8Gi")
+
+
 class RetryParams(_Section):
     """Retries of transient errors (never of failures of the training code itself)."""
 
@@ -229,6 +240,7 @@ class WorkflowParams(_Section):
     secrets: WorkflowSecretsParams
     resources: TaskResourcesParams
     gpu: GpuParams
+    dask: DaskClusterParams = DaskClusterParams()
     retry: RetryParams
     active_deadline_seconds: Positive
     task_deadline_seconds: Positive

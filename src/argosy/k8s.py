@@ -59,26 +59,41 @@ VENDORED_SCHEMAS = (
     "argoproj.io/cronworkflow_v1alpha1.json",
     "argoproj.io/eventsource_v1alpha1.json",
     "argoproj.io/sensor_v1alpha1.json",
+    "argoproj.io/workflow_v1alpha1.json",
     "argoproj.io/workflowtemplate_v1alpha1.json",
     "external-secrets.io/externalsecret_v1.json",
     "karpenter.sh/nodepool_v1.json",
+    "kubernetes.dask.org/daskcluster_v1.json",
+    "kubernetes.dask.org/daskjob_v1.json",
     "monitoring.coreos.com/podmonitor_v1.json",
     "monitoring.coreos.com/prometheusrule_v1.json",
     "serving.kserve.io/inferenceservice_v1beta1.json",
     "serving.kserve.io/servingruntime_v1alpha1.json",
 )
-"""Every custom-resource kind that overlays, components, argocd/ and workflows/generated render.
+"""Every custom-resource kind that overlays, components, argocd/ and workflows/generated render,
+or that the generated workflows make the cluster create (a resource template's or a Sensor
+trigger's Workflow, the DaskJob of ``train.engine: dask`` and the DaskCluster its operator makes).
 
 Add a line (then ``make schemas``) when the project starts rendering a new kind; a test renders
 everything and fails on a kind missing here, or on a schema here that nothing renders.
 """
-CONVERTED_SCHEMAS = frozenset(
-    {"argoproj.io/eventsource_v1alpha1.json", "argoproj.io/sensor_v1alpha1.json"}
+_ARGO_EVENTS = "argoproj/argo-events @ 6478ece4 `api/jsonschema/schema.json`"
+_DASK_CRDS = (
+    "dask/dask-kubernetes @ 1daa175 (2025-07-04; the CRDs of release 2025.4.3, the pinned chart) "
+    "`dask_kubernetes/operator/deployment/helm/dask-kubernetes-operator/crds/*.yaml` (BSD-3-Clause)"
 )
-"""Strict conversions of argoproj/argo-events @ 6478ece4 ``api/jsonschema/schema.json``.
+CONVERTED_SCHEMAS = {
+    "argoproj.io/eventsource_v1alpha1.json": _ARGO_EVENTS,
+    "argoproj.io/sensor_v1alpha1.json": _ARGO_EVENTS,
+    "argoproj.io/workflow_v1alpha1.json": "argoproj/argo-workflows @ f016ad89 (v4.1.2) "
+    "`manifests/base/crds/full/argoproj.io_workflows.yaml`",
+    "kubernetes.dask.org/daskcluster_v1.json": _DASK_CRDS,
+    "kubernetes.dask.org/daskjob_v1.json": _DASK_CRDS,
+}
+"""Strict conversions in the offline catalog next to a checkout, each with its upstream origin.
 
-The public catalog's copies of these accept any spec; the offline catalog next to a checkout
-carries the strict conversions. A refresh from the downloaded tarball keeps the committed ones.
+They are not the public catalog's copies (where it has any: its Argo Events ones accept any spec),
+so a refresh from the downloaded tarball keeps the committed ones.
 """
 _PROVENANCE = "PROVENANCE.md"
 
@@ -199,6 +214,11 @@ def provenance(contents: dict[str, bytes]) -> str:
         for name, data in sorted(contents.items())
         if name != "LICENSE"
     )
+    conversions = "\n".join(
+        f"  - `{name}`: from {CONVERTED_SCHEMAS[name]}"
+        for name in sorted(contents)
+        if name in CONVERTED_SCHEMAS
+    )
     return f"""# Vendored custom-resource schemas
 
 Strict JSON schemas (objects reject unknown fields) of exactly the custom-resource kinds this
@@ -210,9 +230,8 @@ run `make schemas`.
 - Source: [{CRDS_CATALOG_REPO}](https://github.com/{CRDS_CATALOG_REPO}) (Apache-2.0, `LICENSE`)
   at commit `{CRDS_CATALOG_COMMIT}`,
   copied byte for byte from the offline copy next to a checkout (`../shared/schemas/crds-catalog`).
-- `argoproj.io/eventsource_v1alpha1.json` and `argoproj.io/sensor_v1alpha1.json` are strict
-  conversions of argoproj/argo-events @ 6478ece4 `api/jsonschema/schema.json` from that copy
-  (the catalog's own accept any spec).
+- Strict conversions from that copy, not in the public catalog in a strict form:
+{conversions}
 
 | file | sha256 | note |
 |---|---|---|
@@ -426,9 +445,10 @@ def vendor_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     try:
         source = args.source or catalog_source()
-        # The tarball has only the catalog's loose Argo Events schemas: keep the strict ones.
+        # The tarball lacks the strict conversions: keep the committed ones.
         downloaded = args.source is None and source.name.startswith("crds-catalog-")
-        vendor_schemas(source, args.out, keep=CONVERTED_SCHEMAS if downloaded else frozenset())
+        keep = frozenset(CONVERTED_SCHEMAS) if downloaded else frozenset()
+        vendor_schemas(source, args.out, keep=keep)
     except (SchemaDirError, OSError, tarfile.TarError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

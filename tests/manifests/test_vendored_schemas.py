@@ -19,6 +19,11 @@ import pytest
 import yaml
 
 from argosy import k8s
+from argosy.workflows.codegen import train_settings, workflow_settings
+from argosy.workflows.dag import load_pipeline
+from argosy.workflows.training import training_template
+
+from ..workflows.embedded import embedded_documents, operator_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -31,9 +36,25 @@ RENDERED = [
 ]
 
 
+def _created_by_workflows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the workflows make the cluster create, ``train.engine: dask`` included.
+
+    The documents of resource templates and Sensor triggers in ``docs`` and in the training
+    template generated for the dask engine, and the DaskCluster the operator makes of each DaskJob.
+    """
+    train = train_settings(REPO).model_copy(update={"engine": "dask", "device": "cuda"})
+    dask = training_template(load_pipeline(REPO / "dvc.yaml"), workflow_settings(REPO), train)
+    created = [d for doc in [*docs, dask.to_dict()] for d in embedded_documents(doc)]
+    return created + [operator_cluster(d) for d in created if d["kind"] == "DaskJob"]
+
+
 def _render_everything(tmp_path: Path) -> list[dict[str, Any]]:
-    """Every rendering the project ships: overlays alone and with every component, the rest."""
+    """Every rendering the project ships, and every document its workflows create.
+
+    The overlays alone and with every component, the platform, argocd/ and workflows/generated.
+    """
     docs = [doc for path in RENDERED for doc in k8s.render_kustomize(path)]
+    docs += _created_by_workflows(docs)
     components = sorted(p.name for p in (MANIFESTS / "components").iterdir() if p.is_dir())
     for env in ("staging", "production"):
         root = tmp_path / env
@@ -59,7 +80,8 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 
 def test_vendored_set_is_exactly_the_rendered_custom_kinds(tmp_path: Path) -> None:
-    # Given every overlay (alone and with all components), the platform, argocd/ and workflows
+    # Given every overlay (alone and with all components), the platform, argocd/ and workflows,
+    # and what the workflows create (the drift monitor's Workflow, a DaskJob and its DaskCluster)
     docs = _render_everything(tmp_path)
     # When the custom resources among them are mapped to their schema files
     needed = set()

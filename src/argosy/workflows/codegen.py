@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from argosy.config import WorkflowParams, load_params
+from argosy.config import TrainParams, WorkflowParams, load_params
 from argosy.data.contract import DEFAULT_CONTRACT, ContractError, load_contract
 
 GENERATED = Path("workflows/generated")
@@ -37,6 +37,11 @@ def workflow_settings(root: Path) -> WorkflowParams:
     if settings is None:
         raise CodegenError(f"{root / 'params.yaml'} has no `workflow:` section")
     return settings
+
+
+def train_settings(root: Path) -> TrainParams:
+    """params.yaml ``train:`` of the repository at ``root`` (its engine shapes the train task)."""
+    return load_params(root / "params.yaml").train
 
 
 def model_name(root: Path) -> str:

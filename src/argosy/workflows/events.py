@@ -11,6 +11,8 @@ from typing import Any
 
 from argosy.config import SecretKeyParams, WorkflowParams
 from argosy.workflows import common
+from argosy.workflows.ingest import NAME as INGEST
+from argosy.workflows.training import NAME as TRAINING
 
 API = "argoproj.io/v1alpha1"
 PIPELINE_INPUTS = ("src/", "params.yaml", "dvc.yaml", "data.dvc")
@@ -18,6 +20,8 @@ PIPELINE_INPUTS = ("src/", "params.yaml", "dvc.yaml", "data.dvc")
 
 GITHUB_SOURCE = "argosy-github"
 DATA_SOURCE = "argosy-data"
+PUSH_SENSOR = "argosy-train-on-push"
+DATA_SENSOR = "argosy-ingest-on-new-data"
 DATA_KEYS = {
     "minio": "notification.0.s3.object.key",
     "sqs": "body.Records.0.s3.object.key",
@@ -65,12 +69,8 @@ def secret_ref(ref: SecretKeyParams) -> dict[str, str]:
 
 def _pod_template(service_account: str | None = None) -> dict[str, Any]:
     template: dict[str, Any] = {
-        "securityContext": common.pod_security_context().dict(by_alias=True, exclude_none=True),
-        "container": {
-            "securityContext": common.container_security_context().dict(
-                by_alias=True, exclude_none=True
-            )
-        },
+        "securityContext": common.plain(common.pod_security_context()),
+        "container": {"securityContext": common.plain(common.container_security_context())},
     }
     if service_account:
         template["serviceAccountName"] = service_account
@@ -165,12 +165,12 @@ PUSH_TRIGGER = (
 """The training's ``trigger`` for a push (Argo Events data template, sprig functions)."""
 
 
-def push_sensor(settings: WorkflowParams, template: str = "argosy-training") -> dict[str, Any]:
+def push_sensor(settings: WorkflowParams, template: str = TRAINING) -> dict[str, Any]:
     """Sensor: a push to the default branch touching a pipeline input submits training there."""
     return {
         "apiVersion": API,
         "kind": "Sensor",
-        "metadata": _metadata("argosy-train-on-push", settings),
+        "metadata": _metadata(PUSH_SENSOR, settings),
         "spec": {
             "template": _pod_template(settings.submitter_service_account),
             "dependencies": [
@@ -252,13 +252,13 @@ def data_event_source(settings: WorkflowParams) -> dict[str, Any]:
     }
 
 
-def data_sensor(settings: WorkflowParams, template: str = "argosy-ingest") -> dict[str, Any]:
+def data_sensor(settings: WorkflowParams, template: str = INGEST) -> dict[str, Any]:
     """Sensor: each new batch submits the ingest WorkflowTemplate with the batch's object key."""
     data = settings.data_events
     return {
         "apiVersion": API,
         "kind": "Sensor",
-        "metadata": _metadata("argosy-ingest-on-new-data", settings),
+        "metadata": _metadata(DATA_SENSOR, settings),
         "spec": {
             "template": _pod_template(settings.submitter_service_account),
             "dependencies": [

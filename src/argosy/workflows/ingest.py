@@ -8,18 +8,16 @@ the resulting commit touches ``data.dvc``, so the push Sensor then trains on it.
 from __future__ import annotations
 
 from hera.workflows import DAG, Env, Parameter, S3Artifact, Task, WorkflowTemplate
-from hera.workflows.models import Mutex, SecretKeySelector, Synchronization
+from hera.workflows.models import Mutex, Synchronization
 
 from argosy.config import WorkflowParams
 from argosy.workflows import common
-from argosy.workflows.training import task_container
+from argosy.workflows.common import param, remote_args, task_container
 
 NAME = "argosy-ingest"
+ENTRYPOINT = "ingest-batch"
+INGEST = "ingest"
 BATCH_PATH = "/workspace/batch/batch.parquet"
-
-
-def _p(name: str) -> str:
-    return "{{workflow.parameters." + name + "}}"
 
 
 def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
@@ -31,7 +29,7 @@ def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
         name=NAME,
         namespace=settings.namespace,
         labels=common.LABELS,
-        entrypoint="ingest-batch",
+        entrypoint=ENTRYPOINT,
         service_account_name=settings.service_account,
         security_context=common.pod_security_context(),
         volumes=common.scratch_volumes(),
@@ -39,7 +37,7 @@ def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
         ttl_strategy=common.ttl_strategy(settings),
         pod_gc=common.pod_gc(),
         # One ingestion at a time: each commits on top of the last one.
-        synchronization=Synchronization(mutexes=[Mutex(name="argosy-ingest")]),
+        synchronization=Synchronization(mutexes=[Mutex(name=NAME)]),
         arguments=[
             Parameter(name="batch-key", description="Object key of the new batch."),
             Parameter(name="bucket", value=data.bucket, description="Landing bucket."),
@@ -51,7 +49,7 @@ def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
         ],
     ) as template:
         ingest = task_container(
-            "ingest",
+            INGEST,
             settings,
             [
                 "ingest",
@@ -61,11 +59,8 @@ def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
                 f"{common.SCRATCH}/ingest",
                 "--push",
                 "--branch",
-                _p("revision"),
-                "--dvc-remote",
-                _p("dvc-remote"),
-                "--dvc-endpoint",
-                _p("dvc-endpoint"),
+                param("revision"),
+                *remote_args(),
             ],
             env=[
                 *common.storage_env(settings),
@@ -83,16 +78,12 @@ def ingest_template(settings: WorkflowParams) -> WorkflowTemplate:
                 name="batch",
                 path=BATCH_PATH,
                 endpoint=endpoint or None,
-                bucket=_p("bucket"),
-                key=_p("batch-key"),
-                access_key_secret=SecretKeySelector(
-                    name=secrets.storage_access_key.name, key=secrets.storage_access_key.key
-                ),
-                secret_key_secret=SecretKeySelector(
-                    name=secrets.storage_secret_key.name, key=secrets.storage_secret_key.key
-                ),
+                bucket=param("bucket"),
+                key=param("batch-key"),
+                access_key_secret=common.secret_selector(secrets.storage_access_key),
+                secret_key_secret=common.secret_selector(secrets.storage_secret_key),
             ),
         ]
-        with DAG(name="ingest-batch"):
-            Task(name="ingest", template=ingest)
+        with DAG(name=ENTRYPOINT):
+            Task(name=INGEST, template=ingest)
     return template

@@ -15,18 +15,18 @@ from hera.workflows.models import Gauge, Metrics, Prometheus, ValueFrom
 
 from argosy.config import WorkflowParams
 from argosy.workflows import common
+from argosy.workflows.common import param, remote_args, task_container
 from argosy.workflows.training import NAME as TRAINING
-from argosy.workflows.training import task_container
+from argosy.workflows.training import TRAIN_STAGE
 
 NAME = "argosy-drift-monitor"
+ENTRYPOINT = "monitor-and-retrain"
+MONITOR = "monitor"
+SUBMIT = "submit-training"
 REPORTS = f"{common.SCRATCH}/monitoring"
 
 
-def _p(name: str) -> str:
-    return "{{workflow.parameters." + name + "}}"
-
-
-def training_submission(branch_param: str = _p("revision")) -> str:
+def training_submission(branch_param: str = param("revision")) -> str:
     """The Workflow the retrain step creates: ``argosy-training`` at the branch head."""
     return yaml.safe_dump(
         {
@@ -72,7 +72,7 @@ def drift_monitor(settings: WorkflowParams, model_name: str) -> CronWorkflow:
         starting_deadline_seconds=schedule.starting_deadline_seconds,
         successful_jobs_history_limit=3,
         failed_jobs_history_limit=3,
-        entrypoint="monitor-and-retrain",
+        entrypoint=ENTRYPOINT,
         service_account_name=settings.submitter_service_account,
         security_context=common.pod_security_context(),
         volumes=common.scratch_volumes(),
@@ -87,21 +87,18 @@ def drift_monitor(settings: WorkflowParams, model_name: str) -> CronWorkflow:
         ],
     ) as cron:
         monitor = task_container(
-            "monitor",
+            MONITOR,
             settings,
             [
                 "workflows",
                 "after",
-                "train",
-                "--dvc-remote",
-                _p("dvc-remote"),
-                "--dvc-endpoint",
-                _p("dvc-endpoint"),
+                TRAIN_STAGE,
+                *remote_args(),
                 "--",
                 "argosy",
                 "monitor",
                 "--prediction-log",
-                _p("prediction-log"),
+                param("prediction-log"),
                 "--reports",
                 REPORTS,
                 "--state",
@@ -133,20 +130,20 @@ def drift_monitor(settings: WorkflowParams, model_name: str) -> CronWorkflow:
             ]
         )
         retrain = Resource(
-            name="submit-training",
+            name=SUBMIT,
             action="create",
             manifest=training_submission(),
             inputs=[Parameter(name="trigger", description="Why: the monitor's reasons.")],
             set_owner_reference=False,
             retry_strategy=common.retry_transient(settings.retry),
         )
-        with DAG(name="monitor-and-retrain"):
-            check = Task(name="monitor", template=monitor)
+        with DAG(name=ENTRYPOINT):
+            check = Task(name=MONITOR, template=monitor)
             submit = Task(
-                name="submit-training",
+                name=SUBMIT,
                 template=retrain,
-                arguments={"trigger": "{{tasks.monitor.outputs.parameters.trigger}}"},
-                when="{{tasks.monitor.outputs.parameters.decision}} == retrain",
+                arguments={"trigger": f"{{{{tasks.{MONITOR}.outputs.parameters.trigger}}}}"},
+                when=f"{{{{tasks.{MONITOR}.outputs.parameters.decision}}}} == retrain",
             )
             check >> submit
     return cron
