@@ -84,6 +84,7 @@ ENV PATH=/opt/argosy/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     DVC_NO_ANALYTICS=1 \
+    DVC_SITE_CACHE_DIR=/tmp/dvc \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 1000:1000

@@ -25,7 +25,10 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	@echo "$(VENV) is ready: 'source $(VENV)/bin/activate' puts argosy and dvc on PATH"
 	touch $@
 
-.PHONY: help venv run demo data data-pin test lint format ci lock check-lock clean workflows check-codegen pin-images
+
+.PHONY: help venv run demo data data-pin test lint format ci lock check-lock clean grpc-stubs \
+	bench bench-pipeline bench-monitoring serve bench-serve workflows check-codegen \
+	pin-images schemas web-assets screenshots validate-manifests
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,7 +40,6 @@ run: venv ## Run the whole local pipeline (data, validate, prepare, train, evalu
 	$(BIN)/dvc repro
 	$(BIN)/argosy summary
 
-## The whole loop in a temporary directory: train, promote, serve, drift, retrain, gate (~5 min, no network)
 demo: venv ## Run the whole loop locally (train, staging, serve, drift, retrain, gate); prints a summary
 	$(BIN)/argosy demo $(if $(DEMO_DIR),--workdir $(DEMO_DIR))
 
@@ -74,13 +76,11 @@ check-lock: $(UV) ## Fail when uv.lock is out of date with pyproject.toml
 clean: ## Remove pipeline outputs (keeps data/, the venv and MLflow)
 	rm -rf artifacts models reports
 
-.PHONY: serve bench-serve grpc-stubs
 
-## Regenerate the V2 gRPC modules in src/argosy/serving/proto/ from the vendored .proto (a test compares)
+# The generated modules are committed; a test regenerates them and compares.
 grpc-stubs: venv ## Regenerate the V2 gRPC Python modules from src/argosy/serving/proto/grpc_predict_v2.proto
 	$(BIN)/python -m argosy.serving.proto.generate
 
-.PHONY: bench bench-monitoring
 
 # `make bench` runs every benchmark listed here; add yours to the prerequisites.
 bench: bench-pipeline bench-monitoring ## Run the benchmarks (pipeline, monitoring); results in docs/benchmarks.md
@@ -91,11 +91,10 @@ bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M
 bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor, sampling-error sweep (~2 min)
 	$(BIN)/python bench/monitoring/bench.py --out bench/monitoring/results.json
 
-## Serve models/ (the pipeline's model) over the V2 protocol: REST on 127.0.0.1:8080, gRPC on 8081
 serve: venv ## Serve models/ over the Open Inference Protocol: REST on 127.0.0.1:8080, gRPC on 8081
 	$(BIN)/python -m argosy.serving --model-dir models --host 127.0.0.1 --port 8080 --grpc-port 8081
 
-## Benchmark the model server vs MLServer, mlflow models serve and KServe (~10 min; writes docs/benchmarks.md)
+# Results are recorded in docs/benchmarks.md with the command that produced them.
 bench-serve: venv ## Benchmark Argosy's server vs MLServer, mlflow serve, KServe (~10 min)
 	$(BIN)/python bench/serve/bench.py
 
@@ -112,12 +111,11 @@ pin-images: venv ## Record pushed image digests (serve: manifests/base, pipeline
 	$(BIN)/argosy pin-images $(if $(SERVE_DIGEST),--serve $(SERVE_DIGEST)) $(if $(PIPELINE_DIGEST),--pipeline $(PIPELINE_DIGEST))
 	$(MAKE) workflows
 
-.PHONY: schemas validate-manifests web-assets screenshots
 
 # The strict schemas of the custom resources the project renders are vendored in
 # schemas/crds-catalog (see its PROVENANCE.md). The pinned catalog commit and the list of files
 # live in src/argosy/k8s.py (CRDS_CATALOG_COMMIT, VENDORED_SCHEMAS); validation never needs this.
-## Rewrite schemas/crds-catalog from the pinned CRDs catalog ($ARGOSY_SCHEMA_SOURCE, else ../shared/schemas/crds-catalog, else download)
+# Source: $ARGOSY_SCHEMA_SOURCE, else ../shared/schemas/crds-catalog, else a download of the pin.
 schemas: venv ## Rewrite the vendored CRD schemas (schemas/crds-catalog) from the pinned catalog
 	$(BIN)/python -m argosy.k8s vendor
 
@@ -131,6 +129,5 @@ web-assets: venv ## Re-fetch the vendored web assets with npm (pinned, integrity
 screenshots: venv ## Run the demo and photograph Data Docs, drift report, DVC plots, gate.md (needs chromium)
 	$(BIN)/python docs/screenshots/capture.py --out docs/screenshots $(if $(DEMO_DIR),--demo-dir $(DEMO_DIR))
 
-## Render every overlay and argocd/ with kustomize and validate each document strictly
-validate-manifests: venv ## Render overlays, components and argocd/; validate strictly against offline schemas
-	$(BIN)/python -m argosy.k8s manifests/overlays/staging manifests/overlays/production argocd
+validate-manifests: venv ## Render overlays, platform, argocd/ and the workflows; validate strictly offline
+	$(BIN)/python -m argosy.k8s manifests/overlays/staging manifests/overlays/production manifests/platform argocd workflows/generated

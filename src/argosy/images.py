@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 SERVE_IMAGE = "ghcr.io/argosy-mlops/argosy-serve"
@@ -79,27 +76,3 @@ def pin_images(root: Path, serve: str | None, pipeline: str | None) -> list[Path
             path.write_text(text)
             changed.append(path)
     return changed
-
-
-def pin_images_command(
-    serve: Annotated[
-        str | None, typer.Option(help="Digest of the pushed `serve` image (sha256:...).")
-    ] = None,
-    pipeline: Annotated[
-        str | None, typer.Option(help="Digest of the pushed `pipeline` image (sha256:...).")
-    ] = None,
-    root: Annotated[Path, typer.Option(help="Repository root.")] = Path("."),
-) -> None:
-    """Record image digests: serve in manifests/base, pipeline in params.yaml workflow.image.
-
-    Run `make workflows` afterwards (`make pin-images` does) so the WorkflowTemplates follow.
-    """
-    if serve is None and pipeline is None:
-        typer.echo("error: give --serve and/or --pipeline", err=True)
-        raise typer.Exit(2)
-    try:
-        changed = pin_images(root, serve, pipeline)
-    except PinError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo("updated: " + (", ".join(str(p) for p in changed) or "nothing (already pinned)"))

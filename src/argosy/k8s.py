@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import urllib.request
@@ -35,6 +34,8 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 import yaml
+
+from argosy import proc
 
 SCHEMA_DIR_ENV = "ARGOSY_SCHEMA_DIR"
 SCHEMA_SOURCE_ENV = "ARGOSY_SCHEMA_SOURCE"
@@ -404,19 +405,11 @@ def render_kustomize(path: Path | str, kubectl: str = "kubectl") -> list[dict[st
         KustomizeError: kustomize failed (its stderr is in the message) or printed invalid YAML.
     """
     try:
-        result = subprocess.run(
-            [kubectl, "kustomize", str(path)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-    except FileNotFoundError as exc:
-        raise KustomizeError(f"{kubectl} not found: install kubectl (Kustomize v5+)") from exc
-    if result.returncode != 0:
-        raise KustomizeError(f"kubectl kustomize {path} failed: {result.stderr.strip()}")
+        out = proc.run([kubectl, "kustomize", str(path)], timeout=120)
+    except proc.CommandError as exc:
+        raise KustomizeError(f"{exc} (kubectl with Kustomize v5+ renders the overlays)") from exc
     try:
-        return [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+        return [d for d in yaml.safe_load_all(out) if d is not None]
     except yaml.YAMLError as exc:  # pragma: no cover - kustomize only prints YAML it produced
         raise KustomizeError(f"kubectl kustomize {path} printed invalid YAML: {exc}") from exc
 

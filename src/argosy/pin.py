@@ -14,13 +14,18 @@ checked.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from argosy.proc import git_show
+
+#: The environments an overlay deploys, in promotion order.
+ENVIRONMENTS = ("staging", "production")
+OVERLAYS_DIR = "manifests/overlays"
+PIN_FILE = "model.yaml"
 
 ANNOTATION_PREFIX = "argosy.io/"
 MODEL_NAME = ANNOTATION_PREFIX + "model-name"
@@ -48,6 +53,51 @@ UNPINNED = """\
 
 class PinError(ValueError):
     """A model.yaml that cannot be read as a pin."""
+
+
+def pin_path(env: str) -> str:
+    """Repository-relative path of an environment's pin.
+
+    Raises:
+        PinError: ``env`` is not one of :data:`ENVIRONMENTS`.
+    """
+    if env not in ENVIRONMENTS:
+        raise PinError(f"unknown environment {env!r}; expected {' or '.join(ENVIRONMENTS)}")
+    return f"{OVERLAYS_DIR}/{env}/{PIN_FILE}"
+
+
+def overlay_dir(env: str) -> str:
+    """Repository-relative directory of an environment's overlay (``kubectl kustomize`` it)."""
+    return pin_path(env).rsplit("/", 1)[0]
+
+
+def pins_at(repo: Path, rev: str) -> dict[str, ModelPin | None]:
+    """What every environment pins at git revision ``rev`` (None: no model pinned yet).
+
+    Raises:
+        PinError: An environment's pin is missing at ``rev`` or cannot be read.
+        GitError: ``repo`` is not a git repository.
+    """
+    pins: dict[str, ModelPin | None] = {}
+    for env in ENVIRONMENTS:
+        text = git_show(repo, rev, pin_path(env))
+        if text is None:
+            raise PinError(f"{pin_path(env)} does not exist at {rev}")
+        pins[env] = parse_pin(text, f"{rev}:{pin_path(env)}")
+    return pins
+
+
+def pins_in(root: Path) -> dict[str, ModelPin | None]:
+    """What every environment's pin in the checkout ``root`` pins, skipping missing overlays.
+
+    Raises:
+        PinError: A pin that exists cannot be read.
+    """
+    return {
+        env: read_pin(root / pin_path(env))
+        for env in ENVIRONMENTS
+        if (root / pin_path(env)).exists()
+    }
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -228,20 +278,6 @@ def _load(text: str, source: str) -> dict:
             f"got {doc['metadata'].get('name')!r}"
         )
     return doc
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old or the new file, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def render_pin(pin: ModelPin, env: str, extra_annotations: dict[str, str] | None = None) -> str:

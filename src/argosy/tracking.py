@@ -8,8 +8,8 @@ seconds with one clear message instead of minutes of urllib3 retries.
 from __future__ import annotations
 
 import os
+import re
 import ssl
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +17,8 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 import yaml
+
+from argosy import proc
 
 DEFAULT_DB = "mlflow.db"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -186,16 +188,34 @@ def git_commit(root: Path | None = None) -> tuple[str, bool]:
     """The HEAD commit and whether the tree differs from it ("unknown", False outside git)."""
     cwd = root or Path.cwd()
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        head = proc.git(cwd, "rev-parse", "HEAD").strip()
+        dirty = proc.git(cwd, "status", "--porcelain", "--untracked-files=no").strip()
+    except proc.CommandError:
         return "unknown", False
     return head, bool(dirty)
+
+
+def training_run(uri: str, sha256: str) -> str | None:
+    """The MLflow run that trained the model whose ``model.onnx`` has ``sha256``, or None.
+
+    When equal inputs trained the same bytes twice, the newest run.
+    The model directory holds no run id (its bytes depend only on data, params and code), so a
+    model is found by its hash, which training tags on its run.
+    """
+    from mlflow import MlflowClient
+
+    from argosy.modeldir import TAG_SHA256
+
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        return None
+    client = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    runs = client.search_runs(
+        ids,
+        filter_string=f"tags.`{TAG_SHA256}` = '{sha256}'",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None

@@ -24,11 +24,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from argosy import proc
 
 WEB = Path(__file__).resolve().parent / "web"
 LOCK = WEB / "assets.lock.json"
@@ -239,16 +240,11 @@ def vendor() -> None:
     packages = {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec, files in PACKAGES.items():
-            done = subprocess.run(
-                ["npm", "pack", spec, "--json", "--pack-destination", tmp],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=300,
-            )
-            if done.returncode != 0:
-                raise AssetError(f"npm pack {spec} failed: {done.stderr.strip()[-500:]}")
-            tarball = Path(tmp) / json.loads(done.stdout)[0]["filename"]
+            try:
+                packed = proc.run(["npm", "pack", spec, "--json", "--pack-destination", tmp])
+            except proc.CommandError as exc:
+                raise AssetError(str(exc)[-600:]) from exc
+            tarball = Path(tmp) / json.loads(packed)[0]["filename"]
             integrity = _integrity(tarball)
             if spec in old and old[spec]["integrity"] != integrity:
                 raise AssetError(f"{spec}: tarball integrity {integrity} differs from the lock")

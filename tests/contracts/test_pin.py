@@ -1,11 +1,11 @@
-"""The pin's text: what `argosy promote` writes into an overlay's model.yaml and reads back."""
+"""The overlay pin (argosy.pin): what `argosy promote` writes into model.yaml and reads back."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from argosy.gitops.pin import (
+from argosy.pin import (
     MODEL_NAME,
     PATCH_TARGET,
     ModelPin,
@@ -82,3 +82,48 @@ def test_a_pin_with_a_second_document_or_a_mismatched_env_is_refused() -> None:
         parse_pin(text, "model.yaml")
     # And a signed pin reads back with its bundle
     assert parse_pin(render_pin(signed, "staging"), "model.yaml") == signed
+
+
+def test_every_environment_has_one_pin_path_and_others_are_refused() -> None:
+    from argosy.pin import ENVIRONMENTS, overlay_dir, pin_path
+
+    assert [pin_path(env) for env in ENVIRONMENTS] == [
+        "manifests/overlays/staging/model.yaml",
+        "manifests/overlays/production/model.yaml",
+    ]
+    assert overlay_dir("production") == "manifests/overlays/production"
+    with pytest.raises(
+        PinError, match="unknown environment 'prod'; expected staging or production"
+    ):
+        pin_path("prod")
+
+
+def test_pins_at_a_revision_come_from_git_not_the_working_tree(tmp_path) -> None:
+    import subprocess
+
+    from argosy.pin import pin_path, pins_at
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    # Given a repository whose first commit pins v7 in staging and nothing in production
+    git("init", "-q", "-b", "main")
+    for env, text in (
+        ("staging", render_pin(PIN, "staging")),
+        ("production", render_unpinned(PIN.name, "production")),
+    ):
+        path = tmp_path / pin_path(env)
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "pins")
+    # When the working tree is changed after that commit
+    (tmp_path / pin_path("staging")).write_text(render_unpinned(PIN.name, "staging"))
+    # Then the pins at HEAD are the committed ones
+    assert pins_at(tmp_path, "HEAD") == {"staging": PIN, "production": None}
+    # And a revision without an overlay's pin names the missing file
+    (tmp_path / pin_path("production")).unlink()
+    git("rm", "-q", "--cached", pin_path("production"))
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "drop")
+    with pytest.raises(PinError, match=r"production/model\.yaml does not exist at HEAD"):
+        pins_at(tmp_path, "HEAD")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from argosy.data.contract import Contract, load_contract
-from argosy.demo import STEPS, DemoConfig, DemoResult, run_demo
+from argosy.loop.demo import STEPS, DemoConfig, DemoResult, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -145,21 +145,22 @@ def test_gate_compared_the_challenger_with_the_production_champion(demo) -> None
     result, _ = demo
     gate_md = result.reports["production pull request body (gate)"]
     # Then it names the production champion and is rendered as the pull request body
-    assert result.gate["champion"] is not None
-    assert result.gate["decision"] in {"promote", "reject"}
+    assert result.gate.champion is not None
+    assert result.gate.decision in {"promote", "reject"}
     body = gate_md.read_text()
     assert "champion" in body
     assert "challenger" in body
     # And the body says why (the monitor's reasons) and what changed: new data since version 1
     assert "**Why this ran:** drift monitor: " in body
     assert "### What changed since the champion (version 1)" in body
-    changes = result.gate["changes"]
+    changes = result.gate.changes
     assert changes["champion"]["data_hash"] != changes["challenger"]["data_hash"]
     assert changes["challenger"]["train_rows"] > changes["champion"]["train_rows"]
     assert changes["commits"], "the retrain's commits since the champion's training"
-    if result.gate["decision"] == "promote":
+    if result.gate.promoted:
         branch = f"promote/{contract_of(result).name}-v2"
-        assert f"pushed branch {branch}" in result.production_output
+        assert result.production_branch_v2 == branch
+        assert result.production_body == body
         assert branch in git(result.origin, "branch", "--list")
 
 

@@ -32,8 +32,8 @@ import pytest
 from argosy.data.contract import Contract, load_contract
 from argosy.data.synthetic import synthesize, write
 from argosy.evaluation.metrics import OnnxModel
-from argosy.gitops.pin import parse_model_name
 from argosy.gitops.promote import name_unpinned
+from argosy.pin import parse_model_name
 
 from ..conftest import REPO, venv_env
 

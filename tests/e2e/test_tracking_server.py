@@ -18,9 +18,10 @@ from argosy.config import Params
 from argosy.data.contract import Contract
 from argosy.data.prepare import prepare
 from argosy.evaluation.gate import GateError, run_gate
-from argosy.evaluation.metrics import ModelFileError, run_evaluate
+from argosy.evaluation.metrics import run_evaluate
 from argosy.examples.fraud.simulate import SimulationSpec, simulate_to
-from argosy.gitops.pin import ModelPin, render_pin
+from argosy.modeldir import ModelDirError
+from argosy.pin import ModelPin, render_pin
 from argosy.registry import models
 from argosy.training.train import TrainingError, train
 
@@ -76,13 +77,13 @@ def test_train_and_gate_against_a_real_server(
         )
 
     first = gate()
-    assert first["decision"] == "promote"
-    assert first["champion"] is None
+    assert first.promoted
+    assert first.champion is None
     version = models.register(reports / "gate.json", models.client(mlflow_server))
     # (its description in the registry is the gate's summary)
     described = mlflow.MlflowClient(mlflow_server).get_model_version(contract.name, version.version)
     assert described.description.startswith("**Gate: promote** against no champion")
-    assert f"pr_auc: {first['challenger']['pr_auc']:.4f}" in described.description
+    assert f"pr_auc: {first.challenger['pr_auc']:.4f}" in described.description
     pin = ModelPin(
         contract.name, version.version, result.sha256, result.run_id, version.storage_uri
     )
@@ -95,20 +96,20 @@ def test_train_and_gate_against_a_real_server(
 
     # Then the PR body says why, what changed since the champion's run, and links both runs
     assert "**Why this ran:** drift monitor: drift held for 2" in body
-    assert report["changes"]["champion"]["run_id"] == result.run_id
+    assert report.changes["champion"]["run_id"] == result.run_id
     assert "Training params: unchanged." in body
     assert f"({mlflow_server}/#/experiments/" in body
 
     # Then the champion was fetched from the server and scored: equal metrics, no regression
-    assert report["champion_version"] == "1"
-    assert report["champion"]["pr_auc"] == pytest.approx(report["challenger"]["pr_auc"])
-    assert any(c["name"] == "non-regression:pr_auc" and c["passed"] for c in report["checks"])
+    assert report.champion_version == "1"
+    assert report.champion["pr_auc"] == pytest.approx(report.challenger["pr_auc"])
+    assert any(c.name == "non-regression:pr_auc" and c.passed for c in report.checks)
 
     # And a pin whose sha256 is not the registered file's is refused, writing no report
     (reports / "gate.json").unlink()
     tampered = ModelPin(pin.name, pin.version, "0" * 64, pin.run_id, pin.storage_uri)
     production.write_text(render_pin(tampered, "production"))
-    with pytest.raises(ModelFileError, match="does not match the pinned 0000"):
+    with pytest.raises(ModelDirError, match="does not match the pinned 0000"):
         gate()
     assert not (reports / "gate.json").exists()
 

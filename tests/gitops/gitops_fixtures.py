@@ -162,10 +162,8 @@ class Pipeline:
             "threshold": 0.5,
             "sha256": sha,
             "data_hash": data_hash,
-            "git_commit": "c" * 40,
         }
         with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-            metadata["mlflow_run_id"] = run.info.run_id
             (work / "serving" / "metadata.json").write_text(json.dumps(metadata))
             mlflow.set_tags(
                 {"argosy.sha256": sha, "argosy.data_hash": data_hash, "argosy.git_commit": "c" * 40}

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from argosy import k8s
 from argosy.cli import app
 from argosy.gitops.github import GitHubError, GitHubSettings
-from argosy.gitops.pin import read_pin
+from argosy.pin import read_pin
 
 from .gitops_fixtures import MODEL, FakeGitHub, Pipeline, Remote, run_git
 

@@ -14,9 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from argosy.cli import app
+from argosy.gatereport import GateReportError
 from argosy.gitops import promote as promotion
 from argosy.gitops.github import GitHubSettings
-from argosy.gitops.pin import parse_pin, read_pin
+from argosy.pin import parse_pin, read_pin
 from argosy.registry import models
 
 from .gitops_fixtures import MODEL, FakeGitHub, Pipeline, Remote, run_git
@@ -173,7 +174,7 @@ def test_rejected_gate_is_not_registered(pipeline: Pipeline, mlflow_client) -> N
     # Given a gate report that rejected the model
     model = pipeline.train(decision="reject")
     # When registration is attempted
-    with pytest.raises(models.GateError, match="the gate rejected this model"):
+    with pytest.raises(GateReportError, match="the gate rejected this model"):
         models.register(model.gate_json, mlflow_client)
     # Then no model version exists
     assert mlflow_client.search_model_versions(f"name='{MODEL}'") == []

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from argosy.gitops import git as gitops_git
-from argosy.gitops.git import FileChange, GitError, commit_to_branch, remote_endpoint
+from argosy.gitops.git import FileChange, commit_to_branch, remote_endpoint
+from argosy.proc import GitError
 
 
 def repo_with_remote(tmp_path: Path, url: str) -> Path:

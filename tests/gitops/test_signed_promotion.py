@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from argosy import signing
 from argosy.cli import app
 from argosy.gitops import promote as promotion
-from argosy.gitops.pin import ENV_SIGNATURE, MODEL_SIGNATURE, read_pin
+from argosy.pin import ENV_SIGNATURE, MODEL_SIGNATURE, read_pin
 from argosy.registry import models
 
 from ..signing.keys import KeyPair, make_key

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from argosy.cli import app
 from argosy.gitops import promote as promotion
-from argosy.gitops.pin import render_pin
+from argosy.pin import render_pin
 from argosy.registry import models
 
 from .gitops_fixtures import MODEL, Pipeline, Remote, run_git

@@ -16,7 +16,7 @@ import yaml
 
 from argosy import k8s
 from argosy.data.contract import load_contract
-from argosy.gitops.pin import (
+from argosy.pin import (
     PATCH_TARGET,
     ModelPin,
     parse_model_name,

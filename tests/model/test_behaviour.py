@@ -53,15 +53,15 @@ def score(model: OnnxModel, frame: pd.DataFrame) -> np.ndarray:
 def test_metadata_contract(trained: tuple[OnnxModel, pd.DataFrame], contract: Contract) -> None:
     model, _ = trained
     meta = model.metadata
-    assert meta["name"] == contract.name
-    assert meta["id_column"] == contract.id
-    assert [s["name"] for s in meta["feature_specs"]] == list(contract.feature_names)
-    assert len(meta["features"]) >= 25
-    assert meta["input_name"] == "features"
-    assert 0 < meta["threshold"] < 1
-    assert meta["sha256"] == model.sha256
-    assert meta["mlflow_run_id"]
-    assert meta["mlflow_model_uri"].startswith("models:/")
+    assert meta.name == contract.name
+    assert meta.id_column == contract.id
+    assert [s.name for s in meta.specs] == list(contract.feature_names)
+    assert len(meta.features) >= 25
+    assert meta.input_name == "features"
+    assert 0 < meta.threshold < 1
+    assert meta.sha256 == model.sha256
+    assert meta.engine == "local"
+    assert meta.best_iteration is not None
 
 
 def test_invariant_to_transaction_and_customer_ids(trained: tuple[OnnxModel, pd.DataFrame]) -> None:
@@ -105,17 +105,17 @@ def test_obvious_fraud_is_flagged(trained: tuple[OnnxModel, pd.DataFrame]) -> No
 def test_tampered_model_file_is_refused(
     trained: tuple[OnnxModel, pd.DataFrame], tmp_path: Path
 ) -> None:
-    from argosy.evaluation.metrics import ModelFileError
+    from argosy.modeldir import ModelDirError
 
     model, _ = trained
     # Given a copy of the model directory with one byte of model.onnx flipped
     copy = tmp_path / "model"
     copy.mkdir()
-    (copy / "metadata.json").write_text(json.dumps(model.metadata))
+    (copy / "metadata.json").write_text(json.dumps(model.metadata.to_dict()))
     onnx_bytes = bytearray(Path(model.onnx_path).read_bytes())
     onnx_bytes[len(onnx_bytes) // 2] ^= 0xFF
     (copy / "model.onnx").write_bytes(bytes(onnx_bytes))
     # When loaded / Then it is refused, naming both hashes
-    with pytest.raises(ModelFileError, match="does not match the pinned"):
+    with pytest.raises(ModelDirError, match="does not match the pinned"):
         OnnxModel(copy)
     assert file_sha256(copy / "model.onnx") != model.sha256

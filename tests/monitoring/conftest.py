@@ -18,7 +18,8 @@ import pytest
 from argosy.data.contract import Contract, load_contract
 from argosy.examples.fraud.simulate import SimulationSpec, simulate
 from argosy.monitoring.columns import ROW_ID_COLUMN
-from argosy.serving.predlog import ParquetSink, prediction_log_schema
+from argosy.predlog import prediction_log_schema
+from argosy.serving.predlog import ParquetSink
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -248,7 +248,8 @@ def test_a_model_trained_on_other_features_is_refused(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.onnx").write_bytes(b"not read")
-    (model / "metadata.json").write_text(json.dumps({"features": ["a", "b"]}))
+    meta = {"name": "m", "features": ["a", "b"], "threshold": 0.5, "sha256": "0" * 64}
+    (model / "metadata.json").write_text(json.dumps(meta))
     # When the reference is loaded to be scored by that model
     # Then the error says the model was trained on another contract's features
     with pytest.raises(MonitorError, match=r"not the data contract's \(contract.yaml features"):

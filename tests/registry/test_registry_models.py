@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from argosy.cli import app
-from argosy.gitops.pin import ModelPin
+from argosy.gatereport import GateReportError
+from argosy.pin import ModelPin
 from argosy.registry import models
 
 from ..gitops.gitops_fixtures import MODEL, Pipeline
@@ -45,7 +46,7 @@ def test_register_tags_the_version_and_sets_candidate(pipeline: Pipeline, mlflow
     alias = mlflow_client.get_model_version_by_alias(MODEL, "candidate")
     assert str(alias.version) == version.version
     # And the gate report travels with the run
-    assert models.read_gate_artifact(mlflow_client, model.run_id)["decision"] == "promote"
+    assert models.read_gate_artifact(mlflow_client, model.run_id).promoted
 
 
 def test_register_twice_reuses_the_version(pipeline: Pipeline, mlflow_client) -> None:
@@ -80,7 +81,7 @@ def test_register_refuses_a_gate_report_that_names_no_model(
     del gate["model"]["name"]
     model.gate_json.write_text(json.dumps(gate))
     # When it is registered, Then it is refused and nothing is registered
-    with pytest.raises(models.GateError, match="model is missing name"):
+    with pytest.raises(GateReportError, match="model is missing name"):
         models.register(model.gate_json, mlflow_client)
     assert mlflow_client.search_registered_models() == []
 

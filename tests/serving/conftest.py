@@ -105,7 +105,6 @@ def _train(out: Path, seed: int = 0) -> Path:
         "output_name": "probabilities",
         "threshold": THRESHOLD,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "mlflow_run_id": "0123456789abcdef",
         "an_unknown_key": {"ignored": True},
     }
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2))

@@ -102,4 +102,4 @@ def test_missing_model_directory_exits_non_zero(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 1
-    assert "cannot read model directory" in proc.stderr
+    assert "nope/metadata.json: missing from the model directory" in proc.stderr

@@ -14,12 +14,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from argosy.serving.predlog import (
-    PREDICTION_LOG_ID_COLUMNS,
-    PredictionLogger,
-    prediction_log_columns,
-    prediction_log_schema,
-)
+from argosy.predlog import PREDICTION_LOG_ID_COLUMNS, prediction_log_columns, prediction_log_schema
+from argosy.serving.predlog import PredictionLogger
 
 from .conftest import (
     FEATURES,

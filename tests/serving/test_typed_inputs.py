@@ -19,7 +19,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from argosy.data.encoding import FeatureSpec, encode_rows
-from argosy.serving.model import Metadata, ModelLoadError, RequestError, load_model
+from argosy.modeldir import Metadata, ModelDirError
+from argosy.serving.model import RequestError, load_model
 from argosy.serving.predlog import PredictionLogger
 from argosy.serving.v2 import decode_infer_request
 
@@ -274,5 +275,5 @@ def test_metadata_reads_the_older_allow_nan_key() -> None:
 )
 def test_inconsistent_metadata_fails_to_load(change: dict[str, Any], needle: str) -> None:
     doc = {"name": "m", "features": ["a"], "threshold": 0.5, "sha256": "00", **change}
-    with pytest.raises(ModelLoadError, match=needle):
+    with pytest.raises(ModelDirError, match=needle):
         Metadata.from_dict(doc)

@@ -124,3 +124,14 @@ def test_an_unreachable_scheduler_is_a_clear_error_before_any_work(
     ):
         train(prepared, tmp_path / "model", dead, contract, tmp_path)
     assert not (tmp_path / "model").exists()
+
+
+def test_a_dask_cluster_trains_on_its_workers_gpus_not_the_job_pods(monkeypatch) -> None:
+    """The DaskJob's job pod is on a CPU node: `cuda` is the workers' device, not checked there."""
+    from argosy.training import train as train_module
+
+    monkeypatch.setattr(train_module, "cuda_available", lambda: False)
+    assert train_module.resolve_device("cuda", remote_workers=True) == "cuda"
+    assert train_module.resolve_device("auto", remote_workers=True) == "cpu"
+    with pytest.raises(train_module.TrainingError, match="no GPU is visible"):
+        train_module.resolve_device("cuda")

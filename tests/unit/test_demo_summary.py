@@ -12,7 +12,8 @@ import yaml
 
 from argosy.data.contract import load_contract, parse_contract
 from argosy.data.synthetic import DEFAULT_START, synthesize
-from argosy.demo import (
+from argosy.gatereport import GateReport, ModelRef
+from argosy.loop.demo import (
     DemoError,
     DemoResult,
     demo_env,
@@ -22,7 +23,8 @@ from argosy.demo import (
     use_own_files,
     window_start,
 )
-from argosy.serving.model import LoadedModel, Metadata
+from argosy.modeldir import Metadata
+from argosy.serving.model import LoadedModel
 from argosy.serving.v2 import decode_infer_request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,12 +45,13 @@ def finished(tmp_path: Path) -> DemoResult:
         retrained=True,
         champion_sha256="c" * 64,
         challenger_sha256="d" * 64,
-        gate={
-            "decision": "reject",
-            "primary_metric": "roc_auc",
-            "challenger": {"pr_auc": 0.81, "roc_auc": 0.9, "recall_at_fpr": float("nan")},
-            "champion": {"pr_auc": 0.85, "roc_auc": 0.95},
-        },
+        gate=GateReport(
+            decision="reject",
+            model=ModelRef("my-model", "d" * 64, "run2", "models:/m-2"),
+            primary_metric="roc_auc",
+            challenger={"pr_auc": 0.81, "roc_auc": 0.9, "recall_at_fpr": float("nan")},
+            champion={"pr_auc": 0.85, "roc_auc": 0.95},
+        ),
         reports={"drift report (Evidently)": report},
         elapsed_s=200.0,
     )

@@ -9,13 +9,10 @@ import pytest
 
 from argosy.config import GateParams
 from argosy.data.contract import MetricContract
-from argosy.evaluation.gate import (
-    commits_between,
-    lineage,
-    render_markdown,
-    without_credentials,
-)
+from argosy.evaluation.gate import commits_between, lineage, without_credentials
 from argosy.evaluation.gate import decide as decide_with
+from argosy.gatereport import GateReport
+from argosy.gatereport import render_markdown as render_report
 
 METRIC = MetricContract(primary="pr_auc", floors={"pr_auc": 0.3, "roc_auc": 0.85})
 PARAMS = GateParams(
@@ -24,6 +21,11 @@ PARAMS = GateParams(
     slice_min_positives=20,
     max_latency_us_per_row=50.0,
 )
+
+
+def render_markdown(doc: dict) -> str:
+    """gate.md for a gate.json document, read the way every consumer reads it."""
+    return render_report(GateReport.from_dict(doc, "test"))
 
 
 def decide(challenger: dict, champion: dict | None, params: GateParams):
@@ -103,7 +105,12 @@ def test_markdown_is_a_pr_body() -> None:
         "champion_version": "3",
         "checks": [{"name": "non-regression:pr_auc", "passed": False, "detail": "worse"}],
         "floors": {"pr_auc": 0.3},
-        "model": {"name": "example-model", "sha256": "a" * 64, "run_id": "r1"},
+        "model": {
+            "name": "example-model",
+            "sha256": "a" * 64,
+            "run_id": "r1",
+            "uri": "models:/m-1",
+        },
         "data_hash": "d1.dir",
         "git_commit": "c" * 40,
     }
@@ -135,7 +142,12 @@ def pr_report(**extra) -> dict:
         "floors": {"pr_auc": 0.3},
         "primary_metric": "pr_auc",
         "slice_min_positives": 25,
-        "model": {"name": "example-model", "sha256": "a" * 64, "run_id": "r2"},
+        "model": {
+            "name": "example-model",
+            "sha256": "a" * 64,
+            "run_id": "r2",
+            "uri": "models:/m-2",
+        },
         "data_hash": "new.dir",
         "git_commit": "b" * 40,
         "trigger": "drift monitor: drift held for 2 consecutive windows",

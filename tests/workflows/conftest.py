@@ -33,13 +33,17 @@ def templates(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["name"]: t for t in spec["templates"]}
 
 
-@pytest.fixture
-def source_copy(tmp_path: Path) -> Path:
-    """The inputs of `make workflows` (dvc.yaml, params.yaml, contract.yaml, workflows/*.py)."""
-    root = tmp_path / "repo"
+def copy_sources(root: Path) -> Path:
+    """Copy the inputs of `make workflows` (dvc.yaml, params, contract, workflows/*.py) to root."""
     (root / "workflows").mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", "contract.yaml"):
         shutil.copy(REPO / name, root / name)
     for module in (REPO / "workflows").glob("*.py"):
         shutil.copy(module, root / "workflows" / module.name)
     return root
+
+
+@pytest.fixture
+def source_copy(tmp_path: Path) -> Path:
+    """A scratch copy of the inputs of `make workflows` (see :func:`copy_sources`)."""
+    return copy_sources(tmp_path / "repo")

@@ -75,19 +75,19 @@ def test_one_task_per_dvc_stage_with_dvc_dependencies() -> None:
 
 
 def test_a_stage_added_to_dvc_yaml_becomes_a_task(source_copy) -> None:
-    # Given a copy of the sources with an extra stage that reads the gate report
+    # Given a copy of the sources with an extra stage that reads the model and the test metrics
     dvc = yaml.safe_load((source_copy / "dvc.yaml").read_text())
     dvc["stages"]["explain"] = {
         "cmd": "argosy explain --model models",
-        "deps": ["models", "reports/gate.json"],
+        "deps": ["models", "reports/metrics.json"],
         "outs": ["reports/explain.json"],
     }
     (source_copy / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
     # When the workflows are generated from it
     doc = yaml.safe_load(render(source_copy)["workflowtemplate.argosy-training.yaml"])
-    # Then a task `explain` runs the stage after train and gate, and still validates
+    # Then a task `explain` runs the stage after train and evaluate, and still validates
     tasks = {t["name"]: t for t in templates(doc)["pipeline"]["dag"]["tasks"]}
-    assert set(tasks["explain"]["depends"].split(" && ")) == {"train", "gate"}
+    assert set(tasks["explain"]["depends"].split(" && ")) == {"train", "evaluate"}
     assert templates(doc)["explain"]["container"]["args"][:3] == ["workflows", "stage", "explain"]
     assert k8s.validate_documents([doc]) == []
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argosy.gitops.pin import parse_pin
+from argosy.pin import parse_pin
 
 from ..conftest import REPO, venv_env
 from ..signing.keys import make_key

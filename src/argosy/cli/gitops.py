@@ -6,15 +6,14 @@ Registered on the ``argosy`` app by :mod:`argosy.cli`: ``argosy register``, ``ar
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from argosy.clikit import DEFAULT_CONTRACT, contract_or_exit
-from argosy.clikit import fail as _fail
-from argosy.gitops.pin import PinError, read_pin
+from argosy import proc
+from argosy.cli.common import DEFAULT_CONTRACT, contract_or_exit, fail
+from argosy.pin import PinError
 
 ROOT_HELP = "Repository checkout to work from (its working tree is never modified)."
 
@@ -25,7 +24,7 @@ def _client(tracking_uri: str | None):
     try:
         return client(tracking_uri)
     except RegistryError as exc:  # an unreachable tracking server: one line, no traceback
-        _fail(str(exc))
+        fail(str(exc))
 
 
 TrackingUri = Annotated[
@@ -88,20 +87,6 @@ GitHubApi = Annotated[
 ]
 
 
-def _github(repo: Path, remote: str, repository: str | None, api_url: str | None):
-    from argosy.gitops import git as gitops_git
-    from argosy.gitops.github import GitHubError, repository_from_remote, settings_from_env
-
-    if repository is None and not os.environ.get("GITHUB_REPOSITORY"):
-        url = gitops_git.git(repo, "remote", "get-url", remote, check=False)
-        repository = repository_from_remote(url)
-    try:
-        return settings_from_env(repository, api_url), repository
-    except GitHubError as exc:
-        _fail(str(exc))
-        raise  # pragma: no cover - _fail raises
-
-
 def _pem(ctx: typer.Context, path: Path | None, variable: str) -> Path | None:
     """``path``, else ``$variable``'s PEM text in a private file kept until the command ends."""
     from argosy import signing
@@ -119,7 +104,7 @@ def _trust(ctx: typer.Context, path: Path | None, identity: str | None, issuer: 
         trust = signing.Trust(path=path, sigstore_identity=identity, sigstore_issuer=issuer)
         _ = trust.mode  # an unreadable or non-PEM file fails here, before any work
     except signing.SignatureError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     return trust
 
 
@@ -161,6 +146,7 @@ def register(
     version (and keeps its signature).
     """
     from argosy import signing
+    from argosy.gatereport import GateReportError
     from argosy.registry.models import RegistryError
     from argosy.registry.models import register as do_register
 
@@ -175,13 +161,13 @@ def register(
                 sigstore=sigstore,
             )
         except signing.SignatureError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
     elif signing_certificate is not None or signing_chain:
-        _fail("--signing-certificate and --signing-chain need --signing-key", 2)
+        fail("--signing-certificate and --signing-chain need --signing-key", 2)
     try:
         version = do_register(gate, _client(tracking_uri), signer)
-    except RegistryError as exc:
-        _fail(str(exc))
+    except (RegistryError, GateReportError) as exc:
+        fail(str(exc))
         return
     signed = f", signature {version.signature_sha256[:12]}" if version.signature_sha256 else ""
     typer.echo(
@@ -195,33 +181,6 @@ promote_app = typer.Typer(
     "`--env production` opens a pull request. `verify` re-checks the pins of a pull request.",
     no_args_is_help=False,
 )
-
-
-def _gate_body(reports: Path, version, mlflow_client) -> str:
-    """The gate report of ``version``.
-
-    ``reports/gate.md`` when it is about this run, else the copy logged with the model.
-    """
-    import json
-    import tempfile
-
-    local_json, local_md = reports / "gate.json", reports / "gate.md"
-    if local_json.exists() and local_md.exists():
-        try:
-            run_id = json.loads(local_json.read_text())["model"]["run_id"]
-        except (ValueError, KeyError, TypeError):
-            run_id = None
-        if run_id == version.run_id:
-            return local_md.read_text()
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = mlflow_client.download_artifacts(version.run_id, "gate/gate.md", tmp)
-            return Path(path).read_text()
-        except Exception:
-            return (
-                f"Gate report not found for {version.name} v{version.version} "
-                f"(run {version.run_id}).\n"
-            )
 
 
 @promote_app.callback(invoke_without_command=True)
@@ -278,72 +237,38 @@ def promote(
     if ctx.invoked_subcommand is not None:
         return
     if env is None:
-        _fail("--env staging|production is required (or use `argosy promote verify`)", 2)
-    from argosy.gitops.promote import ENVIRONMENTS
+        fail("--env staging|production is required (or use `argosy promote verify`)", 2)
+    from argosy.pin import ENVIRONMENTS
 
     if env not in ENVIRONMENTS:
-        _fail(f"--env must be {' or '.join(ENVIRONMENTS)}, not {env!r}", 2)
+        fail(f"--env must be {' or '.join(ENVIRONMENTS)}, not {env!r}", 2)
     if model is None:
         model = contract_or_exit(contract or repo_dir / DEFAULT_CONTRACT).name
-    from argosy.gitops import git as gitops_git
-    from argosy.gitops.promote import Links, PromotionError
-    from argosy.gitops.promote import promote as do_promote
-    from argosy.registry.models import RegistryError, check_served, get_version
+    from argosy.gitops.github import GitHubError
+    from argosy.gitops.promote import PromotionError
+    from argosy.loop import promotion
+    from argosy.registry.models import RegistryError
 
     trust = _trust(ctx, signing_trust, sigstore_identity, sigstore_issuer)
-    mlflow_client = _client(tracking_uri)
-
-    def served(registered) -> list[str]:
-        label = f"{registered.name} v{registered.version}"
-        problems = check_served(
-            mlflow_client,
-            registered.run_id,
-            label,
-            registered.sha256,
-            registered.signature_sha256,
-            trust,
-        )
-        if require_signature and not registered.signature_sha256:
-            problems.append(f"{label}: unsigned, and --require-signature is set")
-        return problems
-
     try:
-        repo = gitops_git.repo_root(repo_dir)
-        registered = get_version(mlflow_client, model, version)
-        github, repository = (
-            _github(repo, remote, github_repo, github_api_url)
-            if env == "production"
-            else (None, github_repo or os.environ.get("GITHUB_REPOSITORY"))
-        )
-        if repository is None:
-            url = gitops_git.git(repo, "remote", "get-url", remote, check=False)
-            from argosy.gitops.github import repository_from_remote
-
-            repository = repository_from_remote(url)
-        ui = mlflow_ui_url or os.environ.get("ARGOSY_MLFLOW_UI_URL")
-        if ui is None and mlflow_client.tracking_uri.startswith(("http://", "https://")):
-            ui = mlflow_client.tracking_uri
-        links = Links(
-            mlflow_ui=ui,
-            repository_url=f"https://github.com/{repository}" if repository else None,
-        )
-        body = _gate_body(reports, registered, mlflow_client) if env == "production" else ""
-        outcome = do_promote(
-            repo,
-            registered,
+        registered, outcome, has_token = promotion.promote(
+            _client(tracking_uri),
+            repo_dir,
             env,
-            body=body,
-            links=links,
+            model,
+            version,
+            reports=reports,
             remote=remote,
             base=base,
-            github=github,
+            github=promotion.GitHubTarget(github_repo, github_api_url),
+            mlflow_ui_url=mlflow_ui_url,
             max_attempts=max_attempts,
-            check_served=served,
+            trust=trust,
+            require_signature=require_signature,
         )
-    except (RegistryError, PromotionError, gitops_git.GitError, ValueError) as exc:
-        _fail(str(exc))
-        return
-    _report(outcome, registered.name, github is not None)
+    except (RegistryError, PromotionError, GitHubError, proc.GitError, ValueError) as exc:
+        fail(str(exc))
+    _report(outcome, registered.name, has_token)
 
 
 def _report(outcome, name: str, has_token: bool) -> None:
@@ -417,59 +342,51 @@ def verify(
     over every file, verified against --signing-trust).
     """
     from argosy import tracking
-    from argosy.gitops import git as gitops_git
-    from argosy.gitops.deployed import check_overlay, tree_at
-    from argosy.gitops.promote import ENVIRONMENTS, PromotionError
-    from argosy.registry.models import get_version, verify_pin
+    from argosy.gitops.deployed import tree_at
+    from argosy.gitops.promote import PromotionError
+    from argosy.loop import promotion
+    from argosy.pin import ENVIRONMENTS
 
     try:
         uri = tracking.explicit_tracking_uri(tracking_uri, repo_dir)
     except tracking.TrackingUriError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     trust = _trust(ctx, signing_trust, sigstore_identity, sigstore_issuer)
     mlflow_client = _client(uri)
 
-    def lookup(name: str, version: str):
-        return get_version(mlflow_client, name, version)
-
-    def check(pin, name: str) -> list[str]:
-        return verify_pin(
-            pin,
+    def run(base: Path) -> list:
+        return promotion.verify(
             mlflow_client,
+            repo_dir,
+            base,
+            env or ENVIRONMENTS,
             check_artifact=check_artifact,
-            env=name,
             trust=trust,
             require_signature=require_signature,
         )
 
-    def run(base: Path) -> int:
-        failures = 0
-        for name in env or list(ENVIRONMENTS):
-            verdict = check_overlay(repo_dir, base, name, lookup, check)
-            for problem in verdict.problems:
-                typer.secho(f"FAIL {name}: {problem}", fg=typer.colors.RED, err=True)
-            failures += bool(verdict.problems)
-            if verdict.problems:
-                continue
-            if verdict.pin is None:
-                typer.echo(f"ok   {name}: no model pinned")
-            else:
-                pin = verdict.pin
-                signed = f", signature {pin.signature_sha256[:12]}" if pin.signature_sha256 else ""
-                typer.echo(
-                    f"ok   {name}: {pin.name} v{pin.version} (sha256 {pin.sha256[:12]}{signed})"
-                )
-        return failures
-
     try:
         if base_dir is not None:
-            failures = run(base_dir)
+            verdicts = run(base_dir)
         else:
-            with tree_at(gitops_git.repo_root(repo_dir), base_ref) as base:
-                failures = run(base)
-    except (PromotionError, gitops_git.GitError) as exc:
-        _fail(str(exc))
-    if failures:
+            with tree_at(proc.repo_root(repo_dir), base_ref) as base:
+                verdicts = run(base)
+    except (PromotionError, proc.GitError) as exc:
+        fail(str(exc))
+    for verdict in verdicts:
+        for problem in verdict.problems:
+            typer.secho(f"FAIL {verdict.env}: {problem}", fg=typer.colors.RED, err=True)
+        pin = verdict.pin
+        if verdict.problems:
+            continue
+        if pin is None:
+            typer.echo(f"ok   {verdict.env}: no model pinned")
+        else:
+            signed = f", signature {pin.signature_sha256[:12]}" if pin.signature_sha256 else ""
+            typer.echo(
+                f"ok   {verdict.env}: {pin.name} v{pin.version} (sha256 {pin.sha256[:12]}{signed})"
+            )
+    if any(v.problems for v in verdicts):
         raise typer.Exit(1)
 
 
@@ -515,62 +432,34 @@ def rollback(
     back here is restored only with --to N --force --reason "...". `argocd app rollback` is
     refused under auto-sync: the revert lives in git instead.
     """
-    from argosy.gitops.promote import ENVIRONMENTS
+    from argosy.pin import ENVIRONMENTS
 
     if env not in ENVIRONMENTS:
-        _fail(f"--env must be {' or '.join(ENVIRONMENTS)}, not {env!r}", 2)
+        fail(f"--env must be {' or '.join(ENVIRONMENTS)}, not {env!r}", 2)
     if force and not (reason and reason.strip()):
-        _fail('--force needs --reason "..." (it is recorded on the restored version)', 2)
+        fail('--force needs --reason "..." (it is recorded on the restored version)', 2)
     if force and to is None:
-        _fail("--force applies to an explicit --to version only", 2)
-    from argosy.gitops import git as gitops_git
+        fail("--force applies to an explicit --to version only", 2)
+    from argosy.gitops.github import GitHubError
     from argosy.gitops.promote import PromotionError
-    from argosy.gitops.promote import rollback as do_rollback
-    from argosy.registry.models import (
-        RegistryError,
-        force_restore,
-        get_version,
-        mark_rolled_back,
-    )
-
-    mlflow_client = _client(tracking_uri)
-
-    def rolled_back(pin) -> bool:
-        try:
-            return get_version(mlflow_client, pin.name, pin.version).is_rolled_back(env)
-        except RegistryError:
-            return False
-
-    def mark(pin) -> None:
-        why = f"rolled back in {env}" + (f": {reason.strip()}" if reason and reason.strip() else "")
-        mark_rolled_back(mlflow_client, pin.name, pin.version, why, env=env)
-
-    def restore(pin, why: str) -> None:
-        force_restore(mlflow_client, pin.name, pin.version, why, env=env)
+    from argosy.loop import promotion
+    from argosy.registry.models import RegistryError
 
     try:
-        repo = gitops_git.repo_root(repo_dir)
-        github, _ = (
-            _github(repo, remote, github_repo, github_api_url)
-            if env == "production"
-            else (None, None)
-        )
-        outcome = do_rollback(
-            repo,
+        outcome, has_token = promotion.rollback(
+            _client(tracking_uri),
+            repo_dir,
             env,
-            to_version=to,
-            is_rolled_back=rolled_back,
-            mark_rolled_back=mark,
-            force_reason=reason.strip() if force and reason else None,
-            force_restore=restore,
+            to=to,
+            reason=reason,
+            force=force,
             remote=remote,
             base=base,
-            github=github,
+            github=promotion.GitHubTarget(github_repo, github_api_url),
         )
-    except (PromotionError, RegistryError, gitops_git.GitError) as exc:
-        _fail(str(exc))
-        return
-    _report(outcome, "the model", github is not None)
+    except (PromotionError, RegistryError, GitHubError, proc.GitError) as exc:
+        fail(str(exc))
+    _report(outcome, "the model", has_token)
 
 
 registry_app = typer.Typer(help="MLflow registry chores that follow git.", no_args_is_help=True)
@@ -596,27 +485,13 @@ def sync(
     moves unless all of them are valid. An overlay that pins no model removes its alias (from the
     contract's model, or --model).
     """
-    import tempfile
-
-    from argosy.gitops import git as gitops_git
-    from argosy.gitops.promote import ENVIRONMENTS, model_yaml
-    from argosy.registry.models import RegistryError, sync_aliases
+    from argosy.loop.promotion import sync_registry
+    from argosy.registry.models import RegistryError
 
     name = model or contract_or_exit(contract or repo_dir / DEFAULT_CONTRACT).name
-    pins = {}
     try:
-        repo = gitops_git.repo_root(repo_dir)
-        for env in ENVIRONMENTS:
-            text = gitops_git.show(repo, ref, model_yaml(env))
-            if text is None:
-                _fail(f"{model_yaml(env)} does not exist at {ref}")
-            with tempfile.TemporaryDirectory() as tmp:
-                file = Path(tmp) / "model.yaml"
-                file.write_text(text or "")
-                pins[env] = read_pin(file)
-        result = sync_aliases(pins, _client(tracking_uri), name=name)
-    except (RegistryError, PinError, gitops_git.GitError) as exc:
-        _fail(str(exc))
-        return
+        result = sync_registry(_client(tracking_uri), repo_dir, ref, name)
+    except (RegistryError, PinError, proc.GitError) as exc:
+        fail(str(exc))
     for env, version in result.items():
         typer.echo(f"{env}: " + (f"alias -> v{version}" if version else "no model, alias removed"))

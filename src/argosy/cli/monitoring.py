@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from argosy.clikit import (
+from argosy.cli.common import (
     DEFAULT_CONTRACT,
     DEFAULT_PARAMS,
     ContractOption,
@@ -148,8 +148,8 @@ def retrain(
     In the cluster the monitor's CronWorkflow submits `argosy-training` instead. The pipeline's
     gate still compares the retrained challenger with the production champion.
     """
-    from argosy.monitoring.trigger import TriggerError
-    from argosy.monitoring.trigger import retrain as run_retrain
+    from argosy.loop.retrain import TriggerError
+    from argosy.loop.retrain import retrain as run_retrain
 
     data_contract = contract_or_exit(contract)
     try:

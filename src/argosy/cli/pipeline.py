@@ -1,20 +1,19 @@
-"""The ``argosy`` command line: one subcommand per pipeline stage, plus data, serving and GitOps.
+"""The pipeline's commands: the DVC stages, the example's data, ``summary`` and ``serve``.
 
-Each command parses its options, loads and validates ``params.yaml`` and calls a pure function; the
-same command runs under ``dvc repro`` locally and in each Argo task in the cluster.
+One command per stage of dvc.yaml (validate, prepare, train, evaluate, gate).
+
+Each command parses its options, loads and validates ``params.yaml`` and calls the stage's function;
+the same command runs under ``dvc repro`` locally and in each Argo task in the cluster.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from argosy.clikit import (
+from argosy.cli.common import (
     DEFAULT_CONTRACT,
     DEFAULT_PARAMS,
     ContractOption,
@@ -23,38 +22,11 @@ from argosy.clikit import (
     fail,
     params_or_exit,
 )
-from argosy.data.ingest import ingest_command
-from argosy.data.profile import init_command
-from argosy.demo import DEMO_HELP, demo_command
-from argosy.gitops.cli import promote_app, register, registry_app, rollback
-from argosy.images import pin_images_command
-from argosy.monitoring.cli import MONITOR_HELP, monitor, retrain
-from argosy.workflows.cli import workflows_app
-
-app = typer.Typer(
-    name="argosy",
-    help="Argosy: a GitOps MLOps loop. Stages run under `dvc repro` and in Argo Workflows.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 
 DataDir = Annotated[Path, typer.Option(help="Directory of the raw data's Parquet files.")]
 PreparedDir = Annotated[Path, typer.Option(help="Directory holding train/valid/test splits.")]
 ModelDir = Annotated[Path, typer.Option(help="Model directory (model.onnx + metadata.json).")]
 ReportsDir = Annotated[Path, typer.Option(help="Where reports are written.")]
-
-
-@app.callback()
-def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("argosy").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _scenarios() -> str:
@@ -63,7 +35,6 @@ def _scenarios() -> str:
     return ", ".join(simulator().SCENARIOS)
 
 
-@app.command()
 def simulate(
     rows: Annotated[int | None, typer.Option(help="Rows to generate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same bytes).")] = None,
@@ -97,7 +68,6 @@ def simulate(
     typer.echo(f"wrote {spec.rows} rows ({spec.scenario}) to {path}")
 
 
-@app.command("ensure-data")
 def ensure_data(
     params: ParamsOption = DEFAULT_PARAMS, contract: ContractOption = DEFAULT_CONTRACT
 ) -> None:
@@ -112,7 +82,6 @@ def ensure_data(
         fail(str(exc))
 
 
-@app.command()
 def validate(
     data: DataDir = Path("data"),
     reports: ReportsDir = Path("reports/validation"),
@@ -130,7 +99,6 @@ def validate(
     typer.echo(outcome.message())
 
 
-@app.command()
 def prepare(
     data: DataDir = Path("data"),
     out: PreparedDir = Path("artifacts/prepared"),
@@ -149,7 +117,6 @@ def prepare(
     typer.echo(f"train {sizes.train}, valid {sizes.valid}, test {sizes.test} rows in {out}")
 
 
-@app.command()
 def train(
     prepared: PreparedDir = Path("artifacts/prepared"),
     model: ModelDir = Path("models"),
@@ -172,7 +139,6 @@ def train(
     )
 
 
-@app.command()
 def evaluate(
     model: ModelDir = Path("models"),
     prepared: PreparedDir = Path("artifacts/prepared"),
@@ -180,23 +146,23 @@ def evaluate(
     params: ParamsOption = DEFAULT_PARAMS,
     contract: ContractOption = DEFAULT_CONTRACT,
 ) -> None:
-    """Score the test split: PR-AUC, ROC-AUC, recall@FPR, precision@k, Brier, slices, latency."""
+    """Score the test split: PR-AUC, ROC-AUC, recall@FPR, precision@k, Brier and slices."""
     from argosy.data.encoding import EncodingError
-    from argosy.evaluation.metrics import ModelFileError, run_evaluate
+    from argosy.evaluation.metrics import run_evaluate
+    from argosy.modeldir import ModelDirError
     from argosy.tracking import TrackingServerError
 
     config, declared = params_or_exit(params), contract_or_exit(contract)
     try:
         metrics = run_evaluate(model, prepared, reports, config.evaluate, declared)
-    except (ModelFileError, EncodingError, TrackingServerError) as exc:
+    except (ModelDirError, EncodingError, TrackingServerError) as exc:
         fail(str(exc))
     typer.echo(
         f"PR-AUC {metrics['pr_auc']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}, "
-        f"recall@FPR {metrics['recall_at_fpr']:.4f}, {metrics['latency_us_per_row']:.2f} µs/row"
+        f"recall@FPR {metrics['recall_at_fpr']:.4f}, Brier {metrics['brier']:.4f}"
     )
 
 
-@app.command()
 def gate(
     model: ModelDir = Path("models"),
     prepared: PreparedDir = Path("artifacts/prepared"),
@@ -217,8 +183,8 @@ def gate(
     import mlflow
 
     from argosy.evaluation.gate import GateError, run_gate
-    from argosy.evaluation.metrics import ModelFileError
-    from argosy.gitops.pin import PinError
+    from argosy.modeldir import ModelDirError
+    from argosy.pin import PinError
     from argosy.tracking import TrackingServerError, tracking_uri
 
     config, declared = params_or_exit(params), contract_or_exit(contract)
@@ -234,15 +200,11 @@ def gate(
             config.evaluate,
             declared,
         )
-    except (GateError, ModelFileError, PinError, TrackingServerError) as exc:
+    except (GateError, ModelDirError, PinError, TrackingServerError) as exc:
         fail(str(exc))
-    typer.echo(f"gate decision: {report['decision']} ({'; '.join(report['reasons'])})")
+    typer.echo(f"gate decision: {report.decision} ({'; '.join(report.reasons)})")
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
 def serve(ctx: typer.Context) -> None:
     """Serve model.onnx over the Open Inference Protocol (V2); `argosy serve --help` for options.
 
@@ -254,15 +216,16 @@ def serve(ctx: typer.Context) -> None:
     raise typer.Exit(serve_main(list(ctx.args)))
 
 
-@app.command()
 def summary(reports: ReportsDir = Path("reports")) -> None:
     """Print the gate decision, the metric table and where the reports are."""
-    path = reports / "gate.json"
-    if not path.exists():
-        fail(f"{path}: no gate report yet (run the pipeline first)")
-    report = json.loads(path.read_text())
-    markdown = (reports / "gate.md").read_text().split("### Slices")[0]
-    typer.echo(markdown.rstrip())
+    from argosy import gatereport
+
+    path = reports / gatereport.GATE_JSON
+    try:
+        report = gatereport.read(path)
+    except gatereport.GateReportError as exc:
+        fail(str(exc))
+    typer.echo(gatereport.render_headline(report).rstrip())
     typer.echo("")
     typer.echo("Reports:")
     for label, target in (
@@ -274,31 +237,4 @@ def summary(reports: ReportsDir = Path("reports")) -> None:
         ("PR curve / calibration", reports / "plots"),
     ):
         typer.echo(f"  {label:<24} {target}")
-    typer.echo(f"\nDecision: {report['decision'].upper()}")
-
-
-# Use your own data: draft a data contract from a file.
-app.command("init")(init_command)
-
-# GitOps: registration, promotion through git, verification, rollback, registry sync.
-app.command()(register)
-app.add_typer(promote_app, name="promote")
-app.command()(rollback)
-app.add_typer(registry_app, name="registry")
-
-# Argo workflows: codegen, in-pod task runner, commit status, submission.
-app.add_typer(workflows_app, name="workflows")
-app.command("pin-images")(pin_images_command)
-app.command("ingest")(ingest_command)
-
-# Drift monitoring and the local retraining trigger.
-app.command(help=MONITOR_HELP)(monitor)
-app.command()(retrain)
-
-# The whole loop on one machine (make demo).
-app.command("demo", help=DEMO_HELP)(demo_command)
-
-
-def main() -> None:
-    """Entry point of the ``argosy`` script."""
-    app()
+    typer.echo(f"\nDecision: {report.decision.upper()}")

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from argosy.cli.common import fail
+
 workflows_app = typer.Typer(
     help="Argo workflows generated from dvc.yaml: compile them, run tasks inside their pods, "
     "report a commit status, submit a training run.",
@@ -23,11 +25,6 @@ RemoteEndpoint = Annotated[
 RepoDir = Annotated[Path, typer.Option("--repo", help="The checkout to run in.")]
 
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 @workflows_app.command()
 def generate(
     root: Annotated[Path, typer.Option(help="Repository root holding workflows/*.py.")] = Path("."),
@@ -41,7 +38,7 @@ def generate(
     try:
         written = run_generate(root)
     except (CodegenError, ConfigError, PipelineError) as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     typer.echo(f"wrote {len(written)} files to {root / 'workflows' / 'generated'}")
 
 
@@ -68,13 +65,13 @@ def stage(
     try:
         exports = [Export.parse(e) for e in export or []]
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     try:
         values = run_stage(
             repo, name, dvc_remote, dvc_endpoint, exports, outputs or Path(OUTPUTS_DIR)
         )
     except TaskError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for key, value in values.items():
         typer.echo(f"output {key}={value}")
 
@@ -96,7 +93,7 @@ def after(
     try:
         code = run_after(repo, name, dvc_remote, dvc_endpoint, ctx.args)
     except TaskError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     raise typer.Exit(code)
 
 
@@ -120,16 +117,16 @@ def report_status(
 
     token = os.environ.get("GITHUB_TOKEN")
     if not token:
-        _fail("GITHUB_TOKEN is not set (the template reads it from a Secret)", 2)
+        fail("GITHUB_TOKEN is not set (the template reads it from a Secret)", 2)
     try:
         request = commit_status_request(
             api_url, repository, revision, status, token, context, target_url
         )
         state = post_commit_status(request)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except StatusError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{repository}@{revision[:12]}: {context} = {state}")
 
 
@@ -160,12 +157,12 @@ def submit(
 
     server = server or os.environ.get("ARGO_SERVER")
     if not server:
-        _fail("no Argo Server: pass --server or set ARGO_SERVER", 2)
+        fail("no Argo Server: pass --server or set ARGO_SERVER", 2)
     if namespace is None:
         try:
             namespace = workflow_settings(params.parent).namespace
         except (ConfigError, CodegenError) as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
     try:
         created = submit_training(
             server,
@@ -176,5 +173,5 @@ def submit(
             verify_ssl=not insecure_skip_verify,
         )
     except SubmitError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"submitted {created.namespace}/{created.name} at {created.revision}")

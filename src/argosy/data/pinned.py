@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from argosy import proc
 from argosy.config import SimulateParams
 
 
@@ -25,10 +26,8 @@ class PinnedDataError(RuntimeError):
     """The data on disk is not the data that data.dvc pins."""
 
 
-def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [shutil.which("dvc") or "dvc", *args], cwd=root, capture_output=True, text=True
-    )
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return proc.run_bytes([shutil.which("dvc") or "dvc", *args], root, check=False)
 
 
 def directory_md5(directory: Path) -> str:
@@ -94,7 +93,7 @@ def _pull(root: Path) -> str:
     pulled = _dvc(root, "pull", "data.dvc")
     data_dir = root / "data"
     if pulled.returncode != 0 or not any(data_dir.glob("*.parquet")):
-        reason = (pulled.stderr or pulled.stdout).strip().splitlines()
+        reason = (pulled.stderr or pulled.stdout).decode(errors="replace").strip().splitlines()
         raise PinnedDataError(
             "data/ is missing and `dvc pull data.dvc` could not fetch it"
             + (f" ({reason[-1].removeprefix('ERROR: ')})" if reason else "")
@@ -126,5 +125,7 @@ def _regenerate(root: Path, params: SimulateParams) -> str:
         )
     commit = _dvc(root, "commit", "--force", "data.dvc")
     if commit.returncode != 0:
-        raise PinnedDataError(f"dvc commit failed: {commit.stderr.strip()}")
+        raise PinnedDataError(
+            f"dvc commit failed: {commit.stderr.decode(errors='replace').strip()}"
+        )
     return f"{data_dir}: regenerated {spec.rows} rows from seed {spec.seed}; matches data.dvc"

@@ -24,10 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import typer
 
 from argosy.data.contract import DEFAULT_CONTRACT, RESERVED_COLUMNS, Contract
 
@@ -436,7 +435,7 @@ def init_contract(
     Raises:
         InitError: ``out`` exists and ``force`` is false, or the draft failed.
     """
-    from argosy.gitops.pin import write_atomic
+    from argosy.files import write_atomic
 
     if out.exists() and not force:
         raise InitError(f"{out} exists; pass --force to overwrite it, or --out another path")
@@ -859,62 +858,3 @@ def _flow(items: list[str], *, indent: int, width: int = 100) -> str:
             current += ("" if current.endswith("[") else " ") + piece
     lines.append(current)
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------- command
-
-
-def init_command(
-    data: Annotated[Path, typer.Option("--data", help="The Parquet or CSV file to profile.")],
-    label: Annotated[str, typer.Option("--label", help="The binary label column.")],
-    id_column: Annotated[
-        str | None,
-        typer.Option("--id", help="The row-id column (unique; late labels are joined on it)."),
-    ] = None,
-    time_column: Annotated[
-        str | None, typer.Option("--time", help="The event-time column (a time-ordered split).")
-    ] = None,
-    positive: Annotated[
-        str | None,
-        typer.Option(
-            "--positive", help="The positive label value (default: 1/true, else the minority)."
-        ),
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="The model's name (default: from the file's name).")
-    ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", help="Where to write the draft.")
-    ] = DEFAULT_CONTRACT,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --out when it exists.")] = False,
-) -> None:
-    """Profile a Parquet or CSV file and write a draft data contract, commented for review."""
-    from argosy.clikit import fail
-
-    try:
-        draft = init_contract(
-            data,
-            label,
-            out=out,
-            force=force,
-            id_column=id_column,
-            time_column=time_column,
-            positive=positive,
-            name=name,
-        )
-    except InitError as exc:
-        fail(str(exc), code=2)
-    contract = draft.contract
-    nullable = sum(f.nullable for f in contract.features.values())
-    typer.echo(
-        f"wrote {out}: a draft contract for {data} ({draft.profile.rows:,} rows): "
-        f"{len(contract.features)} features ({nullable} nullable), "
-        f"{len(contract.other_columns)} other columns, label {contract.label.column!r} positive "
-        f"{contract.label.positive!r}. Review its FORK: lines, then `make run`."
-    )
-    repo = out.resolve().parent
-    if out.resolve() == (repo / DEFAULT_CONTRACT).resolve() and (repo / "manifests").is_dir():
-        from argosy.gitops.promote import name_unpinned
-
-        for path in name_unpinned(repo, contract.name):
-            typer.echo(f"wrote {path}: no model pinned yet, served name {contract.name}")

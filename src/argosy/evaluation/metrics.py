@@ -3,7 +3,7 @@
 Accuracy and ROC-AUC flatter a model on imbalanced data, so the default headline metric is PR-AUC
 (the contract's ``metric.primary`` picks), with recall at a fixed false-positive budget (what a
 team can review), precision in the top-k, the Brier score for calibration, per-slice metrics on the
-contract's ``slices`` and the ONNX latency per row.
+contract's ``slices``; :func:`measure_latency` gives the ONNX latency per row.
 A metric that is undefined on the data (a slice with no positive label, a split with one class) is
 NaN, never a guess.
 """
@@ -11,6 +11,7 @@ NaN, never a guess.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -21,8 +22,17 @@ import pandas as pd
 
 from argosy.config import EvaluateParams
 from argosy.data.contract import Contract, encode_frame
-from argosy.data.encoding import FeatureSpec
-from argosy.hashing import file_sha256
+from argosy.files import write_all
+from argosy.modeldir import (
+    MODEL_FILE,
+    ModelDirError,
+    check_onnx,
+    open_session,
+    positive_scores,
+    read_metadata,
+)
+
+log = logging.getLogger(__name__)
 
 #: Metrics reported for every model, in table order.
 METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
@@ -30,10 +40,6 @@ METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
 LOWER_IS_BETTER = frozenset({"brier", "latency_us_per_row", "latency_us_single_row"})
 #: The value a slice column's missing entries are reported under.
 MISSING_SLICE = "(missing)"
-
-
-class ModelFileError(RuntimeError):
-    """A model directory is incomplete or its file does not match its recorded sha256."""
 
 
 def _finite(value: float) -> float | None:
@@ -124,52 +130,37 @@ def calibration_points(scores: np.ndarray, labels: np.ndarray, bins: int) -> lis
 
 
 class OnnxModel:
-    """An exported model directory: ``model.onnx`` checked against ``metadata.json``'s sha256."""
+    """An exported model directory, its ``model.onnx`` checked against the recorded sha256."""
 
     def __init__(self, model_dir: Path, expected_sha256: str | None = None) -> None:
         """Load and verify the model.
 
         Raises:
-            ModelFileError: A file is missing, or the model's sha256 differs from the expected one.
+            ModelDirError: A file is missing or invalid, or the model's sha256 differs from the
+                expected one (default: the one ``metadata.json`` records).
         """
-        import onnxruntime as ort
-
-        onnx_path, meta_path = model_dir / "model.onnx", model_dir / "metadata.json"
-        for path in (onnx_path, meta_path):
-            if not path.exists():
-                raise ModelFileError(f"{path}: missing from the model directory")
-        self.metadata: dict[str, Any] = json.loads(meta_path.read_text())
-        expected = expected_sha256 or self.metadata.get("sha256")
-        actual = file_sha256(onnx_path)
-        if actual != expected:
-            raise ModelFileError(
-                f"{onnx_path}: sha256 {actual} does not match the pinned {expected}; "
-                "refusing to score a model that is not the one recorded"
-            )
-        self.sha256 = actual
-        self.onnx_path = onnx_path
-        self.features: list[str] = list(self.metadata["features"])
-        specs = {s["name"]: s for s in self.metadata.get("feature_specs") or []}
-        self.specs = [FeatureSpec.from_dict(specs.get(f) or {"name": f}) for f in self.features]
-        self.threshold = float(self.metadata["threshold"])
-        self._session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        self._input = self.metadata.get("input_name", "features")
-        self._output = self.metadata.get("output_name", "probabilities")
+        self.metadata = read_metadata(model_dir)
+        self.sha256 = check_onnx(model_dir, expected_sha256 or self.metadata.sha256)
+        self.onnx_path = model_dir / MODEL_FILE
+        self.features = self.metadata.features
+        self.specs = self.metadata.specs
+        self.threshold = self.metadata.threshold
+        self._session = open_session(self.onnx_path)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """Encode ``frame`` as this model's input, with the feature specs it was trained with.
 
         Raises:
-            ModelFileError: The frame lacks a feature this model reads.
+            ModelDirError: The frame lacks a feature this model reads.
         """
         missing = [f for f in self.features if f not in frame.columns]
         if missing:
-            raise ModelFileError(f"model expects features the data lacks: {missing[:10]}")
+            raise ModelDirError(f"model expects features the data lacks: {missing[:10]}")
         return encode_frame(frame, self.specs)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probabilities for an encoded matrix."""
-        return np.asarray(self._session.run([self._output], {self._input: matrix})[0])[:, 1]
+        return np.asarray(positive_scores(self._session, matrix, self.metadata.input_name))
 
     def latency_us_per_row(self, matrix: np.ndarray, repeats: int) -> dict[str, float]:
         """Median wall time per row for a batch, and for single rows, in microseconds."""
@@ -198,12 +189,20 @@ def evaluate_model(
     metrics: dict[str, Any] = score_metrics(
         scores, labels, params.fpr, params.top_k, model.threshold
     )
-    sample = matrix[: min(params.latency_rows, len(matrix))]
-    metrics |= model.latency_us_per_row(sample, params.latency_repeats)
     metrics["slices"] = slice_metrics(
         test, scores, labels, contract.slices, params.fpr, params.top_k, model.threshold
     )
     return metrics, scores
+
+
+def measure_latency(model: OnnxModel, test: pd.DataFrame, params: EvaluateParams) -> dict:
+    """``latency_us_per_row`` (a batch of ``latency_rows``) and ``latency_us_single_row``.
+
+    A measurement of this machine at this moment, so it is taken by the gate for both models side
+    by side, never stored with the reproducible metrics.
+    """
+    sample = model.matrix(test.head(params.latency_rows))
+    return model.latency_us_per_row(sample, params.latency_repeats)
 
 
 def to_json(value: Any) -> Any:
@@ -230,33 +229,34 @@ def run_evaluate(
     run, so the run shows how the model did on the held-out split next to how it trained.
 
     Raises:
-        ModelFileError: The model directory is incomplete or altered.
-        TrackingServerError: The model names an MLflow run and the tracking server is not
-            reachable (checked before any scoring).
+        ModelDirError: The model directory is incomplete or altered.
+        TrackingServerError: The tracking server is not reachable (checked before any scoring).
     """
-    model = OnnxModel(model_dir)
-    run_id = model.metadata.get("mlflow_run_id")
-    tracking_uri = None
-    if run_id:
-        from argosy import tracking
+    from argosy import tracking
 
-        tracking_uri = tracking.connect(tracking.tracking_uri())
+    model = OnnxModel(model_dir)
+    tracking_uri = tracking.connect(tracking.tracking_uri())
     test = pd.read_parquet(prepared_dir / "test.parquet")
     metrics, scores = evaluate_model(model, test, params, contract)
     labels = contract.labels(test)
     headline = {k: v for k, v in metrics.items() if k != "slices"}
     plots = reports_dir / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "metrics.json").write_text(json.dumps(to_json(headline), indent=2) + "\n")
-    (reports_dir / "slices.json").write_text(
-        json.dumps(to_json(metrics["slices"]), indent=2) + "\n"
+    write_all(
+        {
+            reports_dir / "metrics.json": json.dumps(to_json(headline), indent=2) + "\n",
+            reports_dir / "slices.json": json.dumps(to_json(metrics["slices"]), indent=2) + "\n",
+            plots / "pr_curve.json": json.dumps(pr_curve_points(scores, labels)) + "\n",
+            plots / "calibration.json": json.dumps(
+                calibration_points(scores, labels, params.calibration_bins)
+            )
+            + "\n",
+        }
     )
-    (plots / "pr_curve.json").write_text(json.dumps(pr_curve_points(scores, labels)) + "\n")
-    (plots / "calibration.json").write_text(
-        json.dumps(calibration_points(scores, labels, params.calibration_bins)) + "\n"
-    )
-    if run_id and tracking_uri:
-        log_test_metrics(tracking_uri, str(run_id), headline)
+    run_id = tracking.training_run(tracking_uri, model.sha256)
+    if run_id is None:
+        log.warning("no MLflow run records model %s: test metrics not logged", model.sha256[:12])
+    else:
+        log_test_metrics(tracking_uri, run_id, headline)
     return metrics
 
 

@@ -27,19 +27,20 @@ from typing import Any
 
 import yaml
 
-from argosy import k8s
-from argosy.gitops import git as gitops_git
-from argosy.gitops.pin import (
+from argosy import k8s, proc
+from argosy.gitops.promote import Links, PromotionError, annotations_for, pin_for
+from argosy.pin import (
     MODEL_NAME,
     MODEL_VERSION,
     ModelPin,
     PinError,
     load_yaml,
+    overlay_dir,
     pin_of,
+    pin_path,
     render_pin,
     render_unpinned,
 )
-from argosy.gitops.promote import Links, PromotionError, annotations_for, model_yaml, pin_for
 from argosy.registry.models import RegisteredVersion, RegistryError
 
 #: Kinds that decide what runs in the predictor pod; each must render exactly as the reference.
@@ -83,7 +84,7 @@ def duplicate_keys(root: Path) -> list[str]:
 
 
 def _kustomization(root: Path, env: str) -> dict[str, Any]:
-    path = root / "manifests" / "overlays" / env / "kustomization.yaml"
+    path = root / overlay_dir(env) / "kustomization.yaml"
     try:
         docs = load_yaml(path.read_text())
     except FileNotFoundError as exc:
@@ -98,7 +99,7 @@ def _kustomization(root: Path, env: str) -> dict[str, Any]:
 def kustomization_changes(pr_root: Path, base_root: Path, env: str) -> list[str]:
     """How the overlay's kustomization.yaml differs from the base branch's, entry by entry."""
     pr, base = _kustomization(pr_root, env), _kustomization(base_root, env)
-    where = f"manifests/overlays/{env}/kustomization.yaml"
+    where = f"{overlay_dir(env)}/kustomization.yaml"
     problems = []
     for key in sorted(set(pr) | set(base)):
         ours, theirs = pr.get(key), base.get(key)
@@ -209,7 +210,7 @@ def _isvc(docs: list[dict[str, Any]], where: str) -> dict[str, Any]:
 
 def _render(root: Path, env: str, what: str) -> list[dict[str, Any]]:
     try:
-        return k8s.render_kustomize(root / "manifests" / "overlays" / env)
+        return k8s.render_kustomize(root / overlay_dir(env))
     except k8s.KustomizeError as exc:
         raise PromotionError(f"{what}: {exc}") from exc
 
@@ -244,7 +245,7 @@ def check_overlay(
         The rendered pin and every problem found.
     """
     verdict = Verdict(env)
-    where = f"manifests/overlays/{env}"
+    where = overlay_dir(env)
     verdict.problems = duplicate_keys(pr_root)
     if verdict.problems:
         return verdict  # what kustomize deploys is not what any YAML reader checks
@@ -265,7 +266,7 @@ def check_overlay(
         with tempfile.TemporaryDirectory(prefix="argosy-reference-") as tmp:
             reference = Path(tmp)
             shutil.copytree(base_root / "manifests", reference / "manifests", symlinks=True)
-            (reference / model_yaml(env)).write_text(reference_text(env, verdict.pin, name, lookup))
+            (reference / pin_path(env)).write_text(reference_text(env, verdict.pin, name, lookup))
             expected = _render(reference, env, f"the base branch's {where}")
         verdict.problems += serving_differences(rendered, expected)
     except (PromotionError, PinError, RegistryError, OSError) as exc:
@@ -286,9 +287,9 @@ def tree_at(repo: Path, ref: str) -> Iterator[Path]:
         PromotionError: ``ref`` does not resolve or has no ``manifests/``.
     """
     try:
-        commit = gitops_git.git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
-        archive = gitops_git.git_bytes(repo, "archive", "--format=tar", commit, "manifests")
-    except gitops_git.GitError as exc:
+        commit = proc.git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+        archive = proc.git_bytes(repo, "archive", "--format=tar", commit, "manifests")
+    except proc.GitError as exc:
         raise PromotionError(f"cannot read the base branch's manifests at {ref!r}: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="argosy-base-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import re
 import socket
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -20,14 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from argosy.gitops.pin import write_atomic
-
-BOT_NAME = "argosy-bot"
-BOT_EMAIL = "argosy-bot@users.noreply.github.com"
-
-
-class GitError(RuntimeError):
-    """A git command failed; the message carries git's own explanation."""
+from argosy.files import write_atomic
+from argosy.proc import GitError, git, git_show, identity_args, run_bytes
 
 
 class PushRejected(GitError):
@@ -68,51 +61,6 @@ class PushResult:
     pushed: bool
     created: bool = False
     attempts: int = 0
-
-
-def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
-    """Run git and return its stdout.
-
-    Raises:
-        GitError: Non-zero exit (when ``check``), with git's stderr in the message.
-    """
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, env=env, timeout=300
-    )
-    if check and result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip()
-        raise GitError(f"git {' '.join(args)} failed: {detail}")
-    return result.stdout
-
-
-def git_bytes(cwd: Path, *args: str) -> bytes:
-    """Run git and return its raw stdout (an archive, a blob).
-
-    Raises:
-        GitError: Non-zero exit, with git's stderr in the message.
-    """
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, timeout=300)
-    if result.returncode != 0:
-        detail = result.stderr.decode(errors="replace").strip()
-        raise GitError(f"git {' '.join(args)} failed: {detail}")
-    return result.stdout
-
-
-def repo_root(path: Path) -> Path:
-    """The top level of the git repository containing ``path``."""
-    return Path(git(path, "rev-parse", "--show-toplevel").strip())
-
-
-def identity_args(repo: Path) -> list[str]:
-    """``-c`` options giving commits an author: the configured one, else Argosy's bot.
-
-    CI runners and workflow pods often have no git identity configured.
-    """
-    name = git(repo, "config", "user.name", check=False).strip()
-    email = git(repo, "config", "user.email", check=False).strip()
-    return (
-        [] if name and email else ["-c", f"user.name={BOT_NAME}", "-c", f"user.email={BOT_EMAIL}"]
-    )
 
 
 CONNECT_TIMEOUT_S = 10.0
@@ -192,14 +140,6 @@ def worktree(repo: Path, commit: str) -> Iterator[Path]:
             git(repo, "worktree", "prune", check=False)
 
 
-def show(repo: Path, commit: str, path: str) -> str | None:
-    """A file's content at ``commit``, or None when it does not exist there."""
-    result = subprocess.run(
-        ["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True, check=False
-    )
-    return result.stdout.decode() if result.returncode == 0 else None
-
-
 def _apply(
     repo: Path,
     tree: Path,
@@ -228,17 +168,12 @@ def _apply(
 
 def _push(tree: Path, remote: str, refspec: str, *extra: str) -> None:
     check_reachable(tree, remote)
-    result = subprocess.run(
-        ["git", "push", "--porcelain", *extra, remote, refspec],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
+    result = run_bytes(
+        ["git", "push", "--porcelain", *extra, remote, refspec], tree, check=False, error=GitError
     )
     if result.returncode == 0:
         return
-    detail = (result.stderr + result.stdout).strip()
+    detail = (result.stderr + result.stdout).decode(errors="replace").strip()
     # "[rejected] ... (fetch first)" / "(non-fast-forward)" / "(stale info)": the remote moved on.
     # "cannot lock ref" / "(failed to update ref)": another push is updating the branch right now.
     # Any other "[remote rejected]" (a hook, a protected branch) is final and is not retried.
@@ -360,7 +295,7 @@ def file_history(repo: Path, ref: str, path: str) -> list[tuple[str, str]]:
     commits = git(repo, "log", "--format=%H", ref, "--", path).split()
     history = []
     for commit in commits:
-        text = show(repo, commit, path)
+        text = git_show(repo, commit, path)
         if text is not None:
             history.append((commit, text))
     return history

@@ -13,23 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from argosy import k8s
+from argosy.files import write_atomic
+from argosy.gatereport import METRICS
 from argosy.gitops import git as gitops_git
-from argosy.gitops.git import FileChange, GitError, PushResult
+from argosy.gitops.git import FileChange, PushResult
 from argosy.gitops.github import GitHubError, GitHubSettings, PullRequests
-from argosy.gitops.pin import (
+from argosy.pin import (
+    ENVIRONMENTS,
     SHA256_RE,
     ModelPin,
     PinError,
+    overlay_dir,
     parse_model_name,
     parse_pin,
+    pin_path,
     render_pin,
     render_unpinned,
-    write_atomic,
 )
+from argosy.proc import GitError
 from argosy.registry.models import RegisteredVersion
 
-ENVIRONMENTS = ("staging", "production")
-KEY_METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
 LINK_PREFIX = "link.argocd.argoproj.io/"
 PR_LABELS = ("promotion", "env:production")
 
@@ -74,13 +77,6 @@ class Outcome:
     body: str | None = None
 
 
-def model_yaml(env: str) -> str:
-    """Repository path of an environment's pin."""
-    if env not in ENVIRONMENTS:
-        raise PromotionError(f"unknown environment {env!r}; expected {' or '.join(ENVIRONMENTS)}")
-    return f"manifests/overlays/{env}/model.yaml"
-
-
 def name_unpinned(repo: Path, name: str) -> list[str]:
     """Give the overlays that pin no model yet the contract's model name; return their paths.
 
@@ -88,7 +84,7 @@ def name_unpinned(repo: Path, name: str) -> list[str]:
     """
     renamed = []
     for env in ENVIRONMENTS:
-        path = repo / model_yaml(env)
+        path = repo / pin_path(env)
         if not path.exists():
             continue
         text = path.read_text()
@@ -99,14 +95,14 @@ def name_unpinned(repo: Path, name: str) -> list[str]:
             continue  # `argosy promote verify` reports a pin it cannot read
         if not pinned and current != name:
             write_atomic(path, render_unpinned(name, env))
-            renamed.append(model_yaml(env))
+            renamed.append(pin_path(env))
     return renamed
 
 
 def validate_overlay(tree: Path, env: str) -> list[str]:
     """Render the overlay in ``tree`` with kustomize and validate every document strictly."""
     try:
-        docs = k8s.render_kustomize(tree / "manifests" / "overlays" / env)
+        docs = k8s.render_kustomize(tree / overlay_dir(env))
     except k8s.KustomizeError as exc:
         return [str(exc)]
     return k8s.validate_documents(docs)
@@ -166,15 +162,13 @@ def annotations_for(version: RegisteredVersion, env: str, links: Links) -> dict[
             query = f"is%3Apr+head%3A{branch_name(version).replace('/', '%2F')}"
             annotations[LINK_PREFIX + "promotion-pull-request"] = f"{repo}/pulls?q={query}"
         else:
-            annotations[LINK_PREFIX + "promotion-history"] = (
-                f"{repo}/commits/main/{model_yaml(env)}"
-            )
+            annotations[LINK_PREFIX + "promotion-history"] = f"{repo}/commits/main/{pin_path(env)}"
     return annotations
 
 
 def commit_message(version: RegisteredVersion, env: str) -> str:
     """``Promote <model> v<N> to <env>`` with key metrics and provenance in the body."""
-    metrics = " ".join(f"{k}={version.metrics[k]:.4f}" for k in KEY_METRICS if k in version.metrics)
+    metrics = " ".join(f"{k}={version.metrics[k]:.4f}" for k in METRICS if k in version.metrics)
     return (
         f"Promote {version.name} v{version.version} to {env}\n\n"
         f"{metrics or 'metrics: not recorded'}\n"
@@ -274,7 +268,7 @@ def promote(
     Raises:
         PromotionError: The version may not be promoted, or publishing failed (cleanly).
     """
-    path = model_yaml(env)
+    path = pin_path(env)
     check_promotable(version, env)
     pin = pin_for(version)
     problems = check_served(version) if check_served is not None else []
@@ -423,7 +417,7 @@ def rollback(
         PromotionError: No earlier pin to restore, the target is marked rolled back and no
             reason to force it was given, or publishing failed (cleanly).
     """
-    path = model_yaml(env)
+    path = pin_path(env)
     if force_reason is not None and not force_reason.strip():
         raise PromotionError("--force needs a --reason; it is recorded on the restored version")
     if force_reason is not None and to_version is None:

@@ -37,26 +37,30 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
 import yaml
+
+from argosy import gatereport, proc
+from argosy.gatereport import GateReport
+from argosy.modeldir import read_metadata
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow import MlflowClient
 
     from argosy.data.contract import Contract
+    from argosy.gitops.promote import Outcome
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
+DEMO_REPOSITORY = "argosy-demo/argosy"
+"""The GitHub repository the demo's links name (no request is ever sent there)."""
 STEPS = 11
-#: The metrics the summary shows when the gate reports them (the primary metric first).
-SUMMARY_METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k")
 Progress = Callable[[int, str], None]
 
 
@@ -116,9 +120,9 @@ class DemoResult:
         retrained: Whether the labelled period was added and the pipeline re-ran.
         champion_sha256: sha256 of the production model the challenger was gated against.
         challenger_sha256: sha256 of the retrained model.
-        gate: The retrained model's ``gate.json``.
-        production_output: What ``argosy promote --env production`` printed for the challenger
-            (empty when the gate rejected it).
+        gate: The retrained model's gate report.
+        production_branch_v2: The challenger's promotion branch ("" when the gate rejected it).
+        production_body: The pull request body that branch carries.
         reports: Named links to the reports a person reads.
         summary: The summary Markdown file.
         elapsed_s: Wall time of the whole run.
@@ -135,8 +139,9 @@ class DemoResult:
     retrained: bool = False
     champion_sha256: str = ""
     challenger_sha256: str = ""
-    gate: dict[str, Any] = field(default_factory=dict)
-    production_output: str = ""
+    gate: GateReport | None = None
+    production_branch_v2: str = ""
+    production_body: str = ""
     reports: dict[str, Path] = field(default_factory=dict)
     summary: Path | None = None
     elapsed_s: float = 0.0
@@ -155,7 +160,7 @@ def demo_env(workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in TOKEN_ENV}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
-    env["GITHUB_REPOSITORY"] = "argosy-demo/argosy"
+    env["GITHUB_REPOSITORY"] = DEMO_REPOSITORY
     env["DVC_NO_ANALYTICS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
@@ -237,8 +242,64 @@ def _commit_and_push(clone: Path, env: Mapping[str, str], message: str, *paths: 
     sh(clone, env, "git", "push", "--quiet", "origin", "main")
 
 
-def _sha256_of(model_dir: Path) -> str:
-    return json.loads((model_dir / "metadata.json").read_text())["sha256"]
+def _gate(clone: Path) -> GateReport:
+    try:
+        return gatereport.read(clone / "reports" / gatereport.GATE_JSON)
+    except gatereport.GateReportError as exc:
+        raise DemoError(str(exc)) from None
+
+
+def _registry(env: Mapping[str, str]) -> MlflowClient:
+    from argosy.registry.models import RegistryError, client
+
+    try:
+        return client(env["MLFLOW_TRACKING_URI"])
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from None
+
+
+def _register(clone: Path, mlflow_client: MlflowClient) -> None:
+    """``argosy register``: the gate-passed model as a version, alias candidate."""
+    from argosy.registry.models import RegistryError, register
+
+    try:
+        register(clone / "reports" / gatereport.GATE_JSON, mlflow_client)
+    except (RegistryError, gatereport.GateReportError) as exc:
+        raise DemoError(f"argosy register: {exc}") from None
+
+
+def _promote(clone: Path, mlflow_client: MlflowClient, model: str, env: str) -> Outcome:
+    """``argosy promote --env ENV`` of the candidate; production opens no pull request."""
+    from argosy.gitops.github import GitHubError
+    from argosy.gitops.promote import PromotionError
+    from argosy.loop import promotion
+    from argosy.registry.models import RegistryError
+
+    try:
+        _, outcome, _ = promotion.promote(
+            mlflow_client,
+            clone,
+            env,
+            model,
+            reports=clone / "reports",
+            github=promotion.GitHubTarget(DEMO_REPOSITORY),
+            pull_request=False,
+        )
+    except (RegistryError, PromotionError, GitHubError, proc.GitError) as exc:
+        raise DemoError(f"argosy promote --env {env}: {exc}") from None
+    return outcome
+
+
+def _sync(clone: Path, mlflow_client: MlflowClient, model: str) -> None:
+    """``argosy registry sync``: the registry's aliases follow what git pins."""
+    from argosy.loop.promotion import sync_registry
+    from argosy.pin import PinError
+    from argosy.registry.models import RegistryError
+
+    try:
+        sync_registry(mlflow_client, clone, "HEAD", model)
+    except (RegistryError, PinError, proc.GitError) as exc:
+        raise DemoError(f"argosy registry sync: {exc}") from None
 
 
 _SOURCE_LINE = re.compile(r"^source:[ \t]*\S+[ \t]*(#.*)?$", re.MULTILINE)
@@ -513,24 +574,23 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     run("dvc", "add", "--quiet", "data")
     run("dvc", "repro", "--quiet")
     _commit_and_push(clone, env, "Demo: baseline data and pipeline lock", "data.dvc", "dvc.lock")
-    gate = json.loads((clone / "reports" / "gate.json").read_text())
-    if gate["decision"] != "promote":
-        raise DemoError(f"the first model failed its gate: {gate['reasons']}")
+    first = _gate(clone)
+    if not first.promoted:
+        raise DemoError(f"the first model failed its gate: {'; '.join(first.reasons)}")
     first_reports = work / "reports" / "first-model"
     shutil.copytree(clone / "reports", first_reports)
 
     # 3. register and pin in staging: one commit on origin's main
     _say(progress, 3, "argosy register; argosy promote --env staging (commit on origin/main)")
-    run("argosy", "register", "--gate", "reports/gate.json")
-    out = run("argosy", "promote", "--env", "staging")
-    result.staging_commit = out.strip().rsplit("commit ", 1)[-1]
+    mlflow_client = _registry(env)
+    _register(clone, mlflow_client)
+    result.staging_commit = _promote(clone, mlflow_client, contract.name, "staging").commit or ""
 
     # 4. production: the promotion branch, merged here as a reviewer's approval would merge it
     _say(progress, 4, "argosy promote --env production; merge its branch (the human approval)")
-    out = run("argosy", "promote", "--env", "production")
-    if "pushed branch " not in out:
-        raise DemoError(f"`argosy promote --env production` pushed no branch:\n{out.strip()}")
-    branch = out.split("pushed branch ", 1)[1].split()[0]
+    branch = _promote(clone, mlflow_client, contract.name, "production").branch
+    if not branch:
+        raise DemoError("`argosy promote --env production` pushed no branch")
     result.production_branch = branch
     run("git", "fetch", "--quiet", "origin")
     run("git", "merge", "--quiet", "--ff-only", "origin/main")
@@ -545,8 +605,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     )
     run("git", "push", "--quiet", "origin", "main")
     # The registry's aliases follow what git pins (as the platform's sync job does).
-    run("argosy", "registry", "sync")
-    result.champion_sha256 = _sha256_of(clone / "models")
+    _sync(clone, mlflow_client, contract.name)
+    result.champion_sha256 = read_metadata(clone / "models").sha256
 
     # 5. serve the production model with a prediction log
     base = yaml.safe_load((clone / "params.yaml").read_text())
@@ -607,7 +667,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
             )
         except synthetic.SyntheticError as exc:
             raise DemoError(f"synthetic shifted period: {exc}") from None
-        model_name = json.loads((served_model / "metadata.json").read_text())["name"]
+        model_name = read_metadata(served_model).name
         began_at = time.time()
         result.served_rows = replay(port, model_name, period, contract, config.batch_rows)
         if math.floor(began_at / step) != math.floor(time.time() / step):
@@ -677,18 +737,20 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     run("argosy", "retrain", str(labelled), extra={TRIGGER_ENV: trigger})
     _commit_and_push(clone, env, "Demo: add the newly labelled period", "data.dvc", "dvc.lock")
     result.retrained = True
-    result.challenger_sha256 = _sha256_of(clone / "models")
+    result.challenger_sha256 = read_metadata(clone / "models").sha256
 
     # 9. the gate: challenger vs the production champion
-    result.gate = json.loads((clone / "reports" / "gate.json").read_text())
-    _say(progress, 9, f"gate vs the production champion: {result.gate['decision']}")
+    result.gate = _gate(clone)
+    _say(progress, 9, f"gate vs the production champion: {result.gate.decision}")
 
     # 10. the production pull request (its body is reports/gate.md)
     _say(progress, 10, "argosy register; argosy promote --env production (pull request body)")
-    if result.gate["decision"] == "promote":
-        run("argosy", "register", "--gate", "reports/gate.json")
-        result.production_output = run("argosy", "promote", "--env", "production")
-        run("argosy", "registry", "sync")
+    if result.gate.promoted:
+        _register(clone, mlflow_client)
+        outcome = _promote(clone, mlflow_client, contract.name, "production")
+        result.production_branch_v2 = outcome.branch or ""
+        result.production_body = outcome.body or ""
+        _sync(clone, mlflow_client, contract.name)
 
     # 11. summary
     _say(progress, 11, "write the summary")
@@ -717,8 +779,8 @@ def render_summary(result: DemoResult) -> str:
     monitor = result.monitor
     share = monitor.get("drift_share")
     gate = result.gate
-    champion = gate.get("champion") or {}
-    challenger = gate.get("challenger") or {}
+    champion = (gate.champion if gate else None) or {}
+    challenger = gate.challenger if gate else {}
     lines = [
         "# Argosy demo",
         "",
@@ -734,11 +796,11 @@ def render_summary(result: DemoResult) -> str:
         + ("" if share is None else f", drift share {share:.2f}")
         + f"; drifted: {', '.join(monitor.get('drifted_columns', [])[:6]) or 'none'} |",
         f"| retrain | {'labelled period added, pipeline re-run' if result.retrained else 'no'} |",
-        f"| gate | {gate.get('decision')}: challenger `{result.challenger_sha256[:12]}` vs "
-        f"champion `{result.champion_sha256[:12]}` |",
+        f"| gate | {gate.decision if gate else 'not run'}: challenger "
+        f"`{result.challenger_sha256[:12]}` vs champion `{result.champion_sha256[:12]}` |",
     ]
-    primary = gate.get("primary_metric")
-    for metric in dict.fromkeys([primary, *SUMMARY_METRICS]):
+    primary = gate.primary_metric if gate else None
+    for metric in dict.fromkeys([primary, *gatereport.METRICS]):
         ours, was = challenger.get(metric), champion.get(metric)
         if isinstance(ours, int | float):
             lines.append(
@@ -748,89 +810,13 @@ def render_summary(result: DemoResult) -> str:
             )
     lines += ["", "## Reports", ""]
     lines += [f"- {name}: {path.as_uri()}" for name, path in result.reports.items()]
-    if result.production_output:
+    if result.production_branch_v2:
         lines += [
             "",
-            "## `argosy promote --env production`",
+            f"## `argosy promote --env production`: branch `{result.production_branch_v2}`",
             "",
-            "```",
-            result.production_output.strip(),
-            "```",
+            "The pull request it would open (no GITHUB_TOKEN in the demo) has this body:",
+            "",
+            result.production_body.strip(),
         ]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- command line
-
-
-_PARAGRAPHS = (
-    "Run the whole loop locally: train, promote, serve, detect drift, retrain, gate. No network.",
-    "Synthesizes a baseline period from the data contract (contract.yaml, whatever data it "
-    "describes) and runs the pipeline (`dvc repro`) in a clone of this repository's main whose "
-    "origin is a bare repository in the demo directory; registers the model and pins it in "
-    "staging (a commit on origin/main). `argosy promote --env production` pushes its branch (no "
-    "GITHUB_TOKEN: no pull request), and the demo merges that branch locally, standing in for a "
-    "reviewer's approval. Then it serves the model on 127.0.0.1 with a prediction log, replays a "
-    "later, shifted period through it (V2 infer over HTTP, one tensor per feature), runs `argosy "
-    "monitor` with that period's labels, adds the newly labelled period with `argosy retrain`, "
-    "gates the challenger against the production champion and prints the production pull "
-    "request body.",
-    "Your own checkout is never modified; everything is written under --workdir (default: a new "
-    "temporary directory, kept). About a minute on 2 cores with the defaults.",
-)
-DEMO_HELP = "\n\n".join(_PARAGRAPHS)
-
-
-def demo_command(
-    workdir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Directory for the run (must not hold an earlier run). Default: a new "
-            "temporary directory, kept so the reports can be opened."
-        ),
-    ] = None,
-    rows: Annotated[int, typer.Option(min=1, help="Rows of the baseline period.")] = 100_000,
-    drift_rows: Annotated[
-        int,
-        typer.Option(min=1, help="Rows of the shifted period replayed through the server."),
-    ] = 40_000,
-    shift: Annotated[
-        float,
-        typer.Option(
-            min=0.1,
-            max=1.0,
-            help="How far the replayed period drifts from the baseline: 0.1 slightly, 1 the "
-            "category mixes turned around, numbers up their range, booleans true twice as often.",
-        ),
-    ] = 0.5,
-    summary: Annotated[
-        Path | None, typer.Option(help="Also copy the summary Markdown to this path.")
-    ] = None,
-) -> None:
-    """Run the demo (the full help is ``DEMO_HELP``)."""
-    work = workdir or Path(tempfile.mkdtemp(prefix="argosy-demo-"))
-    config = DemoConfig(workdir=work, baseline_rows=rows, drift_rows=drift_rows, shift=shift)
-
-    began = time.monotonic()
-
-    def progress(step: int, message: str) -> None:
-        where = f"[{step:>2}/{STEPS}]" if step else " " * 7  # 0: a step still running
-        typer.echo(f"{where} {time.monotonic() - began:>5.0f} s  {message}")
-
-    typer.echo(f"demo directory: {work}")
-    try:
-        result = run_demo(config, progress)
-    except DemoError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    text = result.summary.read_text() if result.summary else ""
-    if summary is not None:
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(text)
-    typer.echo("\n" + text)
-
-
-if __name__ == "__main__":
-    cli = typer.Typer(add_completion=False)
-    cli.command(help=DEMO_HELP)(demo_command)
-    cli()

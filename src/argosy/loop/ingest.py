@@ -27,25 +27,19 @@ import json
 import logging
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
-from argosy.clikit import DEFAULT_CONTRACT, ContractOption, contract_or_exit, fail
+from argosy import proc
 from argosy.data.contract import Contract
-from argosy.gitops.git import identity_args
+from argosy.files import write_atomic
 from argosy.hashing import file_sha256
+from argosy.proc import CREDENTIAL_HELPER, identity_args
 
 log = logging.getLogger(__name__)
-
-CREDENTIAL_HELPER = "!f() { echo username=$GIT_USERNAME; echo password=$GIT_PASSWORD; }; f"
-"""Reads push credentials from the environment (Secret references in the cluster)."""
 
 JOURNAL = Path(".dvc") / "tmp" / "argosy-ingest.json"
 """An ingest in progress (inside DVC's own git-ignored tmp directory)."""
@@ -73,10 +67,10 @@ class IngestResult:
 
 
 def _run(repo: Path, *args: str) -> str:
-    result = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise IngestError(f"`{' '.join(args)}` failed: {result.stderr.strip() or result.stdout}")
-    return result.stdout.strip()
+    try:
+        return proc.run(args, repo).strip()
+    except proc.CommandError as exc:
+        raise IngestError(str(exc)) from exc
 
 
 def check_batch_file(batch: Path) -> None:
@@ -287,17 +281,19 @@ def _cache_files(cache: Path) -> set[str]:
 
 def _write_journal(repo: Path, entry: dict[str, object]) -> None:
     path = repo / JOURNAL
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entry))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(entry))
 
 
 def _undo(repo: Path, entry: dict[str, object]) -> None:
     """Put ``data/``, ``data.dvc`` and the DVC cache back as the journal found them."""
     (repo / "data" / str(entry["target"])).unlink(missing_ok=True)
-    if _run(repo, "git", "ls-files", "--", "data.dvc"):
+    pointer = repo / "data.dvc"
+    if entry.get("pointer") is not None:  # data.dvc as it was, committed or not
+        write_atomic(pointer, str(entry["pointer"]))
+    elif _run(repo, "git", "ls-files", "--", "data.dvc"):
         _run(repo, "git", "checkout", "HEAD", "--", "data.dvc")
+    else:
+        pointer.unlink(missing_ok=True)
     cache = Path(str(entry["cache_dir"]))
     before = set(entry["cache"])  # type: ignore[arg-type]
     for name in sorted(_cache_files(cache) - before):
@@ -352,10 +348,9 @@ def _is_pinned(repo: Path) -> bool:
     """Whether ``data/`` and ``data.dvc`` match what HEAD commits (nothing left uncommitted)."""
     if _run(repo, "git", "status", "--porcelain", "--", "data.dvc"):
         return False
-    status = subprocess.run(
-        ["dvc", "status", "--quiet", "data.dvc"], cwd=repo, capture_output=True, check=False
+    return (
+        proc.run_bytes(["dvc", "status", "--quiet", "data.dvc"], repo, check=False).returncode == 0
     )
-    return status.returncode == 0
 
 
 def _push(repo: Path, branch: str) -> None:
@@ -449,86 +444,53 @@ def ingest_batch(
                 f"batch {batch} rejected, nothing committed: together with data/, {exc}\n"
                 f"report: {reports / 'with-data'}"
             ) from exc
-    commit = _version(repo, batch, target, digest, outcome.rows)
+    commit = add_batch(
+        repo, batch, target, f"Ingest data batch {digest[:16]} ({outcome.rows} rows)"
+    )
     if push:
         _push(repo, branch)
     return IngestResult(target, outcome.rows, commit)
 
 
-def _version(repo: Path, batch: Path, target: Path, digest: str, rows: int) -> str:
-    """Copy the batch into ``data/``, ``dvc add`` and commit, all or nothing (journalled)."""
+def add_batch(repo: Path, batch: Path, target: Path, message: str | None = None) -> str | None:
+    """Copy ``batch`` to ``target`` in ``data/`` and ``dvc add data``, all or nothing.
+
+    With ``message``, ``data.dvc`` is committed too and the new commit returned. A journal in
+    ``.dvc/tmp`` records where things stood, so a failure, SIGTERM, or a kill followed by the next
+    run (:func:`recover`) puts ``data/``, ``data.dvc`` and the DVC cache back.
+
+    Raises:
+        IngestError: DVC or git failed (everything rolled back).
+    """
     cache = _cache_dir(repo)
     entry: dict[str, object] = {
         "target": target.name,
         "head": _run(repo, "git", "rev-parse", "HEAD"),
         "cache_dir": str(cache),
         "cache": sorted(_cache_files(cache)),
+        "pointer": (repo / "data.dvc").read_text() if (repo / "data.dvc").exists() else None,
     }
     with _sigterm_rolls_back():
         _write_journal(repo, entry)
         try:
             shutil.copy(batch, target)
             _run(repo, "dvc", "add", "--quiet", "data")
-            _run(repo, "git", "add", "data.dvc")
-            _run(
-                repo,
-                "git",
-                *identity_args(repo),
-                "commit",
-                "--quiet",
-                "-m",
-                f"Ingest data batch {digest[:16]} ({rows} rows)",
-                "--",
-                "data.dvc",
-            )
+            if message is not None:
+                _run(repo, "git", "add", "data.dvc")
+                _run(
+                    repo,
+                    "git",
+                    *identity_args(repo),
+                    "commit",
+                    "--quiet",
+                    "-m",
+                    message,
+                    "--",
+                    "data.dvc",
+                )
         except BaseException:
             if _run(repo, "git", "rev-parse", "HEAD") == entry["head"]:
                 _undo(repo, entry)
             raise
         (repo / JOURNAL).unlink(missing_ok=True)
-    return _run(repo, "git", "rev-parse", "HEAD")
-
-
-def ingest_command(
-    batch: Annotated[Path, typer.Option(help="The new batch: one Parquet file of raw data.")],
-    reports: Annotated[
-        Path, typer.Option(help="Where the batch's validation report is written.")
-    ] = Path("reports/ingest"),
-    push: Annotated[
-        bool, typer.Option(help="dvc push the data and git push the commit to origin.")
-    ] = False,
-    branch: Annotated[str, typer.Option(help="Branch to push the commit to.")] = "main",
-    dvc_remote: Annotated[
-        str | None, typer.Option(help="DVC remote URL for this checkout (.dvc/config.local).")
-    ] = None,
-    dvc_endpoint: Annotated[str, typer.Option(help="S3 endpoint of that remote.")] = "",
-    contract: ContractOption = DEFAULT_CONTRACT,
-) -> None:
-    """Validate a new batch; if it passes, add it to data/ under DVC and commit data.dvc.
-
-    A rejected batch changes nothing (exit 1, report written); a batch whose Parquet footer
-    declares more rows than the contract's rows.max, or other columns, is refused before any row
-    is read. An interrupted run is rolled back (on SIGTERM at once, after a kill by the next
-    run), so running it again completes the ingest. Pushing the commit starts training through
-    the push Sensor, with the data version pinned in that commit.
-    """
-    declared = contract_or_exit(contract)
-    repo = contract.resolve().parent
-    try:
-        check_batch_file(batch)
-        if dvc_remote:
-            from argosy.workflows.runner import TaskError, configure_remote
-
-            try:
-                configure_remote(repo, dvc_remote, dvc_endpoint)
-            except TaskError as exc:
-                raise IngestError(str(exc)) from exc
-        result = ingest_batch(repo, batch, declared, reports, push=push, branch=branch)
-    except IngestInterrupted as exc:
-        fail(str(exc), code=128 + signal.SIGTERM)
-    except IngestError as exc:
-        fail(str(exc))
-    if result.commit is None:
-        typer.echo(f"{batch}: already ingested as {result.path}")
-    else:
-        typer.echo(f"ingested {result.rows} rows as {result.path}; commit {result.commit[:12]}")
+    return None if message is None else _run(repo, "git", "rev-parse", "HEAD")

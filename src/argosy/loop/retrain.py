@@ -7,14 +7,17 @@ model may replace the champion, so a trigger never deploys anything by itself.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from argosy import proc
 from argosy.data.contract import Contract
+from argosy.loop.ingest import IngestError, add_batch
+
+RETRAIN_TIMEOUT_S = 6 * 3600.0
+"""Longest a local ``dvc repro`` may run before the trigger gives up."""
 
 
 class TriggerError(RuntimeError):
@@ -30,19 +33,14 @@ class TriggerResult:
     pipeline_ran: bool
 
 
-def _run(root: Path, *command: str) -> None:
-    exe = shutil.which(command[0]) or command[0]
-    done = subprocess.run([exe, *command[1:]], cwd=root, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
-        raise TriggerError(f"`{' '.join(command)}` failed:\n" + "\n".join(tail))
-
-
-def add_labelled_period(labelled: Path, data_dir: Path, contract: Contract) -> tuple[Path, int]:
-    """Copy one labelled Parquet file into ``data_dir`` after checking it is raw data.
+def check_labelled_period(labelled: Path, data_dir: Path, contract: Contract) -> tuple[Path, int]:
+    """Where a labelled Parquet file goes in ``data_dir``, after checking it is raw data.
 
     Raw data has every column the contract names (``contract.raw_columns``: id, time,
     ``other_columns``, ``features`` and ``label.column``).
+
+    Returns:
+        The target path and the file's row count.
 
     Raises:
         TriggerError: Not a Parquet file, missing raw columns, or a file of that name exists.
@@ -62,25 +60,23 @@ def add_labelled_period(labelled: Path, data_dir: Path, contract: Contract) -> t
     target = data_dir / labelled.name
     if target.exists():
         raise TriggerError(f"{target} exists: this period is already in the training data")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(labelled, target)
     return target, rows
 
 
 def retrain(
     root: Path, labelled: Path, contract: Contract, run_pipeline: bool = True
 ) -> TriggerResult:
-    """Append ``labelled`` to ``root/data``, ``dvc add data`` and (by default) ``dvc repro``.
+    """Add ``labelled`` to ``root/data`` under DVC (as ingestion does) and run ``dvc repro``.
 
     Raises:
-        TriggerError: Bad input file, or DVC failed (the message carries DVC's last lines).
+        TriggerError: Bad input file, or DVC failed (the message carries DVC's last lines);
+            ``data/`` and ``data.dvc`` are as they were then.
     """
-    target, rows = add_labelled_period(labelled, root / "data", contract)
+    target, rows = check_labelled_period(labelled, root / "data", contract)
     try:
-        _run(root, "dvc", "add", "data")
-    except TriggerError:
-        target.unlink()
-        raise
-    if run_pipeline:
-        _run(root, "dvc", "repro")
+        add_batch(root, labelled, target)
+        if run_pipeline:
+            proc.run(["dvc", "repro"], root, timeout=RETRAIN_TIMEOUT_S)
+    except (IngestError, proc.CommandError) as exc:
+        raise TriggerError(str(exc)) from exc
     return TriggerResult(target, rows, run_pipeline)

@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from argosy.files import write_atomic
+
 WindowStatus = Literal["drift", "no_drift", "insufficient_data"]
 Decision = Literal["retrain", "cooldown", "drift_pending", "no_drift", "insufficient_data"]
 DECISIONS: tuple[str, ...] = (
@@ -114,10 +116,7 @@ def load_state(path: Path) -> MonitorState:
 
 def save_state(state: MonitorState, path: Path) -> None:
     """Write the state atomically (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(state.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(state.to_dict(), indent=2) + "\n")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import pandas as pd
 
 from argosy.config import MonitorParams
 from argosy.data.contract import Contract
+from argosy.files import write_all, write_atomic
 from argosy.monitoring.columns import SCORE_COLUMN
 from argosy.monitoring.decision import (
     DECISIONS,
@@ -111,28 +112,29 @@ def window_ends(as_of: datetime, window: timedelta, after: datetime | None, coun
 
 def _score(reference: pd.DataFrame, model_dir: Path, features: list[str]) -> np.ndarray | None:
     """The model's positive-label probability for every reference row, or None without a model."""
-    onnx = model_dir / "model.onnx"
+    from argosy.modeldir import (
+        MODEL_FILE,
+        ModelDirError,
+        open_session,
+        positive_scores,
+        read_metadata,
+    )
+
+    onnx = model_dir / MODEL_FILE
     if not onnx.exists():
         return None
-    metadata = model_dir / "metadata.json"
-    if metadata.exists():
-        try:
-            trained_on = json.loads(metadata.read_text()).get("features")
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise MonitorError(f"{metadata}: not a model metadata file ({exc})") from None
-        if trained_on is not None and list(trained_on) != features:
+    try:
+        metadata = read_metadata(model_dir)
+        if metadata.features != features:
             raise MonitorError(
                 f"{model_dir}: the model's features (metadata.json) are not the data contract's "
                 "(contract.yaml features, in order): was it trained with another contract?"
             )
-    import onnxruntime as ort
-
-    from argosy.serving.model import PROBABILITY_OUTPUT_INDEX
-
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+        session = open_session(onnx)
+    except ModelDirError as exc:
+        raise MonitorError(f"{model_dir}: not a usable model directory ({exc})") from None
     matrix = np.ascontiguousarray(reference[features].to_numpy(np.float32))
-    outputs = session.run(None, {session.get_inputs()[0].name: matrix})
-    return np.asarray(outputs[PROBABILITY_OUTPUT_INDEX])[:, 1]
+    return np.asarray(positive_scores(session, matrix, metadata.input_name))
 
 
 def load_reference(path: Path, contract: Contract, model_dir: Path | None = None) -> pd.DataFrame:
@@ -370,7 +372,7 @@ def render_metrics(outcome: MonitorOutcome, pins: dict[str, str] | None = None) 
 
 def git_pins(overlays: Path) -> dict[str, str]:
     """Model version pinned by each overlay's model.yaml (environments without a pin omitted)."""
-    from argosy.gitops.pin import PinError, read_pin
+    from argosy.pin import PinError, read_pin
 
     pins: dict[str, str] = {}
     for model_yaml in sorted(overlays.glob("*/model.yaml")):
@@ -468,14 +470,9 @@ def write_outputs(outcome: MonitorOutcome, reports: Path, overlays: Path | None 
         "metrics.prom": render_metrics(outcome, pins),
         "summary.md": render_summary(outcome),
     }
-    for name, text in files.items():
-        tmp = reports / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(reports / name)
+    write_all({reports / name: text for name, text in files.items()})
     latest = [w for w, r in outcome.evaluated if r is not None]
     if latest:
         stem = datetime.fromisoformat(latest[-1].end).strftime("%Y%m%dT%H%M%SZ")
         page = (reports / "windows" / f"{stem}.html").read_text(encoding="utf-8")
-        tmp = reports / ".report.html.tmp"
-        tmp.write_text(with_decision_banner(page, outcome), encoding="utf-8")
-        tmp.replace(reports / "report.html")
+        write_atomic(reports / "report.html", with_decision_banner(page, outcome))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from argosy.data.contract import Contract
-from argosy.serving.predlog import PARTITION_KEY, prediction_log_columns
+from argosy.predlog import PARTITION_KEY, prediction_log_columns
 
 
 class PredictionLogError(RuntimeError):

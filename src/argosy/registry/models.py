@@ -8,23 +8,27 @@ The registry follows git, never the reverse: versions are registered here with t
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from argosy import signing
+from argosy import gatereport, signing
+from argosy.gatereport import GateReport
 from argosy.hashing import file_sha256
+from argosy.modeldir import (
+    MODEL_FILE,
+    SERVING_ARTIFACT_DIR,
+    TAG_DATA_HASH,
+    TAG_GIT_COMMIT,
+    TAG_SHA256,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; mlflow is imported lazily (heavy)
     from mlflow import MlflowClient
 
-    from argosy.gitops.pin import ModelPin
+    from argosy.pin import ModelPin
 
-TAG_SHA256 = "argosy.sha256"
-TAG_DATA_HASH = "argosy.data_hash"
-TAG_GIT_COMMIT = "argosy.git_commit"
 TAG_GATE = "argosy.gate_decision"
 TAG_STORAGE_URI = "argosy.storage_uri"
 TAG_SIGNATURE = "argosy.signature_sha256"
@@ -35,18 +39,12 @@ marks were per environment) still counts as rolled back in every environment."""
 TAG_ROLLBACK_FORCED = "argosy.rollback_forced"
 """``argosy.rollback_forced.<env>``: why a version marked rolled back there was restored anyway."""
 METRIC_TAG_PREFIX = "argosy.metric."
-GATE_ARTIFACT_DIR = "gate"
-SERVING_ARTIFACT_DIR = "serving"
 CANDIDATE = "candidate"
 ENV_ALIASES = ("staging", "production")
 
 
 class RegistryError(RuntimeError):
     """A registry operation was refused or failed; the message says why and what to do."""
-
-
-class GateError(RegistryError):
-    """The gate report is missing, malformed, or did not pass."""
 
 
 @dataclass(frozen=True)
@@ -86,37 +84,6 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     except tracking.TrackingServerError as exc:
         raise RegistryError(str(exc)) from exc
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def load_gate(path: Path) -> dict[str, Any]:
-    """Read ``reports/gate.json`` and check the fields promotion relies on.
-
-    Raises:
-        GateError: The file is missing or not a usable gate report.
-    """
-    try:
-        gate = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise GateError(
-            f"{path}: no gate report. Run the pipeline (`dvc repro` or `make run`) first; "
-            "only a model that passed the gate can be registered or promoted."
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise GateError(f"{path}: not valid JSON: {exc}") from exc
-    model = gate.get("model") if isinstance(gate, dict) else None
-    if not isinstance(model, dict) or gate.get("decision") not in ("promote", "reject"):
-        raise GateError(f"{path}: not a gate report (needs decision and model)")
-    missing = [k for k in ("name", "uri", "sha256", "run_id") if not model.get(k)]
-    if missing:
-        raise GateError(f"{path}: model is missing {', '.join(missing)}")
-    return gate
-
-
-def require_promote(gate: dict[str, Any], path: Path) -> None:
-    """Refuse a gate report whose decision is not ``promote``."""
-    if gate["decision"] != "promote":
-        reasons = "; ".join(gate.get("reasons") or []) or "no reason given"
-        raise GateError(f"{path}: the gate rejected this model ({reasons}); refusing to continue")
 
 
 def _true(value: str | None) -> bool:
@@ -172,16 +139,15 @@ def register(
         The registered version.
 
     Raises:
-        GateError: The gate report is missing, malformed or rejected the model.
+        GateReportError: The gate report is missing, malformed or rejected the model.
         RegistryError: The run does not match the gate report, lacks the serving artifacts, or
             signing failed (nothing is registered then).
     """
     from mlflow.exceptions import MlflowException
 
-    gate = load_gate(gate_path)
-    require_promote(gate, gate_path)
-    model = gate["model"]
-    name, run_id, sha = model["name"], model["run_id"], model["sha256"]
+    gate = gatereport.read(gate_path)
+    gate.require_promote(str(gate_path))
+    name, run_id, sha = gate.model.name, gate.model.run_id, gate.model.sha256
     try:
         run = mlflow_client.get_run(run_id)
     except MlflowException as exc:
@@ -192,15 +158,15 @@ def register(
             f"run {run_id} logged sha256 {run_tags.get(TAG_SHA256)!r}, the gate saw {sha!r}; "
             "the gate report does not describe this run's model"
         )
-    data_hash = gate.get("data_hash") or run_tags.get(TAG_DATA_HASH, "")
+    data_hash = gate.data_hash or run_tags.get(TAG_DATA_HASH, "")
     if run_tags.get(TAG_DATA_HASH, data_hash) != data_hash:
         raise RegistryError(
             f"run {run_id} trained on data {run_tags.get(TAG_DATA_HASH)!r}, "
             f"the gate evaluated data {data_hash!r}"
         )
     served = {a.path for a in mlflow_client.list_artifacts(run_id, SERVING_ARTIFACT_DIR)}
-    if f"{SERVING_ARTIFACT_DIR}/model.onnx" not in served:
-        raise RegistryError(f"run {run_id} has no {SERVING_ARTIFACT_DIR}/model.onnx artifact")
+    if f"{SERVING_ARTIFACT_DIR}/{MODEL_FILE}" not in served:
+        raise RegistryError(f"run {run_id} has no {SERVING_ARTIFACT_DIR}/{MODEL_FILE} artifact")
     storage_uri = f"{run.info.artifact_uri.rstrip('/')}/{SERVING_ARTIFACT_DIR}"
     existing = [
         v
@@ -214,18 +180,18 @@ def register(
 
     for path in (gate_path, gate_path.with_suffix(".md")):
         if path.exists():
-            mlflow_client.log_artifact(run_id, str(path), GATE_ARTIFACT_DIR)
+            mlflow_client.log_artifact(run_id, str(path), gatereport.ARTIFACT_DIR)
 
     tags = {
         TAG_SHA256: sha,
-        TAG_GATE: gate["decision"],
+        TAG_GATE: gate.decision,
         TAG_DATA_HASH: data_hash,
-        TAG_GIT_COMMIT: gate.get("git_commit") or run_tags.get(TAG_GIT_COMMIT, ""),
+        TAG_GIT_COMMIT: gate.git_commit or run_tags.get(TAG_GIT_COMMIT, ""),
         TAG_STORAGE_URI: storage_uri,
         **({TAG_SIGNATURE: signature} if signature else {}),
         **{
             METRIC_TAG_PREFIX + k: str(v)
-            for k, v in (gate.get("challenger") or {}).items()
+            for k, v in gate.challenger.items()
             if isinstance(v, int | float)
         },
     }
@@ -241,48 +207,18 @@ def register(
         # MLflow 3 logged models ("models:/m-...") must be registered with their model id.
         version = mlflow_client.create_model_version(
             name,
-            source=model["uri"],
+            source=gate.model.uri,
             run_id=run_id,
             tags=tags,
-            model_id=_parse_model_id_if_present(model["uri"]),
+            model_id=_parse_model_id_if_present(gate.model.uri),
         )
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version.version), key, value)
-    mlflow_client.update_model_version(name, str(version.version), description=gate_summary(gate))
+    mlflow_client.update_model_version(
+        name, str(version.version), description=gatereport.description(gate)
+    )
     mlflow_client.set_registered_model_alias(name, CANDIDATE, str(version.version))
     return get_version(mlflow_client, name, str(version.version))
-
-
-def gate_summary(gate: dict[str, Any]) -> str:
-    """The version's description in MLflow: the gate's verdict, why it ran, and its numbers.
-
-    Markdown (MLflow renders it): the decision against which champion, the trigger, the primary
-    metric against the champion's and its floor, the checks, and the data and commit.
-    """
-    primary = gate.get("primary_metric", "pr_auc")
-    ours = (gate.get("challenger") or {}).get(primary)
-    theirs = (gate.get("champion") or {}).get(primary)
-    floor = (gate.get("floors") or {}).get(primary)
-    checks = gate.get("checks") or []
-    failed = [c for c in checks if not c.get("passed")]
-    champion = gate.get("champion_version")
-    lines = [
-        f"**Gate: {gate.get('decision', '?')}** against "
-        + (f"champion version {champion}" if champion else "no champion (first model)"),
-        "",
-        f"- why it ran: {gate.get('trigger') or 'a pipeline run by hand'}",
-        f"- {primary}: {_num(ours)}"
-        + (f" (champion {_num(theirs)})" if theirs is not None else "")
-        + (f", floor {_num(floor)}" if floor is not None else ""),
-        f"- checks: {len(checks) - len(failed)} of {len(checks)} passed"
-        + "".join(f"; failed: {c.get('detail', c.get('name'))}" for c in failed),
-        f"- data `{gate.get('data_hash', '')}`, commit `{str(gate.get('git_commit', ''))[:12]}`",
-    ]
-    return "\n".join(lines)
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
 
 
 def _sign_served(mlflow_client: MlflowClient, run_id: str, sha: str, signer: signing.Signer) -> str:
@@ -291,7 +227,7 @@ def _sign_served(mlflow_client: MlflowClient, run_id: str, sha: str, signer: sig
 
     with tempfile.TemporaryDirectory() as tmp:
         served = download_served(mlflow_client, run_id, Path(tmp))
-        actual = file_sha256(served / "model.onnx")
+        actual = file_sha256(served / MODEL_FILE)
         if actual != sha:
             raise RegistryError(
                 f"run {run_id}: the stored serving/model.onnx has sha256 {actual}, the gate saw "
@@ -323,8 +259,8 @@ def download_served(mlflow_client: MlflowClient, run_id: str, dest: Path) -> Pat
         local = Path(mlflow_client.download_artifacts(run_id, SERVING_ARTIFACT_DIR, str(dest)))
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot read {SERVING_ARTIFACT_DIR}/ of run {run_id}: {exc}") from exc
-    if not (local / "model.onnx").is_file():
-        raise RegistryError(f"run {run_id} has no {SERVING_ARTIFACT_DIR}/model.onnx artifact")
+    if not (local / MODEL_FILE).is_file():
+        raise RegistryError(f"run {run_id} has no {SERVING_ARTIFACT_DIR}/{MODEL_FILE} artifact")
     return local
 
 
@@ -355,7 +291,7 @@ def check_served(
         except RegistryError as exc:
             return [f"{label}: {exc}"]
         problems = []
-        actual = file_sha256(served / "model.onnx")
+        actual = file_sha256(served / MODEL_FILE)
         if actual != sha256:
             problems.append(f"{label}: the stored model.onnx has sha256 {actual}")
         if signature_sha256 and trust is None:
@@ -392,19 +328,50 @@ def get_version(mlflow_client: MlflowClient, name: str, version_or_alias: str) -
     return _version(found)
 
 
-def read_gate_artifact(mlflow_client: MlflowClient, run_id: str) -> dict[str, Any] | None:
-    """The gate report logged on a run at registration, or None when there is none."""
+def read_gate_artifact(mlflow_client: MlflowClient, run_id: str) -> GateReport | None:
+    """The gate report logged on a run at registration, or None when there is none.
+
+    Raises:
+        GateReportError: The logged file is not a gate report.
+    """
     from mlflow.exceptions import MlflowException
 
+    where = f"{gatereport.ARTIFACT_DIR}/{gatereport.GATE_JSON}"
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = mlflow_client.download_artifacts(run_id, f"{GATE_ARTIFACT_DIR}/gate.json", tmp)
+            local = mlflow_client.download_artifacts(run_id, where, tmp)
         except (MlflowException, OSError):
             return None
-        try:
-            return json.loads(Path(local).read_text())
-        except json.JSONDecodeError:
-            return None
+        return gatereport.parse(Path(local).read_text(), f"run {run_id} {where}")
+
+
+def download_version(pin: ModelPin, dest: Path) -> tuple[Path, str]:
+    """Download the served directory of the version ``pin`` names into ``dest``.
+
+    The caller checks the files against the pin (see :class:`argosy.modeldir`); this only finds
+    and fetches them.
+
+    Returns:
+        The local directory and the MLflow run that trained the version.
+
+    Raises:
+        RegistryError: The registry is unreachable or does not hold the pinned version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        version = mlflow_client.get_model_version(pin.name, pin.version)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"the MLflow registry at {mlflow_client.tracking_uri} has no {pin.name} "
+            f"v{pin.version}: {exc.message}"
+        ) from exc
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot reach the MLflow registry at {mlflow_client.tracking_uri}: {exc}"
+        ) from exc
+    return download_served(mlflow_client, version.run_id, dest), str(version.run_id)
 
 
 def verify_pin(
@@ -471,23 +438,39 @@ def verify_pin(
         return [*problems, f"{label}: run {version.run_id} is not in MLflow ({exc.error_code})"]
     if run.data.tags.get(TAG_SHA256) != pin.sha256:
         problems.append(f"{label}: the run logged sha256 {run.data.tags.get(TAG_SHA256)!r}")
-    gate = read_gate_artifact(mlflow_client, version.run_id)
-    if gate is None:
-        problems.append(f"{label}: no gate report logged with the model (not registered by argosy)")
+    try:
+        gate = read_gate_artifact(mlflow_client, version.run_id)
+    except gatereport.GateReportError as exc:
+        problems.append(f"{label}: {exc}")
     else:
-        if gate.get("decision") != "promote":
-            problems.append(f"{label}: its gate report says {gate.get('decision')!r}")
-        if (gate.get("model") or {}).get("sha256") != pin.sha256:
-            problems.append(f"{label}: its gate report evaluated a different model")
-        seen = gate.get("data_hash")
-        if seen != version.data_hash or seen != run.data.tags.get(TAG_DATA_HASH, seen):
-            problems.append(
-                f"{label}: gate saw data {seen!r}, registry has {version.data_hash!r}, "
-                f"run has {run.data.tags.get(TAG_DATA_HASH)!r}"
-            )
+        problems += _gate_problems(gate, pin, version, run.data.tags, label)
     if check_artifact:
         problems += check_served(
             mlflow_client, version.run_id, label, pin.sha256, pin.signature_sha256, trust
+        )
+    return problems
+
+
+def _gate_problems(
+    gate: GateReport | None,
+    pin: ModelPin,
+    version: RegisteredVersion,
+    run_tags: dict[str, str],
+    label: str,
+) -> list[str]:
+    """What the gate report logged with a version says against promoting ``pin``."""
+    if gate is None:
+        return [f"{label}: no gate report logged with the model (not registered by argosy)"]
+    problems = []
+    if not gate.promoted:
+        problems.append(f"{label}: its gate report says {gate.decision!r}")
+    if gate.model.sha256 != pin.sha256:
+        problems.append(f"{label}: its gate report evaluated a different model")
+    seen = gate.data_hash
+    if seen != version.data_hash or seen != run_tags.get(TAG_DATA_HASH, seen):
+        problems.append(
+            f"{label}: gate saw data {seen!r}, registry has {version.data_hash!r}, "
+            f"run has {run_tags.get(TAG_DATA_HASH)!r}"
         )
     return problems
 

@@ -3,5 +3,5 @@
 Run it with ``python -m argosy.serving --model-dir DIR`` (or ``argosy serve``). Only light
 dependencies (``argosy[serve]``): numpy, onnxruntime, httptools, uvloop, and pyarrow + fsspec for
 the prediction log. Importing this package imports nothing heavy; the drift monitor imports the log
-contract from ``argosy.serving.predlog`` (``prediction_log_columns``, ``prediction_log_schema``).
+contract from ``argosy.predlog`` (``prediction_log_columns``, ``prediction_log_schema``).
 """

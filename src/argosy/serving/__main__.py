@@ -225,8 +225,9 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
 
     import numpy as np
 
+    from argosy.modeldir import ModelDirError
     from argosy.serving.metrics import Metrics
-    from argosy.serving.model import ModelLoadError, load_model
+    from argosy.serving.model import load_model
     from argosy.serving.predlog import PredictionLogger
     from argosy.serving.server import App, Batching, Limits, ModelServer, run
 
@@ -242,7 +243,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
             signature_sha256=opts["signature_sha256"],
             signing_trust=opts["signing_trust"],
         )
-    except ModelLoadError as exc:
+    except ModelDirError as exc:
         log.error("%s", exc)
         return 1
     metrics = Metrics(model.name, model.version, model.sha256)

@@ -1,11 +1,7 @@
 """Load the served model directory and turn validated feature matrices into predictions.
 
-The directory is the train stage's contract: ``model.onnx`` (one FP32 input ``[N, F]``; outputs
-``label`` and ``probabilities``, the probability of the positive class being
-``probabilities[:, 1]``) and ``metadata.json`` (feature order, one
-:class:`argosy.data.encoding.FeatureSpec` per feature under ``feature_specs``, the optional id
-column, the decision threshold, sha256). The specs are the same encoder training used, so the
-server checks and encodes values exactly as training did without reading the data contract.
+The directory is the train stage's contract, :mod:`argosy.modeldir`: the server checks and encodes
+values with the feature specs training used, without reading the data contract.
 Loading never raises for a model that fails its integrity check: the caller gets a ``LoadedModel``
 whose ``ready`` is False and whose ``reason`` says why, so the server can stay up, answer health
 probes and tell the operator what is wrong instead of crash-looping.
@@ -13,9 +9,7 @@ probes and tell the operator what is wrong instead of crash-looping.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,18 +19,17 @@ import numpy as np
 from argosy import signing
 from argosy.data.encoding import FeatureSpec
 from argosy.hashing import file_sha256
+from argosy.modeldir import (
+    MODEL_FILE,
+    PROBABILITY_OUTPUT_INDEX,
+    Metadata,
+    ModelDirError,
+    open_session,
+    positive_scores,
+    read_metadata,
+)
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
-# onnxmltools names the XGBoost classifier outputs (label, probabilities); the probability tensor is
-# the second output, which is what we read, so a renamed output does not break serving.
-PROBABILITY_OUTPUT_INDEX = 1
-
-
-class ModelLoadError(Exception):
-    """The model directory cannot be served at all (missing or unreadable files)."""
 
 
 class RequestError(Exception):
@@ -51,87 +44,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass
-class Metadata:
-    """The parts of ``metadata.json`` the server uses; unknown keys are ignored by design.
-
-    Attributes:
-        name: Model name served under ``/v2/models/{name}``.
-        version: MLflow model version, or None for an unregistered model.
-        features: Ordered feature names (the columns of the ``[N, F]`` input).
-        specs: One ``FeatureSpec`` per feature, in the same order.
-        input_name: Name of the ONNX graph input.
-        threshold: Decision threshold: the positive class when score >= threshold.
-        sha256: sha256 of ``model.onnx`` recorded at training time.
-        id_column: The data's row id column: the name of the optional V2 id tensor, whose values
-            reach the prediction log's ``row_id``; None when the data has no id.
-        mlflow_run_id: Training run, for the model metadata endpoint.
-    """
-
-    name: str
-    version: str | None
-    features: list[str]
-    specs: list[FeatureSpec]
-    input_name: str
-    threshold: float
-    sha256: str
-    id_column: str | None = None
-    mlflow_run_id: str | None = None
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> Metadata:
-        """Build from the parsed JSON, failing loudly on a missing or mistyped field.
-
-        A feature without an entry in ``feature_specs`` is numeric and not nullable; the older
-        ``allow_nan`` key is read as ``nullable``.
-
-        Args:
-            doc: Parsed ``metadata.json``.
-
-        Returns:
-            The validated metadata.
-
-        Raises:
-            ModelLoadError: A required key is missing, has the wrong type, or the specs do not
-                fit the feature list.
-        """
-        try:
-            features = [str(f) for f in doc["features"]]
-            by_name: dict[str, FeatureSpec] = {}
-            for entry in doc.get("feature_specs") or []:
-                spec = FeatureSpec.from_dict(entry)
-                if spec.name in by_name:
-                    raise ModelLoadError(f"feature_specs lists '{spec.name}' twice")
-                by_name[spec.name] = spec
-            unknown = sorted(set(by_name) - set(features))
-            if unknown:
-                raise ModelLoadError(f"feature_specs name features not in 'features': {unknown}")
-            if len(set(features)) != len(features):
-                raise ModelLoadError("'features' lists a name twice")
-            id_column = doc.get("id_column")
-            if id_column is not None:
-                id_column = str(id_column)
-                if id_column in by_name or id_column in features:
-                    raise ModelLoadError(f"id_column '{id_column}' is also a feature")
-            threshold = float(doc["threshold"])
-            if not math.isfinite(threshold):
-                raise ModelLoadError("threshold must be finite")
-            version = doc.get("version")
-            return cls(
-                name=str(doc["name"]),
-                version=None if version is None else str(version),
-                features=features,
-                specs=[by_name.get(f, FeatureSpec(name=f)) for f in features],
-                input_name=str(doc.get("input_name") or "features"),
-                threshold=threshold,
-                sha256=str(doc["sha256"]).lower(),
-                id_column=id_column,
-                mlflow_run_id=doc.get("mlflow_run_id"),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelLoadError(f"{METADATA_FILE}: invalid or missing field: {exc!r}") from exc
 
 
 @dataclass
@@ -255,8 +167,7 @@ class LoadedModel:
         Returns:
             The probability of the positive class per row (FP32 ``[N]``).
         """
-        outputs = self.session.run(None, {self.metadata.input_name: x})
-        return outputs[PROBABILITY_OUTPUT_INDEX][:, 1]
+        return positive_scores(self.session, x, self.metadata.input_name)
 
 
 def load_model(
@@ -286,15 +197,14 @@ def load_model(
         the session cannot be created.
 
     Raises:
-        ModelLoadError: ``metadata.json`` or ``model.onnx`` is missing or unreadable.
+        ModelDirError: ``metadata.json`` or ``model.onnx`` is missing or unreadable.
     """
-    meta_path = model_dir / METADATA_FILE
     onnx_path = model_dir / MODEL_FILE
+    metadata = read_metadata(model_dir)
     try:
-        metadata = Metadata.from_dict(json.loads(meta_path.read_text()))
         actual = file_sha256(onnx_path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"cannot read model directory {model_dir}: {exc}") from exc
+    except OSError as exc:
+        raise ModelDirError(f"cannot read {onnx_path}: {exc}") from exc
     expected = (expected_sha256 or metadata.sha256).strip().lower()
     served_version = version or metadata.version or ""
     model = LoadedModel(
@@ -316,17 +226,10 @@ def load_model(
         )
         log.error("model not ready: %s", model.reason)
         return model
-    import onnxruntime as ort  # imported here: the integrity check must not wait for it
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
     try:
-        model.session = ort.InferenceSession(
-            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # ORT raises its own unexported exception types
-        model.reason = f"ONNX Runtime cannot load {onnx_path}: {exc}"
+        model.session = open_session(onnx_path, intra_op_threads)
+    except ModelDirError as exc:
+        model.reason = str(exc)
         log.error("model not ready: %s", model.reason)
         return model
     inputs = model.session.get_inputs()

@@ -700,8 +700,6 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
     }
     if id_column is not None:
         parameters["id_column"] = id_column
-    if model.metadata.mlflow_run_id is not None:
-        parameters["mlflow_run_id"] = str(model.metadata.mlflow_run_id)
     return {
         "name": model.name,
         "versions": [model.version] if model.version else [],

@@ -28,6 +28,8 @@ from argosy.data.contract import Contract
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30
+WORKERS_TIMEOUT_S = 600.0
+"""How long a cluster's workers may take to join (pods pulling images, GPU nodes scaling up)."""
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 """Read when ``train.dask.scheduler`` is empty: the dask-kubernetes operator sets it in a
 DaskJob's job pod."""
@@ -61,6 +63,7 @@ def dask_client(settings: DaskParams) -> Iterator[Any]:
                 "to train on a LocalCluster"
             ) from None
         with client:
+            _wait_for_workers(client, settings.workers, address)
             yield client
         return
     with (
@@ -75,6 +78,23 @@ def dask_client(settings: DaskParams) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         yield client
+
+
+def _wait_for_workers(client: Any, workers: int, address: str) -> None:
+    """Wait until ``workers`` workers joined, so that every run spreads the data alike.
+
+    Raises:
+        DistributedTrainingError: Fewer joined within :data:`WORKERS_TIMEOUT_S` seconds.
+    """
+    try:
+        client.wait_for_workers(workers, timeout=WORKERS_TIMEOUT_S)
+    except TimeoutError:
+        joined = len(client.scheduler_info().get("workers", {}))
+        raise DistributedTrainingError(
+            f"only {joined} of train.dask.workers={workers} Dask workers joined the scheduler at "
+            f"{address} within {WORKERS_TIMEOUT_S:.0f} s; check the worker pods "
+            "(`kubectl get pods -l dask.org/component=worker`) or lower train.dask.workers"
+        ) from None
 
 
 def _encoded(path: Path, contract: Contract) -> tuple[Any, Any]:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -22,15 +21,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from argosy import tracking
+from argosy import proc, tracking
 from argosy.config import TrainParams
 from argosy.data.contract import Contract
 from argosy.hashing import file_sha256
+from argosy.modeldir import (
+    INPUT_NAME,
+    MODEL_FILE,
+    NATIVE_FILE,
+    SERVING_ARTIFACT_DIR,
+    TAG_DATA_HASH,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_MODEL_NAME,
+    TAG_MODEL_URI,
+    TAG_SHA256,
+    Metadata,
+    open_session,
+    positive_scores,
+    write_metadata,
+)
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"
 
 
 class TrainingError(RuntimeError):
@@ -58,20 +70,35 @@ def cuda_available() -> bool:
     if not xgboost.build_info().get("USE_CUDA"):
         return False
     try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
+        listed = proc.run_bytes(["nvidia-smi", "-L"], check=False, timeout=20)
+    except proc.CommandError:  # not installed, or hung
         return False
-    return listed.returncode == 0 and "GPU" in listed.stdout
+    return listed.returncode == 0 and b"GPU" in listed.stdout
 
 
-def resolve_device(requested: str) -> str:
+def _on_dask_cluster(params: TrainParams) -> bool:
+    """Whether training runs on a Dask cluster's workers rather than in this process."""
+    from argosy.training.distributed import SCHEDULER_ENV
+
+    return params.engine == "dask" and bool(params.dask.scheduler or os.environ.get(SCHEDULER_ENV))
+
+
+def resolve_device(requested: str, remote_workers: bool = False) -> str:
     """Map ``auto|cpu|cuda`` to the device XGBoost will use.
 
+    Args:
+        requested: ``train.device``.
+        remote_workers: Training runs on a Dask cluster's workers, whose GPUs this process (the
+            DaskJob's job pod, on a CPU node) cannot see: ``cuda`` is taken as asked, ``auto``
+            is the CPU (the cluster template places GPU workers only for ``cuda``).
+
     Raises:
-        TrainingError: ``cuda`` was requested and no GPU is usable.
+        TrainingError: ``cuda`` was requested and no GPU is usable here.
     """
     if requested == "cpu":
         return "cpu"
+    if remote_workers:
+        return "cuda" if requested == "cuda" else "cpu"
     available = cuda_available()
     if requested == "cuda" and not available:
         raise TrainingError(
@@ -133,11 +160,7 @@ def export_onnx(booster: Any, n_features: int, name: str) -> bytes:
 
 def onnx_scores(model_bytes: bytes, matrix: np.ndarray) -> np.ndarray:
     """Positive-class probabilities from the ONNX model."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    outputs = session.run([OUTPUT_NAME], {INPUT_NAME: matrix})
-    return np.asarray(outputs[0])[:, 1]
+    return np.asarray(positive_scores(open_session(model_bytes), matrix))
 
 
 def check_parity(native: np.ndarray, exported: np.ndarray, tolerance: float) -> float:
@@ -300,7 +323,7 @@ def train(
         if labels[name].sum() == 0:
             raise TrainingError(f"the {name} split has no positive labels to learn from")
 
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, remote_workers=_on_dask_cluster(params))
     mlflow.set_tracking_uri(uri)
     try:
         experiment_id = tracking.ensure_experiment(contract.name, root)
@@ -368,9 +391,9 @@ def train(
     ) as tmp:
         staged = Path(tmp) / "model"
         staged.mkdir()
-        (staged / "model.onnx").write_bytes(model_bytes)
-        booster.save_model(staged / "model.ubj")
-        sha = file_sha256(staged / "model.onnx")
+        (staged / MODEL_FILE).write_bytes(model_bytes)
+        booster.save_model(staged / NATIVE_FILE)
+        sha = file_sha256(staged / MODEL_FILE)
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=run_name(contract.name, commit, dirty)
         ) as run:
@@ -379,11 +402,11 @@ def train(
             log_curves(evals_result)
             mlflow.set_tags(
                 {
-                    "argosy.data_hash": data_hash,
-                    "argosy.git_commit": commit,
-                    "argosy.git_dirty": str(dirty).lower(),
-                    "argosy.sha256": sha,
-                    "argosy.model_name": contract.name,
+                    TAG_DATA_HASH: data_hash,
+                    TAG_GIT_COMMIT: commit,
+                    TAG_GIT_DIRTY: str(dirty).lower(),
+                    TAG_SHA256: sha,
+                    TAG_MODEL_NAME: contract.name,
                 }
             )
             mlflow.log_metrics(
@@ -407,27 +430,22 @@ def train(
                 conda_env=onnx_environment(),
                 onnx_execution_providers=["CPUExecutionProvider"],
             )
-            metadata = {
-                "name": contract.name,
-                "version": None,
-                "features": list(contract.feature_names),
-                "feature_specs": [spec.to_dict() for spec in contract.specs],
-                "id_column": contract.id,
-                "input_name": INPUT_NAME,
-                "output_name": OUTPUT_NAME,
-                "threshold": threshold,
-                "sha256": sha,
-                "mlflow_run_id": run.info.run_id,
-                "mlflow_model_uri": info.model_uri,
-                "data_hash": data_hash,
-                "git_commit": commit,
-                "device": device,
-                "engine": params.engine,
-                "best_iteration": best,
-                "xgboost_version": xgb.__version__,
-            }
-            (staged / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-            mlflow.log_artifacts(str(staged), artifact_path="serving")
+            metadata = Metadata(
+                name=contract.name,
+                features=list(contract.feature_names),
+                specs=list(contract.specs),
+                threshold=threshold,
+                sha256=sha,
+                id_column=contract.id,
+                data_hash=data_hash,
+                device=device,
+                engine=params.engine,
+                best_iteration=best,
+                xgboost_version=xgb.__version__,
+            )
+            mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
+            write_metadata(staged, metadata)
+            mlflow.log_artifacts(str(staged), artifact_path=SERVING_ARTIFACT_DIR)
         if model_dir.exists():
             shutil.rmtree(model_dir)
         shutil.move(str(staged), model_dir)

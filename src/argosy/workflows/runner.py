@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from argosy import proc
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ class Export:
 
 def _dvc(repo: Path, *args: str) -> None:
     log.info("dvc %s", " ".join(args))
-    result = subprocess.run(["dvc", *args], cwd=repo, check=False)
-    if result.returncode != 0:
-        raise TaskError(f"`dvc {' '.join(args)}` failed with exit code {result.returncode}")
+    code = proc.run_attached(["dvc", *args], repo)
+    if code != 0:
+        raise TaskError(f"`dvc {' '.join(args)}` failed with exit code {code}")
 
 
 def configure_remote(repo: Path, url: str, endpoint: str = "") -> None:
@@ -112,14 +113,6 @@ def run_stage(
     return write_exports(repo, exports, outputs)
 
 
-#: A git credential helper that reads the environment when git asks: the repository's config holds
-#: only this script, never the Secret's value.
-CREDENTIAL_HELPER = (
-    '!f() { test "$1" = get || exit 0; '
-    'echo "username=$GIT_USERNAME"; echo "password=$GIT_PASSWORD"; }; f'
-)
-
-
 def configure_push_credentials(repo: Path) -> bool:
     """Let ``git push`` in ``repo`` authenticate with $GIT_USERNAME/$GIT_PASSWORD when both are set.
 
@@ -131,11 +124,7 @@ def configure_push_credentials(repo: Path) -> bool:
     """
     if not (os.environ.get("GIT_USERNAME") and os.environ.get("GIT_PASSWORD")):
         return False
-    subprocess.run(
-        ["git", "config", "--local", "credential.helper", CREDENTIAL_HELPER],
-        cwd=repo,
-        check=True,
-    )
+    proc.git(repo, "config", "--local", "credential.helper", proc.CREDENTIAL_HELPER)
     return True
 
 
@@ -154,4 +143,4 @@ def run_after(repo: Path, stage: str, remote: str, endpoint: str, command: Seque
     _dvc(repo, "repro", "--pull", stage)
     configure_push_credentials(repo)
     log.info("running %s", " ".join(command))
-    return subprocess.run(list(command), cwd=repo, check=False).returncode
+    return proc.run_attached(command, repo)
