@@ -119,7 +119,6 @@ def make_model(out: Path, seed: int = 0) -> None:
         "input_name": "features",
         "threshold": 0.5,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "mlflow_run_id": "bench",
     }
     (out / "metadata.json").write_text(json.dumps(meta, indent=2))
 

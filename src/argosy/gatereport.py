@@ -31,6 +31,12 @@ METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
 LATENCY = "latency_us_per_row"
 #: Metrics where a smaller value is the better model (every other one: larger is better).
 LOWER_IS_BETTER = frozenset({"brier", LATENCY, "latency_us_single_row"})
+TRIGGER_ENV = "ARGOSY_TRIGGER"
+"""Why this pipeline ran (a push, the drift monitor and its reasons, new data): the workflow sets
+it, and the PR body says it first. Unset: a run by hand."""
+REPORTS_URL_ENV = "ARGOSY_REPORTS_URL"
+"""Base URL where a run's ``reports/`` directory is published (an artifact store's web address);
+the PR body then links each report there. Unset: the reports are named by their repository path."""
 MAX_COMMITS = 15
 """Most commits listed in the PR body (the count is always given)."""
 
@@ -84,7 +90,8 @@ class GateReport:
         slice_min_positives: Slices with fewer positive labels are reported, not gated.
         changes: What changed since the champion's training (data, params, commits).
         tracking_uri: The MLflow tracking URI, without credentials.
-        reports: Other reports of the run, label to path.
+        reports: Other reports of the run, label to path(s), comma-separated.
+        reports_url: Where ``reports`` are published (:data:`REPORTS_URL_ENV`); "" for none.
         reasons: Why: the failed checks' details, or every check's when all passed (derived
             from ``checks`` when not given).
     """
@@ -104,6 +111,7 @@ class GateReport:
     changes: dict[str, Any] = field(default_factory=dict)
     tracking_uri: str = ""
     reports: dict[str, str] = field(default_factory=dict)
+    reports_url: str = ""
     reasons: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -172,6 +180,7 @@ class GateReport:
                 changes=dict(doc.get("changes") or {}),
                 tracking_uri=str(doc.get("tracking_uri") or ""),
                 reports={str(k): str(v) for k, v in (doc.get("reports") or {}).items()},
+                reports_url=str(doc.get("reports_url") or ""),
                 reasons=[str(r) for r in doc.get("reasons") or []],
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -416,8 +425,11 @@ def _links_section(report: dict[str, Any]) -> list[str]:
             f"- MLflow, champion (version {report['champion_version']}): "
             f"{_mlflow_link(changes.get('champion') or {}, tracking)}"
         )
-    for label, path in (report.get("reports") or {}).items():
-        lines.append(f"- {label}: `{path}`")
+    base = str(report.get("reports_url") or "").rstrip("/")
+    for label, paths in (report.get("reports") or {}).items():
+        named = [p.strip() for p in str(paths).split(",") if p.strip()]
+        shown = [f"[{p}]({base}/{p.removeprefix('reports/')})" if base else f"`{p}`" for p in named]
+        lines.append(f"- {label}: {', '.join(shown)}")
     return lines
 
 

@@ -106,3 +106,21 @@ def test_a_failed_write_leaves_the_earlier_report_in_force(tmp_path: Path, monke
     assert gatereport.read(tmp_path / "gate.json").decision == "reject"
     assert (tmp_path / "gate.json").read_bytes() == before["gate.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+
+
+BASE = {**REPORT.__dict__, "reasons": []}
+
+
+def test_reports_are_links_where_they_are_published_and_paths_otherwise() -> None:
+    reports = {"metrics / slices": "reports/metrics.json, reports/slices.json"}
+    # Given a report of a run whose reports/ are published (ARGOSY_REPORTS_URL)
+    published = GateReport(**{**BASE, "reports": reports, "reports_url": "https://r.example/run7/"})
+    body = gatereport.render_markdown(published)
+    # Then each report is a link there
+    assert (
+        "- metrics / slices: [reports/metrics.json](https://r.example/run7/metrics.json), "
+        "[reports/slices.json](https://r.example/run7/slices.json)"
+    ) in body
+    # And without a published location, the repository paths
+    local = gatereport.render_markdown(GateReport(**{**BASE, "reports": reports}))
+    assert "- metrics / slices: `reports/metrics.json`, `reports/slices.json`" in local

@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from sklearn.metrics import average_precision_score
 
 from argosy.config import FeedbackParams
 from argosy.data.contract import Contract, MonitoringContract
-from argosy.monitoring.feedback import FeedbackError, average_precision, evaluate_feedback
+from argosy.monitoring.feedback import FeedbackError, evaluate_feedback
 from tests.monitoring.conftest import fraud_contract
 from tests.monitoring.second import second_contract
 
@@ -46,21 +43,6 @@ def logged(
     label = contract.label
     values = np.where(y == 1, label.positive, label.negative)
     return predictions, pd.DataFrame({contract.id: ids, label.column: values})
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20)), min_size=2, max_size=60).filter(
-        lambda rows: 0 < sum(y for y, _ in rows) < len(rows)
-    )
-)
-def test_average_precision_matches_scikit_learn(rows: list[tuple[int, int]]) -> None:
-    # Given labels and tied integer scores
-    y = np.array([r[0] for r in rows])
-    s = np.array([r[1] for r in rows], dtype=float)
-    # When PR-AUC is computed without scikit-learn
-    # Then it equals scikit-learn's average precision
-    assert abs(average_precision(y, s) - average_precision_score(y, s)) < 1e-12
 
 
 def test_good_live_quality_is_ok() -> None:

@@ -15,7 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from argosy.data.contract import load_contract, parse_contract
-from argosy.data.profile import InitError, draft_contract, init_command, init_contract, slug
+from argosy.cli.data import init_command
+from argosy.data.profile import InitError, draft_contract, init_contract, slug
 from argosy.data.synthetic import synthesize
 
 REPO = Path(__file__).resolve().parents[2]

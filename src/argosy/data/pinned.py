@@ -16,9 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import yaml
-
-from argosy import proc
+from argosy import proc, tracking
 from argosy.config import SimulateParams
 
 
@@ -43,12 +41,6 @@ def directory_md5(directory: Path) -> str:
         )
     listing = json.dumps(entries, sort_keys=True).encode()
     return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
-
-
-def pinned_md5(root: Path) -> str:
-    """The hash ``data.dvc`` records for ``data/``."""
-    outs = (yaml.safe_load((root / "data.dvc").read_text()) or {}).get("outs") or [{}]
-    return str(outs[0].get("md5", ""))
 
 
 def ensure_pinned_data(root: Path, source: str, params: SimulateParams | None) -> str:
@@ -116,7 +108,7 @@ def _regenerate(root: Path, params: SimulateParams) -> str:
         scenario=params.scenario,
     )
     sim.simulate_to(spec, data_dir)
-    actual, pinned = directory_md5(data_dir), pinned_md5(root)
+    actual, pinned = directory_md5(data_dir), tracking.data_hash(root)
     if actual != pinned:
         shutil.rmtree(data_dir)
         raise PinnedDataError(

@@ -27,6 +27,8 @@ from argosy.gatereport import (
     LATENCY,
     PROMOTE,
     REJECT,
+    REPORTS_URL_ENV,
+    TRIGGER_ENV,
     Check,
     GateReport,
     ModelRef,
@@ -36,10 +38,6 @@ from argosy.gatereport import (
 from argosy.modeldir import TAG_DATA_HASH, TAG_GIT_COMMIT, TAG_MODEL_URI
 from argosy.pin import read_pin
 from argosy.proc import GitError, git
-
-TRIGGER_ENV = "ARGOSY_TRIGGER"
-"""Why this pipeline ran (a push, the drift monitor and its reasons, new data): the workflow sets
-it, and the PR body says it first. Unset: a run by hand."""
 
 
 class GateError(RuntimeError):
@@ -292,6 +290,7 @@ def run_gate(
         slice_min_positives=gate_params.slice_min_positives,
         changes=lineage(ours, run_facts(champion_run), Path.cwd()),
         tracking_uri=without_credentials(uri),
+        reports_url=os.environ.get(REPORTS_URL_ENV, "").strip(),
         reports={
             "data validation (Data Docs)": "reports/validation/data_docs/index.html",
             "metrics / slices": "reports/metrics.json, reports/slices.json",

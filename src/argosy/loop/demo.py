@@ -497,7 +497,6 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     """
     from argosy.data import synthetic
     from argosy.data.contract import ContractError, load_contract
-    from argosy.evaluation.gate import TRIGGER_ENV
 
     began = time.monotonic()
     work = config.workdir.resolve()
@@ -734,7 +733,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     _say(progress, 8, f"argosy retrain {labelled.name} (append to data/, dvc add, dvc repro)")
     # Why the pipeline runs, as the drift monitor hands it to the training workflow.
     trigger = (monitoring / "trigger").read_text().strip()
-    run("argosy", "retrain", str(labelled), extra={TRIGGER_ENV: trigger})
+    run("argosy", "retrain", str(labelled), extra={gatereport.TRIGGER_ENV: trigger})
     _commit_and_push(clone, env, "Demo: add the newly labelled period", "data.dvc", "dvc.lock")
     result.retrained = True
     result.challenger_sha256 = read_metadata(clone / "models").sha256

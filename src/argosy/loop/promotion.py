@@ -68,12 +68,26 @@ def _repository(repo: Path, remote: str, target: GitHubTarget) -> str | None:
     return repository
 
 
-def gate_body(reports: Path, version: RegisteredVersion, mlflow_client: MlflowClient) -> str:
+def gate_body(
+    reports: Path,
+    version: RegisteredVersion,
+    mlflow_client: MlflowClient,
+    mlflow_ui: str | None = None,
+) -> str:
     """The gate report of ``version``, the production pull request's body.
 
     ``reports/gate.md`` when ``reports/gate.json`` is about this run, else the copy logged with
-    the model at registration.
+    the model at registration; with an MLflow UI, a link to the version (registered after the
+    gate wrote its report) closes it.
     """
+    body = _gate_markdown(reports, version, mlflow_client)
+    if not mlflow_ui:
+        return body
+    link = f"{mlflow_ui.rstrip('/')}/#/models/{version.name}/versions/{version.version}"
+    return f"{body.rstrip()}\n- MLflow, this version ({version.version}): {link}\n"
+
+
+def _gate_markdown(reports: Path, version: RegisteredVersion, mlflow_client: MlflowClient) -> str:
     local_md = reports / gatereport.GATE_MD
     with contextlib.suppress(gatereport.GateReportError):
         local = gatereport.read(reports / gatereport.GATE_JSON)
@@ -150,7 +164,7 @@ def promote(
         mlflow_ui=ui,
         repository_url=f"https://github.com/{repository}" if repository else None,
     )
-    body = gate_body(reports, registered, mlflow_client) if env == "production" else ""
+    body = gate_body(reports, registered, mlflow_client, ui) if env == "production" else ""
     outcome = publish(
         repo,
         registered,

@@ -14,7 +14,7 @@ from argosy.data.contract import Contract
 from argosy.data.encoding import FeatureSpec
 
 SCORE_COLUMN = "score"
-#: The prediction log's per-row id column (``argosy.serving.predlog``); late labels join on it.
+#: The prediction log's per-row id column (``argosy.predlog``); late labels join on it.
 ROW_ID_COLUMN = "row_id"
 
 

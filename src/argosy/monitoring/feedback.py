@@ -82,17 +82,6 @@ class Feedback:
         return {**asdict(self), "reasons": list(self.reasons)}
 
 
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """PR-AUC as average precision (ties broken pessimistically, like scikit-learn's)."""
-    order = np.argsort(-scores, kind="stable")
-    y, s = labels[order], scores[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp = np.cumsum(y)[distinct]
-    precision = tp / (distinct + 1)
-    recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
 def evaluate_feedback(
     predictions: pd.DataFrame,
     labels: pd.DataFrame,
@@ -143,8 +132,10 @@ def evaluate_feedback(
         return Feedback(
             **common, pr_auc=None, recall=None, status="insufficient_labels", reasons=()
         )
+    from sklearn.metrics import average_precision_score  # PR-AUC, as evaluate computes it
+
     scores = joined["score"].to_numpy(dtype=np.float64)
-    pr_auc = average_precision(y, scores)
+    pr_auc = float(average_precision_score(y, scores))
     recall = float(joined["decision"].to_numpy()[y == 1].mean())
     reasons = []
     if pr_auc < floors.pr_auc_min:

@@ -1,6 +1,6 @@
 """Read a time window of the server's Parquet prediction log, and late labels.
 
-The log's layout and columns are the server's contract (``argosy.serving.predlog``; the feature
+The log's layout and columns are the server's contract (``argosy.predlog``; the feature
 columns are the data contract's ``features:``, named as in metadata.json): Hive-style
 ``date=YYYY-MM-DD`` partitions of ``part-*.parquet`` files; names starting with ``.`` are files
 still being written and are skipped. Only the partitions the window touches are opened. A missing

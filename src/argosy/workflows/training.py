@@ -15,7 +15,7 @@ from hera.workflows import DAG, Container, Env, Parameter, Resource, Task, Workf
 from hera.workflows.models import Mutex, Synchronization, ValueFrom
 
 from argosy.config import TrainParams, WorkflowParams
-from argosy.evaluation.gate import TRIGGER_ENV
+from argosy.gatereport import TRIGGER_ENV
 from argosy.signing import SIGNING_KEY_ENV, SIGNING_TRUST_ENV
 from argosy.workflows import common
 from argosy.workflows.common import param, remote_args, task_container
