@@ -7,7 +7,8 @@ carries the tool's own explanation, so callers add what to do next instead of a 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 #: Commits made by Argosy where no git identity is configured (CI runners, workflow pods).
@@ -32,6 +33,12 @@ class GitError(CommandError):
     """A git command failed; the message carries git's own explanation."""
 
 
+HEARTBEAT_S = 15.0
+"""How often a long command's ``tick`` hears that it still runs."""
+TAIL_LINES = 20
+"""How many of a failed command's last output lines its error quotes."""
+
+
 def run_bytes(
     args: Sequence[str],
     cwd: Path | None = None,
@@ -40,30 +47,54 @@ def run_bytes(
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     error: type[CommandError] = CommandError,
+    tick: Callable[[str, float], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``args`` and capture its output as bytes.
 
+    Args:
+        args: The command and its arguments.
+        cwd: Where it runs.
+        check: Raise when it exits non-zero.
+        env: Its whole environment (None: this process's).
+        timeout: Seconds before it is killed.
+        error: The :class:`CommandError` subclass to raise.
+        tick: Called with (command, seconds so far) every :data:`HEARTBEAT_S` while it runs.
+
     Raises:
         CommandError (or ``error``): The tool is missing, exits non-zero (when ``check``) or runs
-            past ``timeout`` seconds; the message names the command and quotes its stderr.
+            past ``timeout`` seconds; the message names the command and quotes its last lines.
     """
     shown = " ".join(args)
+    began = time.monotonic()
     try:
-        result = subprocess.run(
+        with subprocess.Popen(
             list(args),
             cwd=cwd,
-            capture_output=True,
-            check=False,
             env=None if env is None else dict(env),
-            timeout=timeout,
-        )
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as child:
+            while True:
+                left = timeout - (time.monotonic() - began)
+                try:
+                    out, err = child.communicate(timeout=max(0.01, min(HEARTBEAT_S, left)))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() - began >= timeout:
+                        child.kill()
+                        child.communicate()
+                        raise error(f"`{shown}` did not finish in {timeout:.0f} s") from None
+                    if tick is not None:
+                        tick(shown, time.monotonic() - began)
     except FileNotFoundError as exc:
         raise error(f"`{shown}`: {args[0]} is not installed or not on PATH") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise error(f"`{shown}` did not finish in {timeout:.0f} s") from exc
+    result = subprocess.CompletedProcess(list(args), child.returncode, out, err)
     if check and result.returncode != 0:
-        detail = (result.stderr or result.stdout).decode(errors="replace").strip()
-        raise error(f"`{shown}` failed: {detail}")
+        text = (err or out).decode(errors="replace").strip().splitlines()
+        where = f" in {cwd}" if cwd is not None else ""
+        raise error(
+            f"`{shown}` failed ({result.returncode}){where}: " + "\n".join(text[-TAIL_LINES:])
+        )
     return result
 
 
@@ -75,9 +106,10 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     error: type[CommandError] = CommandError,
+    tick: Callable[[str, float], None] | None = None,
 ) -> str:
     """Run ``args`` and return its stdout as text (see :func:`run_bytes`)."""
-    result = run_bytes(args, cwd, check=check, env=env, timeout=timeout, error=error)
+    result = run_bytes(args, cwd, check=check, env=env, timeout=timeout, error=error, tick=tick)
     return result.stdout.decode(errors="replace")
 
 

@@ -302,9 +302,9 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from argosy.files import staged
+
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
-    tmp.replace(path)
+    with staged(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
     return path

@@ -170,10 +170,6 @@ def demo_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-HEARTBEAT_S = 15.0
-"""A command running longer than this reports that it still runs, every as many seconds."""
-
-
 def sh(
     cwd: Path,
     env: Mapping[str, str],
@@ -181,44 +177,15 @@ def sh(
     timeout: float = 600.0,
     tick: Callable[[str, float], None] | None = None,
 ) -> str:
-    """Run one command; return its stdout.
-
-    Args:
-        cwd: Where it runs.
-        env: Its whole environment.
-        *command: The command and its arguments.
-        timeout: Seconds before it is killed.
-        tick: Called with (command, seconds so far) every :data:`HEARTBEAT_S` while it runs.
+    """Run one command with the demo's environment; return its stdout.
 
     Raises:
         DemoError: Non-zero exit or timeout, with the command's last output lines.
     """
-    text = " ".join(command)
-    began = time.monotonic()
-    with subprocess.Popen(
-        list(command),
-        cwd=cwd,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        while True:
-            left = timeout - (time.monotonic() - began)
-            try:
-                stdout, stderr = proc.communicate(timeout=max(0.01, min(HEARTBEAT_S, left)))
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() - began >= timeout:
-                    proc.kill()
-                    proc.communicate()
-                    raise DemoError(f"`{text}` took longer than {timeout:.0f} s") from None
-                if tick is not None:
-                    tick(text, time.monotonic() - began)
-    if proc.returncode != 0:
-        tail = "\n".join((stdout + stderr).strip().splitlines()[-20:])
-        raise DemoError(f"`{text}` failed ({proc.returncode}) in {cwd}:\n{tail}")
-    return stdout
+    try:
+        return proc.run(command, cwd, env=env, timeout=timeout, tick=tick)
+    except proc.CommandError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def free_port() -> int:
@@ -495,277 +462,345 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResult
     Raises:
         DemoError: A step failed (the message says which and why).
     """
-    from argosy.data import synthetic
-    from argosy.data.contract import ContractError, load_contract
+    demo = _Demo(config, progress)
+    demo.clone_repository()  # 1
+    demo.train_baseline()  # 2
+    demo.promote_first_model()  # 3, 4
+    period, replay_end = demo.serve_and_replay()  # 5, 6
+    labelled = demo.monitor(period, replay_end)  # 7
+    demo.retrain(labelled)  # 8
+    demo.gate_and_propose()  # 9, 10
+    return demo.summarize()  # 11
 
-    began = time.monotonic()
-    work = config.workdir.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    origin, clone = work / "origin.git", work / "repo"
-    if origin.exists() or clone.exists():
-        raise DemoError(f"{work} already holds a demo run: pick an empty directory")
-    env = demo_env(work)
-    t = config.timeout_s
-    result = DemoResult(workdir=work, origin=origin, clone=clone)
 
-    def still_running(command: str, seconds: float) -> None:
-        if progress is not None:
-            progress(0, f"  ... `{command[:60]}` still running ({seconds:.0f} s)")
+class _Demo:
+    """One demo run: its places, environment and what each step found."""
 
-    def run(*command: str, cwd: Path = clone, extra: Mapping[str, str] | None = None) -> str:
-        return sh(cwd, {**env, **(extra or {})}, *command, timeout=t, tick=still_running)
+    def __init__(self, config: DemoConfig, progress: Progress | None) -> None:
+        self.config = config
+        self.progress = progress
+        self.began = time.monotonic()
+        self.work = config.workdir.resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.origin, self.clone = self.work / "origin.git", self.work / "repo"
+        if self.origin.exists() or self.clone.exists():
+            raise DemoError(f"{self.work} already holds a demo run: pick an empty directory")
+        self.env = demo_env(self.work)
+        self.result = DemoResult(workdir=self.work, origin=self.origin, clone=self.clone)
+        self.monitoring = self.work / "reports" / "monitoring"
+        self.first_reports = self.work / "reports" / "first-model"
 
-    # 1. the repository: a bare origin cloned from this repository's main, and a working clone
-    _say(progress, 1, f"clone {config.source} (main) to a bare origin and a working copy")
-    run(
-        "git",
-        "clone",
-        "--quiet",
-        "--bare",
-        "--single-branch",
-        "--branch",
-        "main",
-        str(config.source),
-        str(origin),
-        cwd=work,
-    )
-    run("git", "clone", "--quiet", str(origin), str(clone), cwd=work)
-    # The throwaway clone commits as the demo, whatever identity (if any) this machine has.
-    run("git", "config", "user.name", "Argosy demo", cwd=clone)
-    run("git", "config", "user.email", "demo@argosy.invalid", cwd=clone)
-    contract_path = clone / "contract.yaml"
-    try:
-        contract_path.write_text(use_own_files(contract_path.read_text()))
-        contract = load_contract(contract_path)
-    except (OSError, ContractError) as exc:
-        raise DemoError(f"the clone's data contract: {exc}") from None
-    if config.baseline_rows < contract.rows.min:
-        raise DemoError(
-            f"contract.yaml rows.min is {contract.rows.min}: the baseline needs at least that "
-            f"many rows, not {config.baseline_rows}"
+    def say(self, step: int, message: str) -> None:
+        _say(self.progress, step, message)
+
+    def run(
+        self, *command: str, cwd: Path | None = None, extra: Mapping[str, str] | None = None
+    ) -> str:
+        """One command in the clone (or ``cwd``), with the demo's environment; its stdout."""
+
+        def still_running(text: str, seconds: float) -> None:
+            if self.progress is not None:
+                self.progress(0, f"  ... `{text[:60]}` still running ({seconds:.0f} s)")
+
+        env = {**self.env, **(extra or {})}
+        return sh(
+            cwd or self.clone, env, *command, timeout=self.config.timeout_s, tick=still_running
         )
-    setup = ["contract.yaml"]
-    if config.params_overrides:
-        _override_params(clone / "params.yaml", config.params_overrides)
-        setup.append("params.yaml")
-    _commit_and_push(clone, env, "Demo: synthetic data from contract.yaml (source: files)", *setup)
 
-    # 2. baseline period, pinned with DVC, and the pipeline
-    start = window_start(contract, config.start, config.baseline_days + config.drift_days)
-    _say(
-        progress,
-        2,
-        f"synthesize {config.baseline_rows:,} baseline rows from contract.yaml; "
-        "dvc add data; dvc repro",
-    )
-    try:
-        baseline = synthetic.synthesize(
-            contract,
-            config.baseline_rows,
-            seed=config.seed,
-            start=start,
-            days=config.baseline_days,
+    def clone_repository(self) -> None:
+        """1. A bare origin cloned from the source's main, a working clone, the contract."""
+        from argosy.data.contract import ContractError, load_contract
+
+        config, clone = self.config, self.clone
+        self.say(1, f"clone {config.source} (main) to a bare origin and a working copy")
+        self.run(
+            "git",
+            "clone",
+            "--quiet",
+            "--bare",
+            "--single-branch",
+            "--branch",
+            "main",
+            str(config.source),
+            str(self.origin),
+            cwd=self.work,
         )
-    except synthetic.SyntheticError as exc:
-        raise DemoError(f"synthetic baseline: {exc}") from None
-    shutil.rmtree(clone / "data", ignore_errors=True)
-    synthetic.write(baseline, clone / "data" / f"baseline-{start:%Y%m%d}.parquet")
-    run("dvc", "add", "--quiet", "data")
-    run("dvc", "repro", "--quiet")
-    _commit_and_push(clone, env, "Demo: baseline data and pipeline lock", "data.dvc", "dvc.lock")
-    first = _gate(clone)
-    if not first.promoted:
-        raise DemoError(f"the first model failed its gate: {'; '.join(first.reasons)}")
-    first_reports = work / "reports" / "first-model"
-    shutil.copytree(clone / "reports", first_reports)
+        self.run("git", "clone", "--quiet", str(self.origin), str(clone), cwd=self.work)
+        # The throwaway clone commits as the demo, whatever identity (if any) this machine has.
+        self.run("git", "config", "user.name", "Argosy demo")
+        self.run("git", "config", "user.email", "demo@argosy.invalid")
+        self.contract_path = clone / "contract.yaml"
+        try:
+            self.contract_path.write_text(use_own_files(self.contract_path.read_text()))
+            self.contract = load_contract(self.contract_path)
+        except (OSError, ContractError) as exc:
+            raise DemoError(f"the clone's data contract: {exc}") from None
+        if config.baseline_rows < self.contract.rows.min:
+            raise DemoError(
+                f"contract.yaml rows.min is {self.contract.rows.min}: the baseline needs at least "
+                f"that many rows, not {config.baseline_rows}"
+            )
+        setup = ["contract.yaml"]
+        if config.params_overrides:
+            _override_params(clone / "params.yaml", config.params_overrides)
+            setup.append("params.yaml")
+        _commit_and_push(
+            clone, self.env, "Demo: synthetic data from contract.yaml (source: files)", *setup
+        )
+        self.start = window_start(
+            self.contract, config.start, config.baseline_days + config.drift_days
+        )
 
-    # 3. register and pin in staging: one commit on origin's main
-    _say(progress, 3, "argosy register; argosy promote --env staging (commit on origin/main)")
-    mlflow_client = _registry(env)
-    _register(clone, mlflow_client)
-    result.staging_commit = _promote(clone, mlflow_client, contract.name, "staging").commit or ""
+    def train_baseline(self) -> None:
+        """2. The baseline period, pinned with DVC, and the pipeline; its model must pass."""
+        from argosy.data import synthetic
 
-    # 4. production: the promotion branch, merged here as a reviewer's approval would merge it
-    _say(progress, 4, "argosy promote --env production; merge its branch (the human approval)")
-    branch = _promote(clone, mlflow_client, contract.name, "production").branch
-    if not branch:
-        raise DemoError("`argosy promote --env production` pushed no branch")
-    result.production_branch = branch
-    run("git", "fetch", "--quiet", "origin")
-    run("git", "merge", "--quiet", "--ff-only", "origin/main")
-    run(
-        "git",
-        "merge",
-        "--quiet",
-        "--no-ff",
-        "-m",
-        f"Merge {branch}: approved in the demo (stands in for the pull request review)",
-        f"origin/{branch}",
-    )
-    run("git", "push", "--quiet", "origin", "main")
-    # The registry's aliases follow what git pins (as the platform's sync job does).
-    _sync(clone, mlflow_client, contract.name)
-    result.champion_sha256 = read_metadata(clone / "models").sha256
-
-    # 5. serve the production model with a prediction log
-    base = yaml.safe_load((clone / "params.yaml").read_text())
-    step = timedelta(minutes=base["monitor"]["window_minutes"]).total_seconds()
-    _say(progress, 5, "start the model server on 127.0.0.1 with a prediction log")
-    predlog = work / "predictions"
-    served_model = work / "served-model"
-    shutil.copytree(clone / "models", served_model)
-    port = free_port()
-    (work / "logs").mkdir(exist_ok=True)
-    server_log = (work / "logs" / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "argosy.serving",
-            "--model-dir",
-            str(served_model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--grpc-port",
-            "off",
-            "--prediction-log",
-            str(predlog),
-            "--log-flush-seconds",
-            "1",
-            "--log-capacity-rows",
-            str(max(100_000, 2 * config.drift_rows)),
-            "--log-level",
-            "WARNING",
-        ],
-        cwd=work,
-        env=env,
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_ready(port, server)
-
-        # 6. a shifted period through the server
-        drift_start = start + timedelta(days=config.baseline_days)
-        _say(
-            progress,
-            6,
-            f"replay {config.drift_rows:,} rows shifted by {config.shift:g} over HTTP "
-            f"(V2 infer, one tensor per feature, {config.batch_rows} rows a request)",
+        config, clone = self.config, self.clone
+        self.say(
+            2,
+            f"synthesize {config.baseline_rows:,} baseline rows from contract.yaml; "
+            "dvc add data; dvc repro",
         )
         try:
-            period = synthetic.synthesize(
-                contract,
-                config.drift_rows,
-                seed=config.seed + 1,
-                start=drift_start,
-                days=config.drift_days,
-                shift=config.shift,
+            baseline = synthetic.synthesize(
+                self.contract,
+                config.baseline_rows,
+                seed=config.seed,
+                start=self.start,
+                days=config.baseline_days,
             )
         except synthetic.SyntheticError as exc:
-            raise DemoError(f"synthetic shifted period: {exc}") from None
-        model_name = read_metadata(served_model).name
-        began_at = time.time()
-        result.served_rows = replay(port, model_name, period, contract, config.batch_rows)
-        if math.floor(began_at / step) != math.floor(time.time() / step):
-            # The replay crossed a window boundary: once more, wholly inside the new window.
-            result.served_rows += replay(port, model_name, period, contract, config.batch_rows)
-        replay_end = datetime.now(UTC)
-    finally:
-        stop(server)
-        server_log.close()
-    result.logged_rows = _logged_rows(predlog) if predlog.exists() else 0
-
-    # 7. the monitor, over the window that holds the replay, with the period's late labels
-    _say(
-        progress, 7, "argosy monitor: drift of the replayed window (Evidently) and its late labels"
-    )
-    as_of = datetime.fromtimestamp(math.ceil(replay_end.timestamp() / step) * step, UTC)
-    # One replayed window stands for the consecutive windows drift must hold in production.
-    base["monitor"]["consecutive_windows"] = 1
-    monitor_params = work / "monitor-params.yaml"
-    monitor_params.write_text(yaml.safe_dump(base, sort_keys=False))
-    monitor_terms = work / "monitor-contract.yaml"
-    monitor_terms.write_text(
-        yaml.safe_dump(
-            monitor_contract(
-                yaml.safe_load(contract_path.read_text()), result.logged_rows, len(period)
-            ),
-            sort_keys=False,
+            raise DemoError(f"synthetic baseline: {exc}") from None
+        shutil.rmtree(clone / "data", ignore_errors=True)
+        synthetic.write(baseline, clone / "data" / f"baseline-{self.start:%Y%m%d}.parquet")
+        self.run("dvc", "add", "--quiet", "data")
+        self.run("dvc", "repro", "--quiet")
+        _commit_and_push(
+            clone, self.env, "Demo: baseline data and pipeline lock", "data.dvc", "dvc.lock"
         )
-    )
-    incoming = work / "incoming"
-    labelled = synthetic.write(period, incoming / f"shifted-{drift_start:%Y%m%d}.parquet")
-    monitoring = work / "reports" / "monitoring"
-    labels: list[str] = []
-    if contract.id:
-        labels_file = incoming / "labels.parquet"
-        period[[contract.id, contract.label.column]].to_parquet(labels_file)
-        labels = ["--labels", str(labels_file)]
-    run(
-        "argosy",
-        "monitor",
-        "--prediction-log",
-        str(predlog),
-        "--reference",
-        str(clone / "artifacts" / "prepared" / "reference.parquet"),
-        "--model-dir",
-        str(served_model),
-        *labels,
-        "--state",
-        str(monitoring / "state.json"),
-        "--reports",
-        str(monitoring),
-        "--as-of",
-        as_of.isoformat(),
-        "--params",
-        str(monitor_params),
-        "--contract",
-        str(monitor_terms),
-    )
-    result.monitor = json.loads((monitoring / "decision.json").read_text())
+        first = _gate(clone)
+        if not first.promoted:
+            raise DemoError(f"the first model failed its gate: {'; '.join(first.reasons)}")
+        shutil.copytree(clone / "reports", self.first_reports)
 
-    # 8. the newly labelled period into data/, re-pinned, and the pipeline again
-    if result.monitor["decision"] != "retrain":
-        raise DemoError(f"the monitor decided {result.monitor['decision']!r}, not 'retrain'")
-    _say(progress, 8, f"argosy retrain {labelled.name} (append to data/, dvc add, dvc repro)")
-    # Why the pipeline runs, as the drift monitor hands it to the training workflow.
-    trigger = (monitoring / "trigger").read_text().strip()
-    run("argosy", "retrain", str(labelled), extra={gatereport.TRIGGER_ENV: trigger})
-    _commit_and_push(clone, env, "Demo: add the newly labelled period", "data.dvc", "dvc.lock")
-    result.retrained = True
-    result.challenger_sha256 = read_metadata(clone / "models").sha256
+    def promote_first_model(self) -> None:
+        """3-4. Register, pin in staging, promote to production and merge its branch."""
+        clone, name = self.clone, self.contract.name
+        self.say(3, "argosy register; argosy promote --env staging (commit on origin/main)")
+        self.mlflow_client = _registry(self.env)
+        _register(clone, self.mlflow_client)
+        staging = _promote(clone, self.mlflow_client, name, "staging")
+        self.result.staging_commit = staging.commit or ""
 
-    # 9. the gate: challenger vs the production champion
-    result.gate = _gate(clone)
-    _say(progress, 9, f"gate vs the production champion: {result.gate.decision}")
+        # the production branch, merged here as a reviewer's approval would merge it
+        self.say(4, "argosy promote --env production; merge its branch (the human approval)")
+        branch = _promote(clone, self.mlflow_client, name, "production").branch
+        if not branch:
+            raise DemoError("`argosy promote --env production` pushed no branch")
+        self.result.production_branch = branch
+        self.run("git", "fetch", "--quiet", "origin")
+        self.run("git", "merge", "--quiet", "--ff-only", "origin/main")
+        self.run(
+            "git",
+            "merge",
+            "--quiet",
+            "--no-ff",
+            "-m",
+            f"Merge {branch}: approved in the demo (stands in for the pull request review)",
+            f"origin/{branch}",
+        )
+        self.run("git", "push", "--quiet", "origin", "main")
+        # The registry's aliases follow what git pins (as the platform's sync job does).
+        _sync(clone, self.mlflow_client, name)
+        self.result.champion_sha256 = read_metadata(clone / "models").sha256
 
-    # 10. the production pull request (its body is reports/gate.md)
-    _say(progress, 10, "argosy register; argosy promote --env production (pull request body)")
-    if result.gate.promoted:
-        _register(clone, mlflow_client)
-        outcome = _promote(clone, mlflow_client, contract.name, "production")
-        result.production_branch_v2 = outcome.branch or ""
-        result.production_body = outcome.body or ""
-        _sync(clone, mlflow_client, contract.name)
+    def serve_and_replay(self) -> tuple[pd.DataFrame, datetime]:
+        """5-6. Serve the production model with a prediction log; replay a shifted period.
 
-    # 11. summary
-    _say(progress, 11, "write the summary")
-    result.reports = {
-        "data validation (Data Docs)": _first(clone / "reports/validation/data_docs", "index.html"),
-        "drift report (Evidently)": monitoring / "report.html",
-        "monitor summary": monitoring / "summary.md",
-        "first model's gate": first_reports / "gate.md",
-        "production pull request body (gate)": clone / "reports" / "gate.md",
-        "gate result": clone / "reports" / "gate.json",
-        "server log": work / "logs" / "server.log",
-    }
-    result.elapsed_s = time.monotonic() - began
-    result.summary = work / "summary.md"
-    result.summary.write_text(render_summary(result))
-    return result
+        Returns:
+            The replayed period (with its labels) and when the replay ended.
+        """
+        from argosy.config import load_params
+        from argosy.data import synthetic
+
+        config, work = self.config, self.work
+        window = load_params(self.clone / "params.yaml").monitor.window_minutes
+        self.window_s = timedelta(minutes=window).total_seconds()
+        self.say(5, "start the model server on 127.0.0.1 with a prediction log")
+        self.predlog = work / "predictions"
+        self.served_model = work / "served-model"
+        shutil.copytree(self.clone / "models", self.served_model)
+        port = free_port()
+        (work / "logs").mkdir(exist_ok=True)
+        server_log = (work / "logs" / "server.log").open("w")
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "argosy.serving",
+                "--model-dir",
+                str(self.served_model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--grpc-port",
+                "off",
+                "--prediction-log",
+                str(self.predlog),
+                "--log-flush-seconds",
+                "1",
+                "--log-capacity-rows",
+                str(max(100_000, 2 * config.drift_rows)),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=work,
+            env=self.env,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_ready(port, server)
+            # 6. a shifted period through the server
+            self.drift_start = self.start + timedelta(days=config.baseline_days)
+            self.say(
+                6,
+                f"replay {config.drift_rows:,} rows shifted by {config.shift:g} over HTTP "
+                f"(V2 infer, one tensor per feature, {config.batch_rows} rows a request)",
+            )
+            try:
+                period = synthetic.synthesize(
+                    self.contract,
+                    config.drift_rows,
+                    seed=config.seed + 1,
+                    start=self.drift_start,
+                    days=config.drift_days,
+                    shift=config.shift,
+                )
+            except synthetic.SyntheticError as exc:
+                raise DemoError(f"synthetic shifted period: {exc}") from None
+            name = read_metadata(self.served_model).name
+            began_at, step = time.time(), self.window_s
+            served = replay(port, name, period, self.contract, config.batch_rows)
+            if math.floor(began_at / step) != math.floor(time.time() / step):
+                # The replay crossed a window boundary: once more, wholly inside the new window.
+                served += replay(port, name, period, self.contract, config.batch_rows)
+            self.result.served_rows = served
+            replay_end = datetime.now(UTC)
+        finally:
+            stop(server)
+            server_log.close()
+        self.result.logged_rows = _logged_rows(self.predlog) if self.predlog.exists() else 0
+        return period, replay_end
+
+    def monitor(self, period: pd.DataFrame, replay_end: datetime) -> Path:
+        """7. The monitor over the replayed window, with the period's late labels.
+
+        Returns:
+            The period written as a labelled Parquet file, for the retraining step.
+        """
+        from argosy.data import synthetic
+
+        work, contract, monitoring = self.work, self.contract, self.monitoring
+        self.say(7, "argosy monitor: drift of the replayed window (Evidently) and its late labels")
+        step = self.window_s
+        as_of = datetime.fromtimestamp(math.ceil(replay_end.timestamp() / step) * step, UTC)
+        # One replayed window stands for the consecutive windows drift must hold in production.
+        base = yaml.safe_load((self.clone / "params.yaml").read_text())
+        base["monitor"]["consecutive_windows"] = 1
+        monitor_params = work / "monitor-params.yaml"
+        monitor_params.write_text(yaml.safe_dump(base, sort_keys=False))
+        monitor_terms = work / "monitor-contract.yaml"
+        monitor_terms.write_text(
+            yaml.safe_dump(
+                monitor_contract(
+                    yaml.safe_load(self.contract_path.read_text()),
+                    self.result.logged_rows,
+                    len(period),
+                ),
+                sort_keys=False,
+            )
+        )
+        incoming = work / "incoming"
+        labelled = synthetic.write(period, incoming / f"shifted-{self.drift_start:%Y%m%d}.parquet")
+        labels: list[str] = []
+        if contract.id:
+            labels_file = incoming / "labels.parquet"
+            period[[contract.id, contract.label.column]].to_parquet(labels_file)
+            labels = ["--labels", str(labels_file)]
+        self.run(
+            "argosy",
+            "monitor",
+            "--prediction-log",
+            str(self.predlog),
+            "--reference",
+            str(self.clone / "artifacts" / "prepared" / "reference.parquet"),
+            "--model-dir",
+            str(self.served_model),
+            *labels,
+            "--state",
+            str(monitoring / "state.json"),
+            "--reports",
+            str(monitoring),
+            "--as-of",
+            as_of.isoformat(),
+            "--params",
+            str(monitor_params),
+            "--contract",
+            str(monitor_terms),
+        )
+        self.result.monitor = json.loads((monitoring / "decision.json").read_text())
+        if self.result.monitor["decision"] != "retrain":
+            raise DemoError(
+                f"the monitor decided {self.result.monitor['decision']!r}, not 'retrain'"
+            )
+        return labelled
+
+    def retrain(self, labelled: Path) -> None:
+        """8. The newly labelled period into data/, re-pinned, and the pipeline again."""
+        self.say(8, f"argosy retrain {labelled.name} (append to data/, dvc add, dvc repro)")
+        # Why the pipeline runs, as the drift monitor hands it to the training workflow.
+        trigger = (self.monitoring / "trigger").read_text().strip()
+        self.run("argosy", "retrain", str(labelled), extra={gatereport.TRIGGER_ENV: trigger})
+        _commit_and_push(
+            self.clone, self.env, "Demo: add the newly labelled period", "data.dvc", "dvc.lock"
+        )
+        self.result.retrained = True
+        self.result.challenger_sha256 = read_metadata(self.clone / "models").sha256
+
+    def gate_and_propose(self) -> None:
+        """9-10. The challenger's gate against the champion; its production branch if passed."""
+        result, name = self.result, self.contract.name
+        result.gate = _gate(self.clone)
+        self.say(9, f"gate vs the production champion: {result.gate.decision}")
+        self.say(10, "argosy register; argosy promote --env production (pull request body)")
+        if result.gate.promoted:
+            _register(self.clone, self.mlflow_client)
+            outcome = _promote(self.clone, self.mlflow_client, name, "production")
+            result.production_branch_v2 = outcome.branch or ""
+            result.production_body = outcome.body or ""
+            _sync(self.clone, self.mlflow_client, name)
+
+    def summarize(self) -> DemoResult:
+        """11. The report links and summary.md."""
+        clone, monitoring, result = self.clone, self.monitoring, self.result
+        self.say(11, "write the summary")
+        result.reports = {
+            "data validation (Data Docs)": _first(
+                clone / "reports/validation/data_docs", "index.html"
+            ),
+            "drift report (Evidently)": monitoring / "report.html",
+            "monitor summary": monitoring / "summary.md",
+            "first model's gate": self.first_reports / "gate.md",
+            "production pull request body (gate)": clone / "reports" / "gate.md",
+            "gate result": clone / "reports" / "gate.json",
+            "server log": self.work / "logs" / "server.log",
+        }
+        result.elapsed_s = time.monotonic() - self.began
+        result.summary = self.work / "summary.md"
+        result.summary.write_text(render_summary(result))
+        return result
 
 
 def _first(root: Path, name: str) -> Path:

@@ -22,6 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from argosy.files import staged
+
 CURRENCIES = ("USD", "EUR", "GBP", "CAD", "MXN", "JPY")
 MERCHANT_CATEGORIES = (
     "grocery",
@@ -369,11 +371,9 @@ def _with_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write ``frame`` so that the same data always gives the same bytes (stable DVC hash)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=256_000)
-    tmp.replace(path)
+    with staged(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=256_000)
 
 
 def simulate_to(spec: SimulationSpec, out_dir: Path) -> Path:
