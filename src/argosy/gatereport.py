@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argosy.data.contract import METRIC_NAMES
 from argosy.files import write_all
 
 GATE_JSON = "gate.json"
@@ -26,8 +27,9 @@ GATE_MD = "gate.md"
 ARTIFACT_DIR = "gate"
 PROMOTE, REJECT = "promote", "reject"
 
-#: Quality metrics of every model, in table order (evaluate writes them, the gate compares them).
-METRICS = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k", "brier")
+#: Quality metrics of every model, in table order (evaluate writes them, the gate compares them):
+#: those a contract may gate on, then the calibration.
+METRICS = (*METRIC_NAMES, "brier")
 LATENCY = "latency_us_per_row"
 #: Metrics where a smaller value is the better model (every other one: larger is better).
 LOWER_IS_BETTER = frozenset({"brier", LATENCY, "latency_us_single_row"})

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_CONTRACT = Path("contract.yaml")
+#: The metrics a contract may gate on (``metric.primary``, ``metric.floors``): each higher-better.
 METRIC_NAMES = ("pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k")
 #: Column names the prediction log and the prepared files use for their own purposes.
 RESERVED_COLUMNS = frozenset(
@@ -131,7 +132,7 @@ class TimeRangeContract(_Section):
 class MetricContract(_Section):
     """What the gate optimises and the floors a model must clear."""
 
-    primary: Literal["pr_auc", "roc_auc", "recall_at_fpr", "precision_at_k"]
+    primary: Literal[METRIC_NAMES]  # type: ignore[valid-type]
     floors: dict[str, float]
 
     @field_validator("floors")

@@ -188,11 +188,14 @@ def training_template(
             )
 
         def after_gate(name: str, command: list[str], extra: list) -> Container:
+            # `workflows after gate` judges again (the gate's report is a record of its run, not
+            # a cached output): with the same trigger, its report says the same why.
+            trigger = Env(name=TRIGGER_ENV, value=param("trigger"))
             return task_container(
                 name,
                 settings,
                 ["workflows", "after", GATE_STAGE, *remote_args(), "--", *command],
-                env=promote_env + extra,
+                env=[*promote_env, *extra, trigger],
             )
 
         promotion = [
