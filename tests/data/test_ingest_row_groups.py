@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from argosy.data import ingest
+from argosy.loop import ingest
 from argosy.data.contract import load_contract
 from argosy.examples.fraud.simulate import SimulationSpec, simulate
 
