@@ -1,15 +1,16 @@
 """Where the validate stage's time goes: fixed costs versus the work that grows with the rows.
 
 Run by bench/pipeline/bench.py inside a benchmark repository, with the project's virtualenv. Prints
-one JSON object (seconds):
+one JSON object (seconds, and the number of partitions):
 
 - ``python_s``: starting the interpreter (best of 3, ``python -c pass``);
 - ``ge_import_s``: a fresh interpreter importing Great Expectations (best of 3);
-- ``read_s``: reading the Parquet files into the frame the suite runs on;
-- ``suite_fixed_s``: the whole suite on the first 1,000 rows (no Data Docs): Great Expectations'
-  per-run cost, paid whatever the size;
-- ``suite_s``: the whole suite on every row (no Data Docs);
-- ``data_docs_s``: the suite on every row with Data Docs, minus ``suite_s``.
+- ``read_s``: reading the largest partition into the frame the suite runs on;
+- ``suite_fixed_s``: the per-partition suite on that partition's first 1,000 rows: Great
+  Expectations' per-run cost, paid by every partition whatever its size;
+- ``suite_s``: the per-partition suite on the whole partition;
+- ``validate_s``: the whole validation in this process (partitions on a LocalCluster, the merged
+  verdict, result.json and Data Docs), without the interpreter's start.
 
 Usage: python bench/pipeline/validation_profile.py [--data data] [--contract contract.yaml]
 """
@@ -53,27 +54,31 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--contract", type=Path, default=Path("contract.yaml"))
     args = parser.parse_args()
-    profile = {
+    profile: dict[str, Any] = {
         "python_s": fresh_interpreter("pass"),
         "ge_import_s": fresh_interpreter("import great_expectations"),
     }
     from argosy.data.contract import load_contract
-    from argosy.validation.suite import read_raw, validate_frame
+    from argosy.data.partitions import read, scan
+    from argosy.validation.partitioned import STRINGS, _runner, naive_time
+    from argosy.validation.suite import validate_dir
 
-    params = load_contract(args.contract)
-    (frame, failures), profile["read_s"] = timed(read_raw, args.data)
-    if frame is None:
-        raise SystemExit(f"unreadable data: {failures}")
+    contract = load_contract(args.contract)
+    data = scan(args.data)
+    largest = max(data.partitions, key=lambda p: p.rows)
+    table, profile["read_s"] = timed(read, largest, data.schema)
+    frame = table.to_pandas(types_mapper=STRINGS.get)
+    runner = _runner(contract.model_dump_json(), naive_time(data.schema, contract))
     small = frame.iloc[:FIXED_ROWS].copy()
-    validate_frame(small, params)  # first run pays one-off lazy imports inside the library
-    outcome, profile["suite_fixed_s"] = timed(validate_frame, small, params)
-    outcome, profile["suite_s"] = timed(validate_frame, frame, params)
+    runner.run(small)  # the first run pays one-off lazy imports inside the library
+    _, profile["suite_fixed_s"] = timed(runner.run, small)
+    _, profile["suite_s"] = timed(runner.run, frame)
+    with tempfile.TemporaryDirectory() as reports:
+        outcome, profile["validate_s"] = timed(validate_dir, args.data, contract, Path(reports))
     if not outcome.success:
         raise SystemExit(outcome.message())
-    with tempfile.TemporaryDirectory() as docs:
-        _, with_docs = timed(validate_frame, frame, params, Path(docs) / "data_docs")
-    profile["data_docs_s"] = max(0.0, with_docs - profile["suite_s"])
-    profile["rows"] = len(frame)
+    profile["partitions"] = len(data.partitions)
+    profile["rows"] = data.rows
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in profile.items()}))
 
 

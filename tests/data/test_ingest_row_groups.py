@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from argosy.loop import ingest
 from argosy.data.contract import load_contract
 from argosy.examples.fraud.simulate import SimulationSpec, simulate
+from argosy.loop import ingest
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT = load_contract(REPO / "contract.yaml")

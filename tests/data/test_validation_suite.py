@@ -220,8 +220,8 @@ def test_cli_exit_code_and_message(tmp_path: Path, good: pd.DataFrame) -> None:
     assert proc.returncode == 1
     assert "expect_column_values_to_be_in_set(channel): 4 rows" in proc.stderr
     assert "result.json" in proc.stderr
-    # And progress is one line per suite, naming the one that failed, not a bar per suite
-    assert re.search(r"suite \d+/\d+ channel: 3 expectation\(s\), 1 failed", proc.stderr)
+    # And progress is one line per partition, naming the failures, not a bar per suite
+    assert re.search(r"partition 1/1 transactions\.parquet row group 0: .*, 1 failed", proc.stderr)
     assert "Calculating Metrics" not in proc.stderr
 
 

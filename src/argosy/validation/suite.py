@@ -1,9 +1,9 @@
-"""Build and run the Great Expectations 1.x suite that guards the raw data.
+"""The data gate: the contract's Great Expectations suite on the raw data, one report for all of it.
 
-The suite is derived from the data contract: its columns, each feature's dtype, nullability, range
-and categories, the unique id, the label's values and positive rate, the row count and the event
-time's range. A run writes a JSON summary and Data Docs HTML; a failure names each failing
-expectation, the contract key it checks and how many rows broke it.
+``validate_dir`` validates the data set partition by partition, in parallel
+(:mod:`argosy.validation.partitioned`), and writes one JSON summary and one Data Docs validation
+result for the whole data set, headed by the verdict. A failure names the failing expectation, the
+contract key it checks, how many rows broke it and the partitions they are in.
 """
 
 from __future__ import annotations
@@ -12,30 +12,21 @@ import html
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from argosy import webassets
 from argosy.data.contract import Contract
+from argosy.data.partitions import DataSetError, scan
+from argosy.validation.expectations import SUITE_NAME
+from argosy.validation.partitioned import DEFAULT_WORKERS, Evaluated, evaluate
 
 log = logging.getLogger(__name__)
 
-SUITE_NAME = "data"
-TABLE = "table"
-_INT_TYPES = [
-    *("int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64"),
-    *("uint8", "uint16", "uint32", "uint64", "UInt8", "UInt16", "UInt32", "UInt64"),
-]
-_BOOL_TYPES = ["bool", "boolean"]
-_FLOAT_TYPES = ["float32", "float64", "Float32", "Float64"]
-_STRING_TYPES = ["StringDtype", "str"]
+MAX_NAMED = 5
+"""Partitions a failure's summary names (result.json lists them all)."""
 
 
 class DataValidationError(RuntimeError):
@@ -49,192 +40,33 @@ class ValidationOutcome:
     Attributes:
         success: Whether every expectation held and every file was readable.
         rows: Number of rows validated.
-        failures: One entry per failing expectation or unreadable file.
         evaluated: Number of expectations evaluated.
+        partitions: Number of partitions the rows were validated in.
+        failures: One entry per failing expectation or unreadable file.
+        expectations: One entry per expectation evaluated: its type, column, contract key,
+            verdict, unexpected rows and observed value on the whole data set.
     """
 
     success: bool
     rows: int
     evaluated: int
+    partitions: int = 1
     failures: list[dict[str, Any]] = field(default_factory=list)
+    expectations: list[dict[str, Any]] = field(default_factory=list)
 
     def message(self) -> str:
         """A human summary listing each failure and the rows it affected."""
+        where = f"{self.rows} rows in {self.partitions} partition(s)"
         if self.success:
-            return f"data validation passed: {self.evaluated} expectations on {self.rows} rows"
-        lines = [f"data validation failed: {len(self.failures)} problem(s) in {self.rows} rows"]
+            return f"data validation passed: {self.evaluated} expectations on {where}"
+        lines = [f"data validation failed: {len(self.failures)} problem(s) in {where}"]
         for failure in self.failures:
             lines.append(f"  - {failure['summary']}")
         return "\n".join(lines)
 
 
-def positive_column(contract: Contract) -> str:
-    """The derived 0/1 column whose mean is the positive rate (the label may hold strings)."""
-    return f"{contract.label.column} == {contract.label.positive!r}"
-
-
-def _types(contract: Contract, name: str) -> list[str]:
-    feature = contract.features.get(name)
-    if feature is None:
-        if name == contract.label.column:
-            label = contract.label.positive
-            return _STRING_TYPES if isinstance(label, str) else _INT_TYPES + _BOOL_TYPES
-        return _INT_TYPES + _STRING_TYPES if name == contract.id else _ANY_TYPES
-    if feature.type == "categorical":
-        return _STRING_TYPES
-    if feature.type == "boolean":
-        return _BOOL_TYPES + _INT_TYPES + (_FLOAT_TYPES if feature.nullable else [])
-    if feature.type == "integer" and not feature.nullable:
-        return _INT_TYPES
-    return _FLOAT_TYPES + _INT_TYPES
-
-
-_ANY_TYPES = _INT_TYPES + _FLOAT_TYPES + _BOOL_TYPES + _STRING_TYPES
-
-
-def build_expectations(contract: Contract, naive_time: bool = False) -> list[tuple[Any, str]]:
-    """The expectations of the suite, in report order, each with the contract key it checks.
-
-    Args:
-        contract: The data contract.
-        naive_time: The event-time column holds timezone-naive datetimes (bounds are naive too).
-    """
-    import great_expectations as gx
-
-    e = gx.expectations
-    out: list[tuple[Any, str]] = [
-        (
-            e.ExpectTableColumnsToMatchSet(column_set=list(contract.raw_columns), exact_match=True),
-            "features / other_columns / id / time / label.column",
-        ),
-        (
-            e.ExpectTableRowCountToBeBetween(
-                min_value=contract.rows.min, max_value=contract.rows.max
-            ),
-            "rows",
-        ),
-    ]
-    for name in contract.raw_columns:
-        feature = contract.features.get(name)
-        key = f"features.{name}" if feature is not None else _role(contract, name)
-        if name == contract.time:
-            out.append((e.ExpectColumnValuesToBeOfType(column=name, type_="Timestamp"), "time"))
-        elif name not in contract.other_columns:
-            out.append(
-                (
-                    e.ExpectColumnValuesToBeInTypeList(
-                        column=name, type_list=_types(contract, name)
-                    ),
-                    f"{key}.type" if feature is not None else key,
-                )
-            )
-        if (feature is None or not feature.nullable) and name not in contract.other_columns:
-            nullable_key = f"{key}.nullable" if feature is not None else key
-            out.append((e.ExpectColumnValuesToNotBeNull(column=name), nullable_key))
-        if feature is None:
-            continue
-        if feature.type == "categorical" and feature.unseen == "reject":
-            out.append(
-                (
-                    e.ExpectColumnValuesToBeInSet(
-                        column=name, value_set=list(feature.values or [])
-                    ),
-                    f"{key}.values",
-                )
-            )
-        elif feature.type == "boolean":
-            out.append(
-                (e.ExpectColumnValuesToBeInSet(column=name, value_set=[0, 1]), f"{key}.type")
-            )
-        elif feature.min is not None or feature.max is not None:
-            out.append(
-                (
-                    e.ExpectColumnValuesToBeBetween(
-                        column=name, min_value=feature.min, max_value=feature.max
-                    ),
-                    f"{key}.min/max",
-                )
-            )
-    if contract.id:
-        out.append((e.ExpectColumnValuesToBeUnique(column=contract.id), "id"))
-    label = contract.label
-    out += [
-        (
-            e.ExpectColumnValuesToBeInSet(
-                column=label.column, value_set=[label.negative, label.positive]
-            ),
-            "label.positive / label.negative",
-        ),
-        (
-            e.ExpectColumnMeanToBeBetween(
-                column=positive_column(contract),
-                min_value=contract.label_rate.min,
-                max_value=contract.label_rate.max,
-            ),
-            "label_rate",
-        ),
-    ]
-    if contract.time and contract.time_range:
-        tz = None if naive_time else UTC
-        out.append(
-            (
-                e.ExpectColumnValuesToBeBetween(
-                    column=contract.time,
-                    min_value=datetime.fromisoformat(contract.time_range.min).replace(tzinfo=tz),
-                    max_value=datetime.fromisoformat(contract.time_range.max).replace(tzinfo=tz),
-                ),
-                "time_range",
-            )
-        )
-    return out
-
-
-def _role(contract: Contract, name: str) -> str:
-    if name == contract.id:
-        return "id"
-    if name == contract.time:
-        return "time"
-    if name == contract.label.column:
-        return "label.column"
-    return "other_columns"
-
-
-def read_raw(data_dir: Path) -> tuple[pd.DataFrame | None, list[dict[str, Any]]]:
-    """Read every Parquet file under ``data_dir``.
-
-    Returns:
-        The concatenated frame (None when nothing was readable) and one failure per bad file.
-    """
-    files = sorted(data_dir.glob("*.parquet")) if data_dir.is_dir() else []
-    if not files:
-        return None, [_failure("readable_data", f"{data_dir}: no Parquet files found", 0)]
-    tables, failures = [], []
-    for path in files:
-        try:
-            tables.append(pq.read_table(path))
-        except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
-            failures.append(
-                _failure("readable_parquet", f"{path}: not a readable Parquet file ({exc})", 0)
-            )
-    if failures or not tables:
-        return None, failures
-    try:
-        table = pa.concat_tables(tables, promote_options="default")
-    except pa.ArrowInvalid as exc:
-        return None, [_failure("consistent_files", f"files disagree on their schema ({exc})", 0)]
-    # Arrow-backed strings: Great Expectations checks their dtype once instead of per value.
-    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("python")}.get), []
-
-
 def _failure(expectation: str, summary: str, rows: int, **extra: Any) -> dict[str, Any]:
     return {"expectation": expectation, "summary": summary, "unexpected_count": rows, **extra}
-
-
-def _describe(result: Any, contract: Contract, key: str) -> dict[str, Any]:
-    failure = _describe_result(result, contract)
-    failure["contract_key"] = key
-    failure["summary"] += f" [contract.yaml {key}]"
-    return failure
 
 
 def _describe_result(result: Any, contract: Contract) -> dict[str, Any]:
@@ -270,106 +102,62 @@ def _describe_result(result: Any, contract: Contract) -> dict[str, Any]:
     return _failure(config.type, summary, 0, column=column, observed=str(observed))
 
 
-def _naive_time(frame: pd.DataFrame, contract: Contract) -> bool:
-    if not contract.time or contract.time not in frame.columns:
-        return False
-    dtype = frame[contract.time].dtype
-    return pd.api.types.is_datetime64_dtype(dtype) and getattr(dtype, "tz", None) is None
-
-
-def validate_frame(
-    frame: pd.DataFrame,
-    contract: Contract,
-    docs_dir: Path | None = None,
-    data_hash: str = "untracked",
-) -> ValidationOutcome:
-    """Run the suite on ``frame``; build Data Docs HTML into ``docs_dir`` when given.
-
-    ``data_hash`` (``data.dvc``'s) names the run in Data Docs.
-    """
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    # One line per suite in our log instead of a progress bar per suite from the library.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("argosy")
-    # One suite per column, run on a one-column frame, plus the table-level suite on the whole
-    # frame. Great Expectations copies the batch's frame for every column-map metric; with the
-    # whole 37-column frame that copying made validation ~6x slower (see docs/benchmarks.md).
-    groups: dict[str, list[tuple[Any, str]]] = {}
-    for expectation, key in build_expectations(contract, _naive_time(frame, contract)):
-        name = getattr(expectation, "column", None) or TABLE
-        groups.setdefault(name, []).append((expectation, key))
-    derived = positive_column(contract)
-    failures: list[dict[str, Any]] = []
-    evaluated = 0
-    all_results: list[Any] = []
-    all_expectations: list[Any] = []
-    for number, (name, expectations) in enumerate(groups.items(), start=1):
-        if name == derived:
-            if contract.label.column not in frame.columns:
-                continue
-            batch = pd.DataFrame({name: contract.labels(frame)})
-        elif name == TABLE:
-            batch = frame
-        elif name in frame.columns:
-            batch = frame[[name]]
-        else:
-            continue  # the table-level column-set expectation reports the missing column
-        started = time.perf_counter()
-        asset = source.add_dataframe_asset(name)
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_NAME}.{name}"))
-        for expectation, _ in expectations:
-            suite.add_expectation(expectation)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(
-                name=f"{SUITE_NAME}.{name}",
-                data=asset.add_batch_definition_whole_dataframe("all"),
-                suite=suite,
-            )
-        )
-        run = definition.run(
-            batch_parameters={"dataframe": batch},
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
-        )
-        evaluated += len(run.results)
-        all_results += run.results
-        all_expectations += [expectation for expectation, _ in expectations]
-        # One expectation of each type per column: results come back in their own order.
-        keys = {expectation.expectation_type: key for expectation, key in expectations}
-        failed = [
-            _describe(r, contract, keys[r.expectation_config.type])
-            for r in run.results
-            if not r.success
+def _describe(item: Evaluated, contract: Contract) -> dict[str, Any]:
+    failure = _describe_result(item.result, contract)
+    failure["contract_key"] = item.contract_key
+    if item.partitions:
+        failure["partitions"] = [
+            {"partition": name, "unexpected_count": count} for name, count in item.partitions
         ]
-        failures += failed
-        log.info(
-            "suite %d/%d %s: %d expectation(s), %s (%.1f s)",
-            *(number, len(groups), name, len(run.results)),
-            f"{len(failed)} failed" if failed else "ok",
-            time.perf_counter() - started,
+        named = [f"{name} ({count} rows)" if count else name for name, count in item.partitions]
+        more = len(named) - MAX_NAMED
+        failure["summary"] += f"; in {', '.join(named[:MAX_NAMED])}" + (
+            f" and {more} more partition(s)" if more > 0 else ""
         )
-    outcome = ValidationOutcome(
-        success=not failures, rows=len(frame), evaluated=evaluated, failures=failures
+    failure["summary"] += f" [contract.yaml {item.contract_key}]"
+    return failure
+
+
+def _summary(item: Evaluated) -> dict[str, Any]:
+    """The expectation's line in result.json: what it checks and what it saw."""
+    info = item.result.result or {}
+    observed = info.get("observed_value")
+    return {
+        "expectation": item.expectation.expectation_type,
+        "column": getattr(item.expectation, "column", None),
+        "contract_key": item.contract_key,
+        "success": bool(item.result.success),
+        "unexpected_count": info.get("unexpected_count"),
+        "observed": None if observed is None else str(observed),
+    }
+
+
+def _outcome(
+    evaluated: list[Evaluated], contract: Contract, rows: int, partitions: int
+) -> ValidationOutcome:
+    failures = [_describe(e, contract) for e in evaluated if not e.result.success]
+    return ValidationOutcome(
+        success=not failures,
+        rows=rows,
+        evaluated=len(evaluated),
+        partitions=partitions,
+        failures=failures,
+        expectations=[_summary(e) for e in evaluated],
     )
-    if docs_dir is not None:
-        write_data_docs(docs_dir, outcome, all_expectations, all_results, data_hash)
-    return outcome
 
 
 def write_data_docs(
     docs_dir: Path,
     outcome: ValidationOutcome,
-    expectations: list[Any],
-    results: list[Any],
+    evaluated: list[Evaluated],
     data_hash: str,
 ) -> None:
-    """Data Docs with one validation result for the whole run, headed by the verdict.
+    """Data Docs with one validation result for the whole data set, headed by the verdict.
 
-    The suite runs in per-column parts (for speed, see ``validate_frame``); people read one
-    result: every expectation, one run named after the data it judged, in a fresh context that
-    holds nothing else. The pages open with the verdict and its reasons.
+    The suite runs in parts (per column, per partition; see ``SuiteRunner`` and
+    :mod:`argosy.validation.partitioned`); people read one result: every expectation, one run
+    named after the data it judged, in a fresh context that holds nothing else. The pages open
+    with the verdict and its reasons, naming the partitions of each failure.
     """
     import great_expectations as gx
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -394,8 +182,9 @@ def write_data_docs(
         },
     )
     suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
-    for expectation in expectations:
-        suite.add_expectation(expectation.copy(update={"id": None}))
+    for item in evaluated:
+        suite.add_expectation(item.expectation.copy(update={"id": None}))
+    results = [item.result for item in evaluated]
     passed = sum(bool(r.success) for r in results)
     now = datetime.now(UTC)
     run_id = RunIdentifier(run_name=f"data-{data_hash}", run_time=now)
@@ -419,7 +208,11 @@ def write_data_docs(
                 "data_asset_name": f"data ({outcome.rows} rows)",
                 "batch_identifiers": {"data_hash": data_hash},
             },
-            "batch_markers": {"data_hash": data_hash, "rows": outcome.rows},
+            "batch_markers": {
+                "data_hash": data_hash,
+                "rows": outcome.rows,
+                "partitions": outcome.partitions,
+            },
             # What Data Docs print as "Data asset".
             "batch_spec": {"data_asset_name": f"data/ ({outcome.rows:,} rows, {data_hash})"},
         },
@@ -456,39 +249,65 @@ def _verdict_banner(outcome: ValidationOutcome, passed: int, total: int, data_ha
         f'border-left:8px solid {color};background:#fafafa;margin:0 0 8px 0">'
         f'<h1 style="margin:0 0 8px 0;color:{color}">Data validation: {verdict}</h1>'
         f'<p style="margin:0">{passed} of {total} expectations held on {outcome.rows:,} rows '
-        f"of data <code>{html.escape(data_hash)}</code> (the contract: contract.yaml).</p>"
+        f"({outcome.partitions:,} partition(s)) of data <code>{html.escape(data_hash)}</code> "
+        "(the contract: contract.yaml).</p>"
         + (f'<ul style="margin:8px 0 0 0">{items}</ul>' if items else "")
         + "</div>"
     )
 
 
 def validate_dir(
-    data_dir: Path, contract: Contract, report_dir: Path, data_hash: str = "untracked"
+    data_dir: Path,
+    contract: Contract,
+    report_dir: Path,
+    data_hash: str = "untracked",
+    workers: int = DEFAULT_WORKERS,
 ) -> ValidationOutcome:
     """Validate the files under ``data_dir``; write ``result.json`` and Data Docs to ``report_dir``.
 
-    ``data_hash`` is ``data.dvc``'s hash of the data, recorded in the report and Data Docs.
+    ``data_hash`` is ``data.dvc``'s hash of the data, recorded in the report and Data Docs;
+    ``workers`` is the size of the LocalCluster that validates the partitions.
 
     Raises:
         DataValidationError: The data failed; the reports are written first.
     """
     report_dir.mkdir(parents=True, exist_ok=True)
-    frame, read_failures = read_raw(data_dir)
-    if frame is None:
-        outcome = ValidationOutcome(success=False, rows=0, evaluated=0, failures=read_failures)
-        shutil.rmtree(report_dir / "data_docs", ignore_errors=True)
+    docs = report_dir / "data_docs"
+    try:
+        data = scan(data_dir)
+    except DataSetError as exc:
+        outcome = _unreadable(exc.problems, rows=0, partitions=0)
     else:
-        log.info("validating %d rows from %s", len(frame), data_dir)
-        outcome = validate_frame(frame, contract, report_dir / "data_docs", data_hash)
+        log.info(
+            "validating %d rows in %d partition(s) from %s",
+            *(data.rows, len(data.partitions), data_dir),
+        )
+        evaluated, unreadable = evaluate(data, contract, workers)
+        if unreadable:
+            problems = [("readable_parquet", message) for message in unreadable]
+            outcome = _unreadable(problems, data.rows, len(data.partitions))
+        else:
+            outcome = _outcome(evaluated, contract, data.rows, len(data.partitions))
+            write_data_docs(docs, outcome, evaluated, data_hash)
+    if not outcome.evaluated:
+        shutil.rmtree(docs, ignore_errors=True)
     payload = {
         "success": outcome.success,
         "rows": outcome.rows,
+        "partitions": outcome.partitions,
         "evaluated_expectations": outcome.evaluated,
         "data_hash": data_hash,
         "failures": outcome.failures,
-        "data_docs": "data_docs/index.html" if frame is not None else None,
+        "expectations": outcome.expectations,
+        "data_docs": "data_docs/index.html" if outcome.evaluated else None,
     }
     (report_dir / "result.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     if not outcome.success:
         raise DataValidationError(outcome.message())
     return outcome
+
+
+def _unreadable(problems: list[tuple[str, str]], rows: int, partitions: int) -> ValidationOutcome:
+    """The outcome when data could not be read: no expectation was evaluated."""
+    failures = [_failure(check, message, 0) for check, message in problems]
+    return ValidationOutcome(False, rows, 0, partitions, failures)
