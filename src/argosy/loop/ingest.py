@@ -8,8 +8,9 @@ checked there: nulls, ranges, integral values, booleans, categories, label value
 that passes both is checked with the same Great Expectations suite as the pipeline's data gate,
 before anything is copied: on its own (so a bad batch is not diluted by the data already there),
 then together with ``data/`` (so the committed version passes the pipeline's gate, e.g. no row id
-twice). The suite checks whole-table properties (unique ids across files, the label rate), so it
-reads the data as one table; the footer check bounds that table by ``rows.max``.
+twice). The suite runs partition by partition (:mod:`argosy.validation.partitioned`), merging
+the data-set-wide checks (unique ids across files, row count, label rate); the footer check bounds
+the rows by ``rows.max`` before any is read.
 
 A rejected batch leaves ``data/``, the DVC cache and git as they were, with its report written.
 An accepted batch becomes ``data/batch-<sha256 prefix>.parquet`` (ingesting the same bytes twice
