@@ -28,7 +28,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 .PHONY: help venv run demo data data-pin test lint format ci lock check-lock clean grpc-stubs \
 	bench bench-pipeline bench-monitoring serve bench-serve workflows check-codegen \
-	pin-images schemas web-assets screenshots validate-manifests
+	pin-images bench-scale schemas web-assets screenshots validate-manifests
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,9 @@ bench: bench-pipeline bench-monitoring ## Run the benchmarks (pipeline, monitori
 
 bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M rows, where validation time goes (~5 min)
 	$(BIN)/python bench/pipeline/bench.py
+
+bench-scale: venv ## Pipeline at 1M, 5M, 10M, 20M rows, engine local and dask: time, memory, PR-AUC, plot (~2 h)
+	$(BIN)/python bench/scale/bench.py
 
 bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor, sampling-error sweep (~2 min)
 	$(BIN)/python bench/monitoring/bench.py --out bench/monitoring/results.json

@@ -105,8 +105,8 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float,
     return elapsed, usage.ru_maxrss / 1024, peak[0] / 2**20
 
 
-def bench_size(rows: int, work: Path, stages: tuple[str, ...]) -> dict:
-    """Set up a repository with ``rows`` rows of the example's data and time ``stages``."""
+def setup_repo(rows: int, work: Path) -> tuple[Path, dict[str, str], float]:
+    """A git + DVC repository with ``rows`` rows of the example's data; its env, simulate time."""
     root = work / f"rows-{rows}"
     root.mkdir()
     for name in ("dvc.yaml", "params.yaml", "contract.yaml", ".dvcignore"):
@@ -129,10 +129,15 @@ def bench_size(rows: int, work: Path, stages: tuple[str, ...]) -> dict:
     run("dvc", "add", "-q", "data")
     run("git", "add", "-A")
     run("git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "b")
-    result = {"rows": rows, "simulate_s": round(simulate_s, 2), "stages": {}}
+    return root, env, simulate_s
+
+
+def time_stages(rows: int, root: Path, env: dict[str, str], stages: tuple[str, ...]) -> dict:
+    """Each stage alone: wall time, largest process's and whole tree's peak memory."""
+    out = {}
     for stage in stages:
         seconds, rss, tree = timed(["dvc", "repro", "--single-item", stage], root, env)
-        result["stages"][stage] = {
+        out[stage] = {
             "seconds": round(seconds, 2),
             "peak_rss_mib": round(rss),
             "tree_rss_mib": round(tree),
@@ -140,6 +145,14 @@ def bench_size(rows: int, work: Path, stages: tuple[str, ...]) -> dict:
         print(
             f"{rows:>9} {stage:<9} {seconds:7.1f} s {rss:7.0f} MiB {tree:7.0f} MiB tree", flush=True
         )
+    return out
+
+
+def bench_size(rows: int, work: Path, stages: tuple[str, ...]) -> dict:
+    """Set up a repository with ``rows`` rows of the example's data and time ``stages``."""
+    root, env, simulate_s = setup_repo(rows, work)
+    result = {"rows": rows, "simulate_s": round(simulate_s, 2)}
+    result["stages"] = time_stages(rows, root, env, stages)
     if stages == STAGES:
         noop, _, _ = timed(["dvc", "repro"], root, env)
         result["noop_repro_s"] = round(noop, 2)
@@ -275,12 +288,12 @@ def _growth(results: list[dict]) -> list[str]:
     return lines
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace the Pipeline section of ``doc`` (or append it)."""
+def write_section(doc: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the section between ``begin`` and ``end`` of ``doc`` (or append it)."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     doc.write_text(text)
