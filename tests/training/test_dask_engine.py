@@ -23,6 +23,7 @@ from argosy.evaluation.metrics import OnnxModel, score_metrics
 from argosy.examples.fraud.simulate import SimulationSpec, simulate_to
 from argosy.training import distributed
 from argosy.training.train import TrainingError, train
+from tests.rowgroups import Reads, row_groups
 
 pytestmark = pytest.mark.slow
 
@@ -54,15 +55,22 @@ def test_dask_engine_trains_exports_and_matches_the_local_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    # Given the same data and params, once per engine (dask: a two-worker LocalCluster)
-    local = train(prepared, tmp_path / "local", small(params), contract, tmp_path)
-    dask_params = small(params, engine="dask", dask=DaskParams(workers=2))
+    # Given the same data and params, once per engine (dask: a two-worker LocalCluster), with a
+    # max_bin other than XGBoost's default (both quantized matrices must be given it)
+    local = train(prepared, tmp_path / "local", small(params, max_bin=128), contract, tmp_path)
+    dask_params = small(params, max_bin=128, engine="dask", dask=DaskParams(workers=2))
+    # When the dask engine trains, this process reading no split whole
+    reads = Reads(monkeypatch)
     distributed = train(prepared, tmp_path / "dask", dask_params, contract, tmp_path)
+    monkeypatch.undo()
     # Then the dask model went through the same export and parity check, and says how it trained
     meta = json.loads((tmp_path / "dask" / "metadata.json").read_text())
     assert meta["engine"] == "dask"
     assert distributed.onnx_max_abs_diff <= params.train.onnx_tolerance
     assert (tmp_path / "dask" / "model.onnx").stat().st_size > 1000
+    # And this process read the splits one row group at a time (whole-file reads would raise)
+    groups = [n for s in ("train", "valid", "test") for n in row_groups(prepared / f"{s}.parquet")]
+    assert 0 < max(reads.rows) <= max(groups)
     # And it is as good as the local one on the held-out split
     test = pd.read_parquet(prepared / "test.parquet")
     ours, theirs = (

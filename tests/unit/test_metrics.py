@@ -5,9 +5,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from argosy.evaluation.metrics import calibration_points, score_metrics, to_json
+from argosy.evaluation.metrics import (
+    MISSING_SLICE,
+    calibration_points,
+    score_metrics,
+    slice_metrics,
+    slice_values,
+    to_json,
+)
 from argosy.training.train import TrainingError, check_parity, threshold_at_fpr
 
 
@@ -83,3 +91,22 @@ def test_device_resolution_with_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training, "cuda_available", lambda: True)
     assert training.resolve_device("auto") == "cuda"
     assert training.resolve_device("cpu") == "cpu"
+
+
+def test_slices_from_batches_with_different_values_are_named_and_counted_as_one_column() -> None:
+    # Given a slice column read in two batches that hold different values, one missing
+    first = slice_values(pd.Series(["web", "pos", "web"]))
+    second = slice_values(pd.Series(["atm", None], dtype=object))
+    values = pd.api.types.union_categoricals([first, second])
+    scores, labels = np.array([0.9, 0.1, 0.8, 0.2, 0.3]), np.array([1, 0, 1, 0, 0])
+    # When sliced
+    out = slice_metrics({"channel": values}, scores, labels, 0.01, 10, 0.5)["channel"]
+    # Then each value is one slice, in sorted order, missing values under their own name
+    assert list(out) == sorted(["atm", "pos", "web", MISSING_SLICE])
+    assert {name: m["rows"] for name, m in out.items()} == {
+        "atm": 1.0,
+        "pos": 1.0,
+        "web": 2.0,
+        MISSING_SLICE: 1.0,
+    }
+    assert out["web"]["positives"] == 2.0

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from argosy.config import EvaluateParams, GateParams
 from argosy.data.contract import Contract, MetricContract
 from argosy.evaluation.metrics import OnnxModel, evaluate_model, measure_latency, to_json
@@ -251,7 +249,7 @@ def run_gate(
             f"(sha256 {challenger_model.sha256[:12]}): run `argosy train` against this tracking "
             "server, or set MLFLOW_TRACKING_URI to the one that trained it"
         )
-    test = pd.read_parquet(prepared_dir / "test.parquet")
+    test = prepared_dir / "test.parquet"
     pin = read_pin(production_pin)
     champion: dict[str, Any] | None = None
     champion_run = None

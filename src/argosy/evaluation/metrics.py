@@ -6,6 +6,10 @@ team can review), precision in the top-k, the Brier score for calibration, per-s
 contract's ``slices``; :func:`measure_latency` gives the ONNX latency per row.
 A metric that is undefined on the data (a slice with no positive label, a split with one class) is
 NaN, never a guess.
+
+The test split is scored one Parquet row group at a time (:func:`score_split`; ``prepare`` writes
+one per raw-data partition), keeping only each row's score, label and slice values: a few bytes a
+row, whatever the number of features.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from argosy.config import EvaluateParams
 from argosy.data.contract import Contract, encode_frame
@@ -77,25 +83,38 @@ def score_metrics(
     return out
 
 
+def slice_values(column: pd.Series) -> pd.Categorical:
+    """A slice column's values as the text the slices are named by (missing: one slice)."""
+    return pd.Categorical(column.astype("string").fillna(MISSING_SLICE))
+
+
 def slice_metrics(
-    frame: pd.DataFrame,
+    slices: dict[str, pd.Categorical],
     scores: np.ndarray,
     labels: np.ndarray,
-    slices: list[str] | tuple[str, ...],
     fpr: float,
     top_k: int,
     threshold: float | None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``score_metrics`` for every value of every slice column (missing values as one slice)."""
+    """``score_metrics`` for every value of every slice column, values in sorted order.
+
+    Args:
+        slices: Per slice column, each row's :func:`slice_values`.
+        scores: Each row's score.
+        labels: Each row's label as 0/1.
+        fpr: The false-positive budget of ``recall_at_fpr``.
+        top_k: The k of ``precision_at_k``.
+        threshold: The model's decision threshold.
+    """
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for column in slices:
-        values = frame[column].astype("string").fillna(MISSING_SLICE).to_numpy(dtype=object)
-        out[column] = {
-            str(value): score_metrics(
-                scores[values == value], labels[values == value], fpr, top_k, threshold
+    for column, values in slices.items():
+        names = values.categories
+        out[column] = {}
+        for code in sorted(range(len(names)), key=names.__getitem__):
+            rows = values.codes == code
+            out[column][str(names[code])] = score_metrics(
+                scores[rows], labels[rows], fpr, top_k, threshold
             )
-            for value in sorted(pd.unique(values))
-        }
     return out
 
 
@@ -179,29 +198,70 @@ class OnnxModel:
         }
 
 
+@dataclass(frozen=True)
+class ScoredSplit:
+    """A model's scores on a split, in file order, with what the metrics read beside them.
+
+    Attributes:
+        scores: Each row's positive-class probability.
+        labels: Each row's label as 0/1.
+        slices: Per slice column of the contract, each row's :func:`slice_values`.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    slices: dict[str, pd.Categorical]
+
+
+def score_split(model: OnnxModel, path: Path, contract: Contract) -> ScoredSplit:
+    """Score a prepared split one row group at a time, keeping scores, labels and slices only.
+
+    Raises:
+        ModelDirError: The split lacks a feature this model reads.
+    """
+    scores, labels = [], []
+    slices: dict[str, list[pd.Categorical]] = {column: [] for column in contract.slices}
+    with pq.ParquetFile(path) as parquet:
+        present = set(parquet.schema_arrow.names)
+        wanted = [*model.features, contract.label.column, *contract.slices]
+        columns = [c for c in dict.fromkeys(wanted) if c in present]
+        for index in range(parquet.num_row_groups):
+            frame = parquet.read_row_group(index, columns=columns).to_pandas()
+            scores.append(model.predict(model.matrix(frame)))
+            labels.append(contract.labels(frame))
+            for column, parts in slices.items():
+                parts.append(slice_values(frame[column]))
+    return ScoredSplit(
+        np.concatenate(scores),
+        np.concatenate(labels),
+        {c: pd.api.types.union_categoricals(parts) for c, parts in slices.items()},
+    )
+
+
 def evaluate_model(
-    model: OnnxModel, test: pd.DataFrame, params: EvaluateParams, contract: Contract
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Every metric of ``model`` on ``test``; returns the metrics and the scores."""
-    matrix = model.matrix(test)
-    scores = model.predict(matrix)
-    labels = contract.labels(test)
+    model: OnnxModel, test: Path, params: EvaluateParams, contract: Contract
+) -> tuple[dict[str, Any], ScoredSplit]:
+    """Every metric of ``model`` on the split file ``test``; returns them and the scored split."""
+    scored = score_split(model, test, contract)
     metrics: dict[str, Any] = score_metrics(
-        scores, labels, params.fpr, params.top_k, model.threshold
+        scored.scores, scored.labels, params.fpr, params.top_k, model.threshold
     )
     metrics["slices"] = slice_metrics(
-        test, scores, labels, contract.slices, params.fpr, params.top_k, model.threshold
+        scored.slices, scored.scores, scored.labels, params.fpr, params.top_k, model.threshold
     )
-    return metrics, scores
+    return metrics, scored
 
 
-def measure_latency(model: OnnxModel, test: pd.DataFrame, params: EvaluateParams) -> dict:
-    """``latency_us_per_row`` (a batch of ``latency_rows``) and ``latency_us_single_row``.
+def measure_latency(model: OnnxModel, test: Path, params: EvaluateParams) -> dict:
+    """``latency_us_per_row`` (on the split's first ``latency_rows``) and ``latency_us_single_row``.
 
     A measurement of this machine at this moment, so it is taken by the gate for both models side
-    by side, never stored with the reproducible metrics.
+    by side, never stored with the reproducible metrics. Only those first rows are read.
     """
-    sample = model.matrix(test.head(params.latency_rows))
+    with pq.ParquetFile(test) as parquet:
+        columns = [f for f in model.features if f in parquet.schema_arrow.names]
+        head = next(parquet.iter_batches(batch_size=params.latency_rows, columns=columns))
+    sample = model.matrix(head.to_pandas())
     return model.latency_us_per_row(sample, params.latency_repeats)
 
 
@@ -236,9 +296,8 @@ def run_evaluate(
 
     model = OnnxModel(model_dir)
     tracking_uri = tracking.connect(tracking.tracking_uri())
-    test = pd.read_parquet(prepared_dir / "test.parquet")
-    metrics, scores = evaluate_model(model, test, params, contract)
-    labels = contract.labels(test)
+    metrics, scored = evaluate_model(model, prepared_dir / "test.parquet", params, contract)
+    scores, labels = scored.scores, scored.labels
     headline = {k: v for k, v in metrics.items() if k != "slices"}
     plots = reports_dir / "plots"
     write_all(

@@ -6,7 +6,8 @@ this machine when it is empty: the very same code path either way. The splits ar
 dataframes (one partition per Parquet row group) and encoded on the workers with the contract's
 one encoder, so no process holds the whole training set; the booster that comes back is an
 ordinary one, and the ONNX export, parity check, MLflow logging and metadata that follow are the
-local engine's.
+local engine's, which read the splits on this process one row group at a time
+(:mod:`argosy.training.batches`).
 """
 
 from __future__ import annotations
@@ -146,10 +147,10 @@ def train_on_dask(
         try:
             x_train, y_train = _encoded(prepared_dir / "train.parquet", contract)
             x_valid, y_valid = _encoded(prepared_dir / "valid.parquet", contract)
-            dtrain = dxgb.DaskQuantileDMatrix(
-                client, x_train, y_train, max_bin=booster_params.get("max_bin", 256)
-            )
-            dvalid = dxgb.DaskQuantileDMatrix(client, x_valid, y_valid, ref=dtrain)
+            # The booster's max_bin on both: XGBoost refuses a reference quantized otherwise.
+            max_bin = booster_params["max_bin"]
+            dtrain = dxgb.DaskQuantileDMatrix(client, x_train, y_train, max_bin=max_bin)
+            dvalid = dxgb.DaskQuantileDMatrix(client, x_valid, y_valid, max_bin=max_bin, ref=dtrain)
             started = time.perf_counter()
             output = dxgb.train(
                 client,
