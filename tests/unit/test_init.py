@@ -14,8 +14,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from argosy.data.contract import load_contract, parse_contract
 from argosy.cli.data import init_command
+from argosy.data.contract import load_contract, parse_contract
 from argosy.data.profile import InitError, draft_contract, init_contract, slug
 from argosy.data.synthetic import synthesize
 
