@@ -143,6 +143,7 @@ def register(
         RegistryError: The run does not match the gate report, lacks the serving artifacts, or
             signing failed (nothing is registered then).
     """
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     gate = gatereport.read(gate_path)
@@ -204,14 +205,21 @@ def register(
             mlflow_client.create_registered_model(name)
         from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 
-        # MLflow 3 logged models ("models:/m-...") must be registered with their model id.
-        version = mlflow_client.create_model_version(
-            name,
-            source=gate.model.uri,
-            run_id=run_id,
-            tags=tags,
-            model_id=_parse_model_id_if_present(gate.model.uri),
-        )
+        # MLflow 3 logged models ("models:/m-...") must be registered with their model id, and
+        # MLflow resolves that URI through the process-wide tracking URI, not the client's: point
+        # it at this client's server while it does (a caller may hold clients of several).
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+        try:
+            version = mlflow_client.create_model_version(
+                name,
+                source=gate.model.uri,
+                run_id=run_id,
+                tags=tags,
+                model_id=_parse_model_id_if_present(gate.model.uri),
+            )
+        finally:
+            mlflow.set_tracking_uri(previous)
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version.version), key, value)
     mlflow_client.update_model_version(
