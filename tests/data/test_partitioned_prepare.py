@@ -19,6 +19,8 @@ from argosy.config import Params, PrepareParams
 from argosy.data.contract import Contract
 from argosy.data.prepare import SPLITS, prepare
 
+from ..rowgroups import Reads
+
 GROUP = 700
 
 
@@ -115,25 +117,13 @@ def test_reads_and_writes_one_row_group_at_a_time(
 ) -> None:
     # Given two files of 700-row groups
     data = write([frame.iloc[:3_000], frame.iloc[3_000:]], tmp_path / "data")
-    largest: list[int] = []
-    original = pq.ParquetFile.read_row_group
-
-    def one_group(self, i, *args, **kwargs):
-        table = original(self, i, *args, **kwargs)
-        largest.append(table.num_rows)
-        return table
-
-    def whole_file(*args, **kwargs):
-        raise AssertionError("read a whole file")
-
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", one_group)
-    monkeypatch.setattr(pq.ParquetFile, "read", whole_file)
-    monkeypatch.setattr(pq, "read_table", whole_file)
+    reads = Reads(monkeypatch)
     # When prepared
     prepare(data, tmp_path / "out", settings, contract)
+    monkeypatch.undo()
     # Then no read held more than one row group
-    assert largest
-    assert max(largest) <= GROUP
+    assert reads.rows
+    assert max(reads.rows) <= GROUP
     # And each split is one file of row groups no larger than an input partition
     for split in SPLITS:
         meta = pq.ParquetFile(tmp_path / "out" / f"{split}.parquet").metadata
