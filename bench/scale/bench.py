@@ -8,7 +8,11 @@ trains and evaluates the same prepared data again, so the two engines' quality c
 data. Results go to bench/scale/results.json, to the "Scale" section of docs/benchmarks.md (with
 the command that produced them) and to docs/bench-scale.png (time and memory against rows).
 
-Usage: python bench/scale/bench.py [--rows 1000000 5000000 10000000 20000000]
+Each size's result is written to the JSON file as soon as that size ends, so a run that stops
+part way keeps what it measured; `--resume` keeps the sizes the file already holds and runs the
+rest (the section records which sizes came from earlier runs).
+
+Usage: python bench/scale/bench.py [--rows 1000000 5000000 10000000 20000000] [--resume]
     [--out bench/scale/results.json] [--doc docs/benchmarks.md] [--plot docs/bench-scale.png]
 """
 
@@ -20,6 +24,7 @@ import os
 import platform
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -61,6 +66,7 @@ def bench_size(rows: int, work: Path) -> dict:
         "dask": dask,
         "pr_auc": {"local": local_pr_auc, "dask": _pr_auc(root)},
         "load_1min": round(os.getloadavg()[0], 1),
+        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -77,12 +83,14 @@ def markdown(results: list[dict], command: str) -> str:
         f"`{command}` on {os.cpu_count()} cores, {platform.machine()}, Python "
         f"{platform.python_version()}. Each cell: wall time / peak memory of the whole process "
         "tree (DVC, the stage, Dask workers). The dask rows train and evaluate the same prepared "
-        "data on a LocalCluster. ![time and memory against rows](bench-scale.png)",
+        "data on a LocalCluster. Each size was measured at the time in its row, with the 1-min "
+        "load average after it (2 cores: above 2, other work shared the CPU). "
+        "![time and memory against rows](bench-scale.png)",
         "",
         "| rows | "
         + " | ".join(STAGES)
-        + " | train (dask) | evaluate (dask) | PR-AUC local / dask |",
-        "|---:|" + "---|" * (len(STAGES) + 3),
+        + " | train (dask) | evaluate (dask) | PR-AUC local / dask | measured (load) |",
+        "|---:|" + "---|" * (len(STAGES) + 4),
     ]
     for r in results:
         cells = [_cell(r["local"][s]) for s in STAGES]
@@ -91,7 +99,7 @@ def markdown(results: list[dict], command: str) -> str:
         lines.append(
             f"| {r['rows']:,} | "
             + " | ".join(cells)
-            + f" | {gap['local']:.4f} / {gap['dask']:.4f} |"
+            + f" | {gap['local']:.4f} / {gap['dask']:.4f} | {r['measured']} ({r['load_1min']}) |"
         )
     lines += ["", "Targets:", ""]
     lines += _targets(results)
@@ -170,11 +178,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench/scale/results.json")
     parser.add_argument("--doc", type=Path, default=REPO / "docs/benchmarks.md")
     parser.add_argument("--plot", type=Path, default=REPO / "docs/bench-scale.png")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the sizes --out already holds and run only the others",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="argosy-scale-") as tmp:
-        results = [bench_size(rows, Path(tmp)) for rows in args.rows]
+    done = {}
+    if args.resume and args.out.exists():
+        done = {r["rows"]: r for r in json.loads(args.out.read_text()) if r["rows"] in args.rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    for rows in args.rows:
+        if rows in done:
+            print(f"{rows:,} rows: kept from {args.out}", flush=True)
+            continue
+        with tempfile.TemporaryDirectory(prefix="argosy-scale-") as tmp:
+            done[rows] = bench_size(rows, Path(tmp))
+        print(f"{rows:,} rows: {json.dumps(done[rows])}", flush=True)
+        results = [done[r] for r in sorted(done)]
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    results = [done[r] for r in sorted(done)]
     command = "python bench/scale/bench.py --rows " + " ".join(map(str, args.rows))
     if tuple(args.rows) == DEFAULT_ROWS:
         command = "make bench-scale"

@@ -200,9 +200,9 @@ class SuiteRunner:
         self.counts_rows = any(key_of(e)[1] == ROW_COUNT for e in expectations)
         self.definitions: dict[str, Any] = {}
         for name, members in groups.items():
-            suite = context.suites.add(gx.ExpectationSuite(name=f"{SUITE_NAME}.{name}"))
-            for expectation in members:
-                suite.add_expectation(expectation)
+            suite = context.suites.add(
+                gx.ExpectationSuite(name=f"{SUITE_NAME}.{name}", expectations=members)
+            )
             self.definitions[name] = context.validation_definitions.add(
                 gx.ValidationDefinition(
                     name=f"{SUITE_NAME}.{name}",

@@ -181,9 +181,13 @@ def write_data_docs(
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME))
-    for item in evaluated:
-        suite.add_expectation(item.expectation.copy(update={"id": None}))
+    # One store write for the whole suite: add_expectation rewrites the stored suite every time.
+    context.suites.add(
+        gx.ExpectationSuite(
+            name=SUITE_NAME,
+            expectations=[item.expectation.copy(update={"id": None}) for item in evaluated],
+        )
+    )
     results = [item.result for item in evaluated]
     passed = sum(bool(r.success) for r in results)
     now = datetime.now(UTC)
