@@ -20,7 +20,7 @@ import pytest
 from argosy.data.contract import Contract
 from argosy.data.partitions import scan
 from argosy.validation.expectations import SuiteRunner, build_expectations, key_of
-from argosy.validation.partitioned import STRINGS, evaluate
+from argosy.validation.partitioned import STRINGS, evaluate, id_keys
 from argosy.validation.suite import DataValidationError, validate_dir
 
 GROUP = 1_000
@@ -200,3 +200,34 @@ def test_a_row_group_that_cannot_be_decoded_is_named(
     with pytest.raises(DataValidationError, match=r"a\.parquet row group 0: not readable"):
         validate_dir(data, contract, tmp_path / "reports")
     assert not (tmp_path / "reports" / "data_docs").exists()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["tx-1", "", "tx-2", "tx-1", "é", "", "tx-10" * 40],
+        [b"\x00a", b"a", b"\x00a", b""],
+        [7, -1, 7, 2**40],
+        [0.5, float("nan"), 0.5],
+    ],
+    ids=["string", "binary", "integer", "float"],
+)
+def test_the_id_shuffle_key_is_equal_exactly_for_equal_ids(values: list) -> None:
+    """Equal ids meet in one shuffle partition, wherever their array starts in its buffers.
+
+    The keys of different ids may collide (only the balance would suffer), but rarely.
+    """
+    array = pa.array(values)
+    shifted = pa.array([values[0], *values]).slice(1)
+    keys = id_keys(array)
+    assert list(keys) == list(id_keys(shifted))
+    if pa.types.is_string(array.type):
+        assert list(keys) == list(id_keys(array.cast(pa.large_string())))
+    by_value: dict = {}
+    for value, key in zip(array.to_pylist(), keys, strict=True):
+        by_value.setdefault(repr(value), set()).add(int(key))
+    assert all(len(k) == 1 for k in by_value.values())
+    assert len({next(iter(k)) for k in by_value.values()}) == len(by_value)
+    many = id_keys(pa.array([f"tx-{i}" for i in range(100_000)]))
+    assert len(set(many.tolist())) == 100_000
+    assert min(Counter((many % 4).tolist()).values()) > 24_000  # the partitions stay balanced

@@ -246,23 +246,71 @@ def _plain(result: Any) -> dict[str, Any]:
 
 
 def _ids(part: Partition, schema: pa.Schema, column: str) -> pd.DataFrame:
-    """The partition's non-null ids (``id``) and their row numbers (``row``)."""
-    ids = read(part, schema, [column]).column(0)
+    """The partition's non-null ids (``id``), their shuffle keys (``key``) and row numbers."""
+    ids = read(part, schema, [column]).column(0).combine_chunks()
     valid = ids.is_valid().to_numpy(zero_copy_only=False)
+    ids = ids.filter(valid)
     return pd.DataFrame(
         {
-            "id": ids.filter(valid).to_pandas(types_mapper=pd.ArrowDtype),
+            "id": ids.to_pandas(types_mapper=pd.ArrowDtype),
+            "key": id_keys(ids),
             "row": part.offset + np.flatnonzero(valid),
         }
     )
 
 
+_BASE = np.uint64(0x100000001B3)
+_MIX = (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+
+
+def id_keys(values: pa.Array) -> np.ndarray:
+    """A uint64 per value, equal for equal values: what the id shuffle partitions on.
+
+    Equal ids must reach the same shuffle partition; hashing the values themselves would cost
+    pandas' per-object hash (most of the unique check's time for string ids). Strings and bytes
+    get a polynomial hash of their bytes computed on Arrow's buffers (a few numpy passes), other
+    types pandas' hash of their numpy values. Only the balance of the partitions depends on the
+    hash's quality, never the verdict: duplicates are found by comparing the ids themselves.
+    """
+    kind = values.type
+    if not (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    ):
+        return pd.util.hash_array(values.to_numpy(zero_copy_only=False))
+    values = values.cast(pa.large_binary())
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
+    lengths = np.diff(offsets)
+    keys = lengths.astype(np.uint64)
+    if offsets[-1] > offsets[0]:
+        data = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+        filled = lengths > 0
+        starts = offsets[:-1][filled] - offsets[0]
+        rows = np.repeat(np.arange(len(starts)), lengths[filled])
+        powers = np.cumprod(np.full(int(lengths.max()), _BASE, np.uint64))
+        with np.errstate(over="ignore"):
+            terms = data.astype(np.uint64) * powers[np.arange(len(data)) - starts[rows]]
+            keys[filled] += np.add.reduceat(terms, starts)
+    with np.errstate(over="ignore"):  # a 64-bit finaliser spreads the bits for ``key % n``
+        keys ^= keys >> np.uint64(33)
+        keys *= _MIX[0]
+        keys ^= keys >> np.uint64(33)
+        keys *= _MIX[1]
+        keys ^= keys >> np.uint64(33)
+    return keys
+
+
 def _duplicates(ids: pd.DataFrame, offsets: list[int]) -> Duplicates:
     """The rows of ``ids`` whose id occurs twice or more within it."""
-    repeated = ids[ids["id"].duplicated(keep=False)]
+    codes = pa.array(ids["id"]).dictionary_encode().indices.to_numpy()
+    repeated = ids[np.bincount(codes)[codes] > 1]
     where = np.searchsorted(offsets, repeated["row"].to_numpy(), side="right") - 1
     counts = Counter(where.tolist())
-    return Duplicates(len(repeated), repeated.nsmallest(SAMPLE, "row"), dict(counts))
+    first = repeated[["id", "row"]].nsmallest(SAMPLE, "row")
+    return Duplicates(len(repeated), first, dict(counts))
 
 
 def _unique_on_dask(client: Any, data: DataSet, parts: list[Partition], column: str) -> list[Any]:
@@ -272,8 +320,9 @@ def _unique_on_dask(client: Any, data: DataSet, parts: list[Partition], column: 
 
     meta = _ids(Partition(parts[0].path, 0, 0, 0), data.schema, column)
     ids = dd.from_map(_ids, parts, schema=data.schema, column=column, meta=meta)
-    # Equal ids land in the same output partition, whatever partition they came from.
-    shuffled = ids.shuffle("id", npartitions=len(parts), shuffle_method="p2p")
+    # Equal ids have equal keys, so they land in the same output partition, whatever partition
+    # they came from.
+    shuffled = ids.shuffle("key", npartitions=len(parts), shuffle_method="p2p")
     pieces = shuffled.to_delayed()
     return client.compute([dask.delayed(_duplicates)(p, data.offsets) for p in pieces])
 
