@@ -245,3 +245,35 @@ def test_invalid_params_fail_before_work(pipeline_repo: tuple[Path, dict]) -> No
     finally:
         (root / "params.yaml").write_text(params_text)
         sh(root, "dvc", "checkout", "--force", env=ctx["env"])
+
+
+def test_the_dask_engine_retrains_in_the_same_pipeline(
+    pipeline_repo: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """`train.engine: dask` in params.yaml: `dvc repro` retrains on a two-worker LocalCluster.
+
+    A copy of the reproduced repository, so the other tests keep their state; a fresh MLflow
+    database, so its run is the only one.
+    """
+    root, ctx = pipeline_repo
+    copy = tmp_path / "repo"
+    shutil.copytree(root, copy, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns"))
+    env = dict(ctx["env"], MLFLOW_TRACKING_URI=f"sqlite:///{copy / 'mlflow.db'}")
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train"]["engine"] = "dask"
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # When the pipeline is reproduced with only the engine changed
+    out = sh(copy, "dvc", "repro", env=env)
+    ran = set(re.findall(r"Running stage '(\w+)'", out.stdout + out.stderr))
+    # Then the data stages are reused and train onward rerun, through the same export and gate
+    assert ran == {"train", "evaluate", "gate"}, ran
+    meta = json.loads((copy / "models/metadata.json").read_text())
+    assert meta["engine"] == "dask"
+    assert meta["best_iteration"] > 0
+    gate = json.loads((copy / "reports/gate.json").read_text())
+    assert gate["model"]["sha256"] == digest(copy / "models/model.onnx") == meta["sha256"]
+    # And its model is about as good as the local engine's on the same test split
+    local = json.loads((root / "reports/metrics.json").read_text())["pr_auc"]
+    dask = json.loads((copy / "reports/metrics.json").read_text())["pr_auc"]
+    assert abs(local - dask) < 0.05, (local, dask)
+    assert training_run(env["MLFLOW_TRACKING_URI"], meta["sha256"]) is not None
