@@ -153,6 +153,24 @@ def test_unseen_category_under_reject_names_feature_and_value(small: dict) -> No
         spec.encode_values(["enterprise"])
 
 
+def test_dictionary_encoded_columns_encode_as_their_values(small: dict) -> None:
+    """Training reads categorical features as pandas categoricals (Parquet dictionaries)."""
+    # Given the same rows with the categorical columns as categoricals, in another order and with
+    # a category no row uses
+    contract = parse_contract(small)
+    plain = frame()
+    dictionary = plain.copy()
+    for name in ("plan-type", "region"):
+        values = sorted(plain[name].dropna().unique(), reverse=True)
+        dictionary[name] = pd.Categorical(plain[name], categories=[*values, "unused"])
+    # Then they encode exactly as the strings do (NaN for missing, unseen to "other")
+    np.testing.assert_array_equal(contract.to_matrix(dictionary), contract.to_matrix(plain))
+    # And an unseen value under reject is named, as from strings
+    dictionary["plan-type"] = pd.Categorical(["pro", None, "enterprise", "pro"])
+    with pytest.raises(EncodingError, match=r"feature 'plan-type': 'enterprise' is not one of"):
+        contract.to_matrix(dictionary)
+
+
 def test_specs_round_trip_through_metadata_json_form(small: dict) -> None:
     for spec in parse_contract(small).specs:
         assert FeatureSpec.from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict()))) == spec

@@ -268,11 +268,19 @@ def encode_frame(frame: pd.DataFrame, specs: tuple[FeatureSpec, ...] | list) -> 
         column = frame[spec.name]
         missing = column.isna().to_numpy()
         if spec.categorical:
-            text = column.astype("string")
-            codes = pd.Categorical(text, categories=list(spec.categories or ())).codes
-            out[:, i] = spec.finish_codes(
-                np.asarray(codes, dtype=np.int64), missing, text.to_numpy(object)
-            )
+            categories = list(spec.categories or ())
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                # Dictionary-encoded (as training reads Parquet): match its few distinct
+                # values as strings, then look every row's code up.
+                distinct = column.cat.categories.astype("string")
+                lookup = np.append(pd.Categorical(distinct, categories=categories).codes, -1)
+                codes = lookup[column.cat.codes.to_numpy()].astype(np.int64)
+                raw = column.array  # read only to name an unseen value
+            else:
+                text = column.astype("string")
+                codes = np.asarray(pd.Categorical(text, categories=categories).codes, np.int64)
+                raw = text.array
+            out[:, i] = spec.finish_codes(codes, missing, raw)
         elif spec.type == "boolean" and not pd.api.types.is_numeric_dtype(column):
             out[:, i] = spec.encode_values(column.to_numpy(object))
         else:

@@ -344,7 +344,7 @@ def train(
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
-    from argosy.training.batches import positives, predict, quantile_matrices, row_count
+    from argosy.training.batches import positives, predict, row_count, training_matrices
 
     root = root or Path.cwd()
     # Reach the tracking server before reading data or spending minutes on training.
@@ -393,7 +393,7 @@ def train(
         except DistributedTrainingError as exc:
             raise TrainingError(str(exc)) from exc
     else:
-        dtrain, dvalid = quantile_matrices(prepared_dir, contract, params.max_bin)
+        dtrain, dvalid = training_matrices(prepared_dir, contract, params.max_bin)
         evals_result = {}
         started = time.perf_counter()
         booster = xgb.train(
