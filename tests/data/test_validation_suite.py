@@ -300,3 +300,29 @@ def test_a_nullable_string_categorical_without_an_event_time_passes(tmp_path: Pa
     # When validated / Then it passes, including the positive rate of a string label
     outcome = validate()
     assert outcome.success, outcome.message()
+
+
+def test_the_suite_runs_without_fingerprinting_its_batches(
+    good: pd.DataFrame, contract: Contract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pandas engine's per-batch hash (most of a partition's time after the checks) is off.
+
+    Fails when a Great Expectations upgrade drops the constant that turns it off.
+    """
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    from argosy.validation.expectations import SuiteRunner, build_expectations
+
+    hashed: list[int] = []
+    real = engine.hash_pandas_dataframe
+    monkeypatch.setattr(engine, "hash_pandas_dataframe", lambda df: hashed.append(1) or real(df))
+    runner = SuiteRunner(contract, [e for e, _ in build_expectations(contract)])
+    frame = good.astype({c: pd.StringDtype("python") for c in good.select_dtypes(object)})
+    # When the suite runs with the runner's settings, nothing is hashed
+    results, _ = runner.run(frame)
+    assert results
+    assert hashed == []
+    # And with the library's default threshold, every batch would be
+    monkeypatch.setattr(engine, "HASH_THRESHOLD", 1e9)
+    runner.run(frame)
+    assert len(hashed) >= len(runner.definitions) - 1

@@ -175,6 +175,20 @@ def _role(contract: Contract, name: str) -> str:
     return "other_columns"
 
 
+def skip_batch_fingerprints() -> None:
+    """Stop the pandas engine hashing every batch it is given (about 40% of a partition's time).
+
+    Great Expectations fingerprints each batch frame under ``HASH_THRESHOLD`` bytes with
+    ``pd.util.hash_pandas_object``, only to record the digest among the batch markers; the suite
+    runs one batch per column per partition, and the report records the data's DVC hash instead.
+    The library has no setting for it, only this module constant (0: no frame is small enough);
+    ``tests/data/test_validation_suite.py`` fails if a new version drops it.
+    """
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    pandas_execution_engine.HASH_THRESHOLD = 0
+
+
 class SuiteRunner:
     """Validation definitions for some of the suite's expectations, built once, run on many frames.
 
@@ -189,6 +203,7 @@ class SuiteRunner:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        skip_batch_fingerprints()
         self.contract = contract
         context = gx.get_context(mode="ephemeral")
         # One line per run in our log instead of a progress bar per suite from the library.
