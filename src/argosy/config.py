@@ -77,6 +77,7 @@ class TrainParams(_Section):
     seed: Annotated[int, Field(ge=0)]
     n_estimators: Positive
     early_stopping_rounds: Positive
+    early_stopping_rows: Annotated[int, Field(ge=1000)] = 2_000_000
     max_depth: Annotated[int, Field(ge=1, le=16)]
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)]
     subsample: Annotated[float, Field(gt=0.0, le=1.0)]

@@ -13,11 +13,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from argosy.config import Params, TrainParams
 from argosy.data.contract import Contract
 from argosy.evaluation.metrics import OnnxModel, score_metrics
-from argosy.training.batches import batches
+from argosy.training.batches import batches, training_matrices
 from argosy.training.train import TrainResult, booster_params, threshold_at_fpr, train
 from tests.rowgroups import GROUP, Reads, prepared_splits, row_groups
 
@@ -130,7 +131,7 @@ def test_mlflow_records_row_counts_from_the_footers(
     assert contexts == ["testing", "training", "validation"]
 
 
-def test_max_bin_reaches_both_quantized_matrices(
+def test_max_bin_reaches_the_quantized_matrix(
     tmp_path: Path, prepared: Path, params: Params, contract: Contract, isolated_mlflow: str
 ) -> None:
     # Given max_bin other than XGBoost's default, which refuses matrices quantized otherwise
@@ -139,3 +140,21 @@ def test_max_bin_reaches_both_quantized_matrices(
     result = train(prepared, tmp_path / "model", settings, contract, tmp_path)
     assert result.best_iteration >= 0
     assert mlflow.get_run(result.run_id).data.params["max_bin"] == "64"
+
+
+def test_early_stopping_scores_every_kth_validation_row_past_its_limit(
+    prepared: Path, contract: Contract
+) -> None:
+    """`train.early_stopping_rows` bounds the validation matrix, whatever the split's size."""
+    valid, labels = whole(prepared, "valid", contract)
+    limit = len(valid) // 3 + 1  # a stride of 3, across row groups of other sizes
+    # When the matrices are built with a limit below the split's rows
+    _, bounded = training_matrices(prepared, contract, 256, limit)
+    # Then it holds every third row of the whole split, in order, with its label
+    assert bounded.num_row() == len(valid[::3]) <= limit
+    assert np.array_equal(bounded.get_label(), labels[::3].astype(np.float32))
+    native = xgb.train({"max_depth": 2}, xgb.DMatrix(valid, label=labels), 3)
+    np.testing.assert_array_equal(native.predict(bounded), native.predict(xgb.DMatrix(valid[::3])))
+    # And at or above the split's rows, every row
+    _, full = training_matrices(prepared, contract, 256, len(valid))
+    assert full.num_row() == len(valid)

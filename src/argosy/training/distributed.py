@@ -125,6 +125,7 @@ def train_on_dask(
     early_stopping_rounds: int,
     settings: DaskParams,
     callbacks: Sequence[Any] = (),
+    eval_rows: int = 2_000_000,
 ) -> tuple[Any, dict[str, Any], float]:
     """Train on the cluster; return the booster, the per-round evaluation history and seconds.
 
@@ -136,17 +137,23 @@ def train_on_dask(
         early_stopping_rounds: Rounds without improvement on the validation split before stopping.
         settings: params.yaml ``train.dask``.
         callbacks: XGBoost training callbacks, run on the workers.
+        eval_rows: Most validation rows early stopping scores (the local engine's rows: every
+            k-th, see :func:`argosy.training.batches.training_matrices`).
 
     Raises:
         DistributedTrainingError: The cluster is unreachable, a worker died or training failed.
     """
     from xgboost import dask as dxgb
 
+    from argosy.training.batches import eval_stride
+
     with dask_client(settings) as client:
         log.info("training on Dask: %s", client.dashboard_link or client.scheduler.address)
         try:
             x_train, y_train = _encoded(prepared_dir / "train.parquet", contract)
             x_valid, y_valid = _encoded(prepared_dir / "valid.parquet", contract)
+            stride = eval_stride(x_valid.shape[0], eval_rows)
+            x_valid, y_valid = x_valid[::stride], y_valid[::stride]
             # The booster's max_bin on both: XGBoost refuses a reference quantized otherwise.
             max_bin = booster_params["max_bin"]
             dtrain = dxgb.DaskQuantileDMatrix(client, x_train, y_train, max_bin=max_bin)

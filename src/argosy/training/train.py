@@ -389,11 +389,14 @@ def train(
                 params.n_estimators,
                 params.early_stopping_rounds,
                 params.dask,
+                eval_rows=params.early_stopping_rows,
             )
         except DistributedTrainingError as exc:
             raise TrainingError(str(exc)) from exc
     else:
-        dtrain, dvalid = training_matrices(prepared_dir, contract, params.max_bin)
+        dtrain, dvalid = training_matrices(
+            prepared_dir, contract, params.max_bin, params.early_stopping_rows
+        )
         evals_result = {}
         started = time.perf_counter()
         booster = xgb.train(
