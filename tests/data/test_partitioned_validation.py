@@ -19,6 +19,7 @@ import pytest
 
 from argosy.data.contract import Contract
 from argosy.data.partitions import scan
+from argosy.validation import partitioned
 from argosy.validation.expectations import SuiteRunner, build_expectations, key_of
 from argosy.validation.partitioned import STRINGS, evaluate, id_keys
 from argosy.validation.suite import DataValidationError, validate_dir
@@ -170,10 +171,12 @@ def test_a_bad_row_in_one_partition_fails_naming_that_partition(
     assert "Data asset: data/ (5,000 rows, 0123abcd.dir)" in text
 
 
+@pytest.mark.parametrize("shuffle", ["tasks", "p2p"])
 def test_ids_repeated_only_across_files_fail_naming_both(
-    tmp_path: Path, good: pd.DataFrame, contract: Contract
+    tmp_path: Path, good: pd.DataFrame, contract: Contract, shuffle: str, monkeypatch
 ) -> None:
-    # Given two files each unique in itself, sharing one id
+    # Given two files each unique in itself, sharing one id, and either shuffle of the ids
+    monkeypatch.setattr(partitioned, "TASK_SHUFFLE_PARTITIONS", 1000 if shuffle == "tasks" else 0)
     bad = good.copy()
     bad.loc[4_000, "transaction_id"] = bad.loc[100, "transaction_id"]
     data = write(split(bad), tmp_path / "data")

@@ -8,8 +8,9 @@ per expectation for the whole data set, naming the partitions that broke it:
   first unexpected values are the data set's first, as partitions are in row order;
 - per-column ones (the column set, dtypes) fail when any partition fails;
 - the data-set-wide ones come from merged aggregates: the row count and the label rate from each
-  partition's rows and positives, and the unique id from a Dask P2P shuffle of the id column
-  (hash-partitioned and spilled to the workers' disks, so memory stays bounded by a partition).
+  partition's rows and positives, and the unique id from a Dask shuffle of the id column (hash
+  partitioned; past :data:`TASK_SHUFFLE_PARTITIONS`, P2P, spilled to the workers' disks, so
+  memory stays bounded by a partition).
 
 Every merged result has the shape Great Expectations gives the same data as one table, with the
 same counts (``tests/data/test_partitioned_validation.py`` holds them equal). Workers are a
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKERS = 2
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 CONNECT_TIMEOUT_S = 30
+TASK_SHUFFLE_PARTITIONS = 32
+"""Up to this many partitions the id shuffle is Dask's task shuffle (a task per pair of input
+and output partitions); above it, P2P, which streams through the workers' disks. P2P's fixed
+cost (its extension's barriers) was about 0.45 s more at 4 partitions (1M rows)."""
 SAMPLE = RESULT_FORMAT["partial_unexpected_count"]
 STRINGS = {pa.string(): pd.StringDtype("python"), pa.large_string(): pd.StringDtype("python")}
 """String dtype, not object: Great Expectations checks their dtype once instead of per value (it
@@ -305,7 +310,10 @@ def id_keys(values: pa.Array) -> np.ndarray:
 
 def _duplicates(ids: pd.DataFrame, offsets: list[int]) -> Duplicates:
     """The rows of ``ids`` whose id occurs twice or more within it."""
-    codes = pa.array(ids["id"]).dictionary_encode().indices.to_numpy()
+    values = pa.array(ids["id"])  # chunked when the shuffle concatenated several pieces
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    codes = values.dictionary_encode().indices.to_numpy()
     repeated = ids[np.bincount(codes)[codes] > 1]
     where = np.searchsorted(offsets, repeated["row"].to_numpy(), side="right") - 1
     counts = Counter(where.tolist())
@@ -322,7 +330,8 @@ def _unique_on_dask(client: Any, data: DataSet, parts: list[Partition], column: 
     ids = dd.from_map(_ids, parts, schema=data.schema, column=column, meta=meta)
     # Equal ids have equal keys, so they land in the same output partition, whatever partition
     # they came from.
-    shuffled = ids.shuffle("key", npartitions=len(parts), shuffle_method="p2p")
+    method = "tasks" if len(parts) <= TASK_SHUFFLE_PARTITIONS else "p2p"
+    shuffled = ids.shuffle("key", npartitions=len(parts), shuffle_method=method)
     pieces = shuffled.to_delayed()
     return client.compute([dask.delayed(_duplicates)(p, data.offsets) for p in pieces])
 
