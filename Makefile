@@ -88,7 +88,7 @@ bench: bench-pipeline bench-monitoring ## Run the benchmarks (pipeline, monitori
 bench-pipeline: venv ## Pipeline per-stage wall time and peak RSS at 100k and 1M rows, where validation time goes (~5 min)
 	$(BIN)/python bench/pipeline/bench.py
 
-bench-scale: venv ## Pipeline at 1M, 5M, 10M, 20M rows, engine local and dask: time, memory, PR-AUC, plot (~2 h)
+bench-scale: venv ## Pipeline at 1M, 5M, 10M, 20M rows, engine local and dask: time, memory, PR-AUC, plot (~70 min)
 	$(BIN)/python bench/scale/bench.py
 
 bench-monitoring: venv ## Drift on 200k and 1M logged rows vs a numpy/scipy floor, sampling-error sweep (~2 min)
