@@ -111,8 +111,8 @@ class _Entry(NamedTuple):
     tracking a plain tuple (not a subclass) that holds only untracked values (strings, numbers,
     numpy arrays) the first time it sees one. Queued rows live for up to a flush interval; as
     tracked objects they filled the oldest generation between flushes, and each full collection
-    that walked them stalled the event loop (p99 at c=16: 23.9 ms with them tracked, 11.0 ms
-    with the collector off, in the same run).
+    that walked them stalled the event loop (one load test, other work on the machine: p99 at
+    c=16 23.9 ms with them tracked, 11.0 ms with the collector off).
     """
 
     request_id: str

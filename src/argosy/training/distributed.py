@@ -124,8 +124,9 @@ def train_on_dask(
     rounds: int,
     early_stopping_rounds: int,
     settings: DaskParams,
+    *,
+    eval_rows: int,
     callbacks: Sequence[Any] = (),
-    eval_rows: int = 2_000_000,
 ) -> tuple[Any, dict[str, Any], float]:
     """Train on the cluster; return the booster, the per-round evaluation history and seconds.
 
@@ -136,9 +137,10 @@ def train_on_dask(
         rounds: Most boosting rounds.
         early_stopping_rounds: Rounds without improvement on the validation split before stopping.
         settings: params.yaml ``train.dask``.
+        eval_rows: Most validation rows early stopping scores (``train.early_stopping_rows``;
+            the local engine's rows: every k-th, see
+            :func:`argosy.training.batches.training_matrices`).
         callbacks: XGBoost training callbacks, run on the workers.
-        eval_rows: Most validation rows early stopping scores (the local engine's rows: every
-            k-th, see :func:`argosy.training.batches.training_matrices`).
 
     Raises:
         DistributedTrainingError: The cluster is unreachable, a worker died or training failed.
