@@ -78,6 +78,7 @@ class TrainParams(_Section):
     n_estimators: Positive
     early_stopping_rounds: Positive
     early_stopping_rows: Annotated[int, Field(ge=1000)] = 2_000_000
+    external_memory: bool = True
     max_depth: Annotated[int, Field(ge=1, le=16)]
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)]
     subsample: Annotated[float, Field(gt=0.0, le=1.0)]

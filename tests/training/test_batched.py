@@ -18,7 +18,9 @@ import xgboost as xgb
 from argosy.config import Params, TrainParams
 from argosy.data.contract import Contract
 from argosy.evaluation.metrics import OnnxModel, score_metrics
-from argosy.training.batches import batches, training_matrices
+from argosy.training.batches import batches, eval_matrix
+from argosy.training.batches import row_groups as group_count
+from argosy.training.distributed import shares
 from argosy.training.train import TrainResult, booster_params, threshold_at_fpr, train
 from tests.rowgroups import GROUP, Reads, prepared_splits, row_groups
 
@@ -148,13 +150,78 @@ def test_early_stopping_scores_every_kth_validation_row_past_its_limit(
     """`train.early_stopping_rows` bounds the validation matrix, whatever the split's size."""
     valid, labels = whole(prepared, "valid", contract)
     limit = len(valid) // 3 + 1  # a stride of 3, across row groups of other sizes
-    # When the matrices are built with a limit below the split's rows
-    _, bounded = training_matrices(prepared, contract, 256, limit)
+    # When the matrix is built with a limit below the split's rows
+    bounded = eval_matrix(prepared / "valid.parquet", contract, limit)
     # Then it holds every third row of the whole split, in order, with its label
     assert bounded.num_row() == len(valid[::3]) <= limit
     assert np.array_equal(bounded.get_label(), labels[::3].astype(np.float32))
     native = xgb.train({"max_depth": 2}, xgb.DMatrix(valid, label=labels), 3)
     np.testing.assert_array_equal(native.predict(bounded), native.predict(xgb.DMatrix(valid[::3])))
     # And at or above the split's rows, every row
-    _, full = training_matrices(prepared, contract, 256, len(valid))
+    full = eval_matrix(prepared / "valid.parquet", contract, len(valid))
     assert full.num_row() == len(valid)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_dask_workers_shares_of_the_early_stopping_rows_are_the_local_engines(
+    prepared: Path, contract: Contract, workers: int
+) -> None:
+    """Each worker scores the every-k-th rows of its row groups: together, the local rows."""
+    path = prepared / "valid.parquet"
+    valid, labels = whole(prepared, "valid", contract)
+    limit = len(valid) // 3 + 1
+    # Given the validation row groups dealt to the workers
+    dealt = shares(group_count(path), workers)
+    parts = [eval_matrix(path, contract, limit, share) for share in dealt]
+    # Then their rows together are the local engine's every third row, each exactly once
+    native = xgb.train({"max_depth": 3}, xgb.DMatrix(valid, label=labels), 3)
+    ours = np.sort(np.concatenate([native.predict(part) for part in parts]))
+    theirs = np.sort(native.predict(xgb.DMatrix(valid[::3])))
+    np.testing.assert_array_equal(ours, theirs)
+    assert sum(p.get_label().sum() for p in parts) == labels[::3].sum()
+
+
+def test_external_memory_pages_are_on_disk_while_training_and_gone_after(
+    tmp_path: Path,
+    prepared: Path,
+    params: Params,
+    contract: Contract,
+    isolated_mlflow: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`train.external_memory` trains from pages in $TMPDIR the model in-memory training would."""
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    pages: list[int] = []
+    real_train = xgb.train
+
+    def spying(*args: object, **kwargs: object) -> xgb.Booster:
+        pages.append(sum(p.stat().st_size for p in scratch.rglob("*") if p.is_file()))
+        return real_train(*args, **kwargs)
+
+    # Given a scratch directory for temporary files, watched when XGBoost starts boosting
+    with monkeypatch.context() as patched:
+        patched.setattr(tempfile, "tempdir", str(scratch))
+        patched.setattr(xgb, "train", spying)
+        # When the train stage runs with and without external memory
+        paged = train(prepared, tmp_path / "paged", small(params), contract, tmp_path)
+        in_memory = train(
+            prepared, tmp_path / "memory", small(params, external_memory=False), contract, tmp_path
+        )
+    # Then pages were written for the external-memory run only, and removed when it ended
+    assert params.train.external_memory is True  # the default
+    paged_bytes, in_memory_bytes = pages
+    assert paged_bytes > 0
+    assert in_memory_bytes == 0
+    assert list(scratch.iterdir()) == []
+    # And both trained the same model: the same rounds and the same scores
+    assert paged.best_iteration == in_memory.best_iteration
+    test, _ = whole(prepared, "test", contract)
+    np.testing.assert_allclose(
+        OnnxModel(paged.model_dir).predict(test),
+        OnnxModel(in_memory.model_dir).predict(test),
+        rtol=0,
+        atol=1e-6,
+    )

@@ -1,4 +1,4 @@
-"""`train.engine: dask`: xgboost.dask on a real LocalCluster, the local engine's export and checks.
+"""`train.engine: dask`: the workers of a real LocalCluster train, then the local engine's export.
 
 One small simulated period is prepared once; both engines train on it with the same params, so
 the exported models can be compared. A worker killed mid-training must fail the stage with a

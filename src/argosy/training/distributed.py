@@ -1,13 +1,20 @@
-"""``train.engine: dask``: XGBoost trained by ``xgboost.dask`` on a Dask cluster.
+"""``train.engine: dask``: XGBoost trained on a Dask cluster, each worker on its share of the data.
 
 The cluster is the one ``train.dask.scheduler`` names (in Kubernetes, the scheduler of the
 ``DaskJob`` the Argo task creates), or a ``LocalCluster`` of ``train.dask.workers`` processes on
-this machine when it is empty: the very same code path either way. The splits are read as Dask
-dataframes (one partition per Parquet row group) and encoded on the workers with the contract's
-one encoder, so no process holds the whole training set; the booster that comes back is an
-ordinary one, and the ONNX export, parity check, MLflow logging and metadata that follow are the
-local engine's, which read the splits on this process one row group at a time
-(:mod:`argosy.training.batches`).
+this machine when it is empty: the very same code path either way.
+
+Each worker is given a share of the prepared splits' row groups and builds its part of the
+training matrix from them as the local engine builds the whole one (an ``xgboost.QuantileDMatrix``
+fed one row group at a time, :mod:`argosy.training.batches`): it holds its quantized rows and one
+batch, never the rows themselves. The workers train together through XGBoost's collective
+(a Rabit tracker on the scheduler, as ``xgboost.dask`` places it), so the quantiles, the histograms
+and the early-stopping metric are the whole data set's. ``xgboost.dask`` is not used: it keeps
+every partition's features in its workers' memory for the whole training, as well as their
+quantized copies, which doubled the engine's memory at 20M rows (docs/benchmarks.md "Scale").
+
+The booster that comes back is an ordinary one, and the ONNX export, parity check, MLflow logging
+and metadata that follow are the local engine's.
 """
 
 from __future__ import annotations
@@ -20,9 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from argosy.config import DaskParams
 from argosy.data.contract import Contract
 
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 30
 WORKERS_TIMEOUT_S = 600.0
 """How long a cluster's workers may take to join (pods pulling images, GPU nodes scaling up)."""
+WATCH_S = 0.5
+"""How often training checks that its workers are still in the cluster."""
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 """Read when ``train.dask.scheduler`` is empty: the dask-kubernetes operator sets it in a
 DaskJob's job pod."""
@@ -98,23 +104,95 @@ def _wait_for_workers(client: Any, workers: int, address: str) -> None:
         ) from None
 
 
-def _encoded(path: Path, contract: Contract) -> tuple[Any, Any]:
-    """(features, labels) of one split as Dask arrays, encoded partition by partition."""
-    import dask.dataframe as dd
+def shares(groups: int, workers: int) -> list[list[int]]:
+    """Row groups ``0..groups-1`` dealt round-robin to ``workers`` workers."""
+    return [list(range(rank, groups, workers)) for rank in range(workers)]
 
-    frame = dd.read_parquet(str(path), split_row_groups=True)
-    columns = list(contract.feature_names)
-    meta = pd.DataFrame({c: pd.Series(dtype=np.float32) for c in columns})
 
-    def encode(part: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(contract.to_matrix(part), columns=columns, index=part.index)
+def _start_tracker(workers: int, host: str | None) -> dict[str, Any]:
+    """Start XGBoost's Rabit tracker in this process (the scheduler's); the workers' arguments."""
+    import threading
 
-    def label(part: pd.DataFrame) -> pd.Series:
-        return pd.Series(contract.labels(part), index=part.index, name="label")
+    from xgboost.tracker import RabitTracker
 
-    features = frame.map_partitions(encode, meta=meta)
-    labels = frame.map_partitions(label, meta=pd.Series(dtype=np.int64, name="label"))
-    return features.to_dask_array(lengths=True), labels.to_dask_array(lengths=True)
+    tracker = RabitTracker(n_workers=workers, host_ip=host, sortby="task")
+    tracker.start()
+    # The tracker lives until every worker has finished; nothing here waits on it.
+    threading.Thread(target=tracker.wait_for, daemon=True).start()
+    return tracker.worker_args()
+
+
+def _train_share(
+    rank: int,
+    tracker: dict[str, Any],
+    prepared_dir: Path,
+    contract: Contract,
+    booster_params: dict[str, Any],
+    train_groups: list[int],
+    valid_groups: list[int],
+    training: dict[str, Any],
+) -> tuple[bytes | None, dict[str, Any]]:
+    """Run on one worker: its share of the matrices, trained with the others; rank 0's model."""
+    import xgboost as xgb
+    from distributed import get_worker
+    from xgboost.collective import CommunicatorContext
+
+    from argosy.training.batches import eval_matrix, page_cache, training_matrix
+
+    threads = get_worker().state.nthreads
+    history: dict[str, Any] = {}
+    # The task id orders the ranks (the tracker sorts by it), so rank 0 is always the first share.
+    with (
+        page_cache(training["external_memory"], booster_params["device"]) as cache,
+        CommunicatorContext(**tracker, dmlc_task_id=f"argosy-{rank:05d}"),
+    ):
+        dtrain = training_matrix(
+            prepared_dir / "train.parquet",
+            contract,
+            booster_params["max_bin"],
+            cache,
+            train_groups,
+            threads,
+        )
+        dvalid = eval_matrix(
+            prepared_dir / "valid.parquet", contract, training["eval_rows"], valid_groups
+        )
+        booster = xgb.train(
+            booster_params | {"nthread": threads},
+            dtrain,
+            num_boost_round=training["rounds"],
+            evals=[(dvalid, "valid")],
+            early_stopping_rounds=training["early_stopping_rounds"],
+            evals_result=history,
+            verbose_eval=50 if rank == 0 else False,
+            callbacks=list(training["callbacks"]) or None,
+        )
+        del dtrain, dvalid  # its pages go with the directory
+    return (booster.save_raw("ubj") if rank == 0 else None), history
+
+
+def _gather(client: Any, futures: list[Any], workers: list[str]) -> list[Any]:
+    """The training tasks' results, or an error as soon as one fails or its worker leaves.
+
+    A task is pinned to its worker (its rank's share), so one whose worker died would wait for
+    that worker forever, and its peers with it: losing a worker fails the training instead.
+
+    Raises:
+        DistributedTrainingError: A worker left the cluster before its task finished.
+    """
+    while not all(future.done() for future in futures):
+        if any(future.status == "error" for future in futures):
+            break
+        gone = [w for w, f in zip(workers, futures, strict=True) if not f.done()]
+        gone = [w for w in gone if w not in client.scheduler_info()["workers"]]
+        if gone:
+            raise DistributedTrainingError(
+                f"training on the Dask cluster failed: worker {gone[0]} left the cluster (killed, "
+                "or out of memory: see its log, or raise train.dask.memory_limit); no model was "
+                "written"
+            )
+        time.sleep(WATCH_S)
+    return client.gather(futures)
 
 
 def train_on_dask(
@@ -126,53 +204,77 @@ def train_on_dask(
     settings: DaskParams,
     *,
     eval_rows: int,
+    external_memory: bool,
     callbacks: Sequence[Any] = (),
 ) -> tuple[Any, dict[str, Any], float]:
     """Train on the cluster; return the booster, the per-round evaluation history and seconds.
 
     Args:
-        prepared_dir: Holds ``train.parquet`` and ``valid.parquet``.
+        prepared_dir: Holds ``train.parquet`` and ``valid.parquet``, readable at this path on
+            every worker.
         contract: The data contract (features, label, encoder).
         booster_params: XGBoost parameters (as the local engine's).
         rounds: Most boosting rounds.
         early_stopping_rounds: Rounds without improvement on the validation split before stopping.
         settings: params.yaml ``train.dask``.
-        eval_rows: Most validation rows early stopping scores (``train.early_stopping_rows``;
-            the local engine's rows: every k-th, see
-            :func:`argosy.training.batches.training_matrices`).
+        eval_rows: Most validation rows early stopping scores (``train.early_stopping_rows``):
+            the local engine's rows, every k-th of the split, spread over the workers.
+        external_memory: ``train.external_memory``: each CPU worker keeps its share of the
+            training matrix in pages on its local disk
+            (:func:`argosy.training.batches.training_matrix`).
         callbacks: XGBoost training callbacks, run on the workers.
 
     Raises:
         DistributedTrainingError: The cluster is unreachable, a worker died or training failed.
     """
-    from xgboost import dask as dxgb
+    import xgboost as xgb
+    from distributed.comm import get_address_host
 
-    from argosy.training.batches import eval_stride
+    from argosy.training.batches import row_groups
 
+    groups = {split: row_groups(prepared_dir / f"{split}.parquet") for split in ("train", "valid")}
+    training = {
+        "rounds": rounds,
+        "early_stopping_rounds": early_stopping_rounds,
+        "eval_rows": eval_rows,
+        "external_memory": external_memory,
+        "callbacks": list(callbacks),
+    }
     with dask_client(settings) as client:
         log.info("training on Dask: %s", client.dashboard_link or client.scheduler.address)
+        # Every worker needs rows of both splits: a split of few row groups uses fewer workers.
+        workers = sorted(client.scheduler_info()["workers"])
+        world = max(1, min(len(workers), *groups.values()))
+        train_shares, valid_shares = (shares(groups[s], world) for s in ("train", "valid"))
         try:
-            x_train, y_train = _encoded(prepared_dir / "train.parquet", contract)
-            x_valid, y_valid = _encoded(prepared_dir / "valid.parquet", contract)
-            stride = eval_stride(x_valid.shape[0], eval_rows)
-            x_valid, y_valid = x_valid[::stride], y_valid[::stride]
-            # The booster's max_bin on both: XGBoost refuses a reference quantized otherwise.
-            max_bin = booster_params["max_bin"]
-            dtrain = dxgb.DaskQuantileDMatrix(client, x_train, y_train, max_bin=max_bin)
-            dvalid = dxgb.DaskQuantileDMatrix(client, x_valid, y_valid, max_bin=max_bin, ref=dtrain)
+            host = get_address_host(client.scheduler.address)
+            tracker = client.run_on_scheduler(_start_tracker, world, host)
             started = time.perf_counter()
-            output = dxgb.train(
-                client,
-                booster_params,
-                dtrain,
-                num_boost_round=rounds,
-                evals=[(dvalid, "valid")],
-                early_stopping_rounds=early_stopping_rounds,
-                callbacks=list(callbacks) or None,
-            )
+            futures = [
+                client.submit(
+                    _train_share,
+                    rank,
+                    tracker,
+                    prepared_dir,
+                    contract,
+                    booster_params,
+                    train_shares[rank],
+                    valid_shares[rank],
+                    training,
+                    key=f"argosy-train-{rank}",
+                    workers=[worker],
+                    allow_other_workers=False,
+                    pure=False,
+                )
+                for rank, worker in enumerate(workers[:world])
+            ]
+            model, history = _gather(client, futures, workers[:world])[0]
+        except DistributedTrainingError:
+            raise
         except Exception as exc:  # anything the cluster raises: a lost worker, a bad partition
             raise DistributedTrainingError(
                 f"training on the Dask cluster failed ({type(exc).__name__}: {exc}); no model "
                 "was written"
             ) from exc
-    return output["booster"], output["history"], time.perf_counter() - started
+    booster = xgb.Booster(model_file=bytearray(model))
+    return booster, history, time.perf_counter() - started

@@ -344,7 +344,13 @@ def train(
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
-    from argosy.training.batches import positives, predict, row_count, training_matrices
+    from argosy.training.batches import (
+        page_cache,
+        positives,
+        predict,
+        row_count,
+        training_matrices,
+    )
 
     root = root or Path.cwd()
     # Reach the tracking server before reading data or spending minutes on training.
@@ -390,25 +396,28 @@ def train(
                 params.early_stopping_rounds,
                 params.dask,
                 eval_rows=params.early_stopping_rows,
+                external_memory=params.external_memory,
             )
         except DistributedTrainingError as exc:
             raise TrainingError(str(exc)) from exc
     else:
-        dtrain, dvalid = training_matrices(
-            prepared_dir, contract, params.max_bin, params.early_stopping_rows
-        )
-        evals_result = {}
-        started = time.perf_counter()
-        booster = xgb.train(
-            booster_params(params, device),
-            dtrain,
-            num_boost_round=params.n_estimators,
-            evals=[(dvalid, "valid")],
-            early_stopping_rounds=params.early_stopping_rounds,
-            evals_result=evals_result,
-            verbose_eval=50,
-        )
-        train_seconds = time.perf_counter() - started
+        with page_cache(params.external_memory, device) as cache:
+            dtrain, dvalid = training_matrices(
+                prepared_dir, contract, params.max_bin, params.early_stopping_rows, cache
+            )
+            evals_result = {}
+            started = time.perf_counter()
+            booster = xgb.train(
+                booster_params(params, device),
+                dtrain,
+                num_boost_round=params.n_estimators,
+                evals=[(dvalid, "valid")],
+                early_stopping_rounds=params.early_stopping_rounds,
+                evals_result=evals_result,
+                verbose_eval=50,
+            )
+            train_seconds = time.perf_counter() - started
+            del dtrain, dvalid  # its pages go with the directory
     best = int(booster.best_iteration)
     booster = booster[: best + 1]
     booster.set_param({"device": "cpu"})
