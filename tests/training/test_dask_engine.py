@@ -143,3 +143,19 @@ def test_a_dask_cluster_trains_on_its_workers_gpus_not_the_job_pods(monkeypatch)
     assert train_module.resolve_device("auto", remote_workers=True) == "cpu"
     with pytest.raises(train_module.TrainingError, match="no GPU is visible"):
         train_module.resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "host"),
+    [
+        ("tcp://127.0.0.1:8786", "127.0.0.1"),
+        ("tcp://[::1]:8786", "::1"),
+        ("tcp://10.1.2.3:8786", None),
+        ("tcp://argosy-train-abc12-scheduler:8786", None),
+    ],
+)
+def test_the_tracker_stays_on_loopback_locally_and_picks_the_pods_ip_in_a_cluster(
+    scheduler: str, host: str | None
+) -> None:
+    """A Service name cannot be listened on: XGBoost then picks the scheduler pod's own IP."""
+    assert distributed.tracker_host(scheduler) == host

@@ -19,6 +19,7 @@ and metadata that follow are the local engine's.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
@@ -109,13 +110,33 @@ def shares(groups: int, workers: int) -> list[list[int]]:
     return [list(range(rank, groups, workers)) for rank in range(workers)]
 
 
+def tracker_host(scheduler: str) -> str | None:
+    """The address the tracker listens on: loopback for a local scheduler, else its own choice.
+
+    A scheduler on a loopback address (a LocalCluster) keeps the tracker there too. Otherwise
+    XGBoost picks the scheduler host's own IP (in Kubernetes the pod's), as ``xgboost.dask`` lets
+    it: the scheduler's address may be a Service's name, which no process can listen on.
+    """
+    from distributed.comm import get_address_host
+
+    host = get_address_host(scheduler)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return None
+    return host if loopback else None
+
+
 def _start_tracker(workers: int, host: str | None) -> dict[str, Any]:
     """Start XGBoost's Rabit tracker in this process (the scheduler's); the workers' arguments."""
     import threading
 
     from xgboost.tracker import RabitTracker
 
-    tracker = RabitTracker(n_workers=workers, host_ip=host, sortby="task")
+    # The timeout bounds the workers' joining and leaving, not the training between them.
+    tracker = RabitTracker(
+        n_workers=workers, host_ip=host, sortby="task", timeout=int(WORKERS_TIMEOUT_S)
+    )
     tracker.start()
     # The tracker lives until every worker has finished; nothing here waits on it.
     threading.Thread(target=tracker.wait_for, daemon=True).start()
@@ -228,7 +249,6 @@ def train_on_dask(
         DistributedTrainingError: The cluster is unreachable, a worker died or training failed.
     """
     import xgboost as xgb
-    from distributed.comm import get_address_host
 
     from argosy.training.batches import row_groups
 
@@ -247,7 +267,7 @@ def train_on_dask(
         world = max(1, min(len(workers), *groups.values()))
         train_shares, valid_shares = (shares(groups[s], world) for s in ("train", "valid"))
         try:
-            host = get_address_host(client.scheduler.address)
+            host = tracker_host(client.scheduler.address)
             tracker = client.run_on_scheduler(_start_tracker, world, host)
             started = time.perf_counter()
             futures = [
