@@ -117,6 +117,29 @@ def test_a_worker_dying_mid_training_fails_clearly_and_writes_no_model(
     assert not (tmp_path / "model").exists()
 
 
+def test_training_asks_the_scheduler_for_its_workers_not_the_clients_cache(
+    tmp_path: Path,
+    prepared: Path,
+    params: Params,
+    contract: Contract,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client refreshes `scheduler_info()` in the background without any workers.
+
+    Reading it mid-training once made a healthy 20M-row run fail with "worker left the cluster".
+    """
+    from distributed import Client
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # Given a client whose cached scheduler info lists no workers, as after a background refresh
+    monkeypatch.setattr(Client, "scheduler_info", lambda self, *a, **k: {"workers": {}})
+    dask_params = small(params, engine="dask", dask=DaskParams(workers=2))
+    # When the dask engine trains / Then it trains on both workers and writes the model
+    result = train(prepared, tmp_path / "model", dask_params, contract, tmp_path)
+    assert (tmp_path / "model" / "model.onnx").is_file()
+    assert result.best_iteration > 0
+
+
 def test_an_unreachable_scheduler_is_a_clear_error_before_any_work(
     tmp_path: Path,
     prepared: Path,

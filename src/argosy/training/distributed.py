@@ -100,7 +100,7 @@ def _wait_for_workers(client: Any, workers: int, address: str) -> None:
     try:
         client.wait_for_workers(workers, timeout=WORKERS_TIMEOUT_S)
     except TimeoutError:
-        joined = len(client.scheduler_info().get("workers", {}))
+        joined = len(_workers(client))
         raise DistributedTrainingError(
             f"only {joined} of train.dask.workers={workers} Dask workers joined the scheduler at "
             f"{address} within {WORKERS_TIMEOUT_S:.0f} s; check the worker pods "
@@ -195,6 +195,15 @@ def _train_share(
     return (booster.save_raw("ubj") if rank == 0 else None), history
 
 
+def _workers(client: Any) -> list[str]:
+    """The addresses of the cluster's workers, asked of the scheduler.
+
+    Not ``client.scheduler_info()``: the client refreshes what that returns in the background
+    without the workers, so reading it may find none (a 20M-row run failed on it).
+    """
+    return sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+
+
 def _gather(client: Any, futures: list[Any], workers: list[str]) -> list[Any]:
     """The training tasks' results, or an error as soon as one fails or its worker leaves.
 
@@ -207,8 +216,8 @@ def _gather(client: Any, futures: list[Any], workers: list[str]) -> list[Any]:
     while not all(future.done() for future in futures):
         if any(future.status == "error" for future in futures):
             break
-        gone = [w for w, f in zip(workers, futures, strict=True) if not f.done()]
-        gone = [w for w in gone if w not in client.scheduler_info()["workers"]]
+        present = _workers(client)
+        gone = [w for w, f in zip(workers, futures, strict=True) if not (f.done() or w in present)]
         if gone:
             raise DistributedTrainingError(
                 f"training on the Dask cluster failed: worker {gone[0]} left the cluster (killed, "
@@ -266,7 +275,7 @@ def train_on_dask(
     with dask_client(settings) as client:
         log.info("training on Dask: %s", client.dashboard_link or client.scheduler.address)
         # Every worker needs rows of both splits: a split of few row groups uses fewer workers.
-        workers = sorted(client.scheduler_info()["workers"])
+        workers = _workers(client)
         world = max(1, min(len(workers), *groups.values()))
         train_shares, valid_shares = (shares(groups[s], world) for s in ("train", "valid"))
         try:
