@@ -197,9 +197,9 @@ def configurations_cached() -> Iterator[None]:
 
     Great Expectations' ``Expectation.configuration`` is a property that turns the expectation's
     pydantic model into a new ``ExpectationConfiguration`` each time; validating one suite reads
-    it about a hundred times per expectation, over a third of a partition's time (a 100-row
-    frame: 1.15 s without, 0.75 to 0.96 s with; equal results). The expectations a run builds
-    from its suite are not changed while it validates, so the block keeps each one's first
+    it about a hundred times per expectation, up to a third of a run's time on a small frame
+    (100 rows: 1.15 s without, 0.75 to 0.96 s with; equal results). The expectations a run
+    builds from its suite are not changed while it validates, so the block keeps each one's first
     configuration (and the expectation, so that its ``id`` is not reused) and puts the property
     back when it ends. ``tests/data/test_validation_suite.py`` checks the results against the
     library's own run.
@@ -288,7 +288,7 @@ class SuiteRunner:
                 continue
             started = time.perf_counter()
             # The definition's validator without ``ValidationDefinition.run``'s store checks and
-            # result write (about a quarter of a run's fixed cost): the report is built from
+            # result write (about a fifth of a run's fixed cost): the report is built from
             # these results, not from the store.
             validator = Validator(definition.batch_definition, RESULT_FORMAT, {"dataframe": batch})
             with configurations_cached():
