@@ -138,10 +138,10 @@ def training_matrix(
 
     ``max_bin`` must be the booster's: XGBoost refuses a matrix quantized with other bins. With a
     ``cache_dir`` it is an ``xgboost.ExtMemQuantileDMatrix``, whose pages XGBoost writes there and
-    reads back each round, so the process holds about one page at a time, not the matrix; without,
-    a ``QuantileDMatrix`` in memory. In memory, the example's 31 features (some missing) cost
-    about 240 bytes a row on the CPU (measured: 850 MiB for 3.5M rows), 3.2 GiB at 14M training
-    rows; in pages, the process held 570 MiB less at 3.5M rows and trained 14% slower
+    reads back each round (about 160 bytes a row on disk here), so the process does not hold the
+    matrix; without, a ``QuantileDMatrix`` in memory. In memory, the example's 31 features (some
+    missing) cost about 240 bytes a row on the CPU (measured: 850 MiB for 3.5M rows), 3.2 GiB at
+    14M training rows; in pages, the process held 570 MiB less at 3.5M rows and trained 14% slower
     (docs/benchmarks.md "Scale").
     """
     data = SplitIter(path, contract, groups, None if cache_dir is None else cache_dir / "train")
