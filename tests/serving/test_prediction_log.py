@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from argosy.predlog import PREDICTION_LOG_ID_COLUMNS, prediction_log_columns, prediction_log_schema
 from argosy.serving.predlog import PredictionLogger
@@ -322,3 +323,29 @@ def test_queued_rows_are_not_left_for_the_garbage_collector_to_walk(tmp_path: Pa
     log.start()
     assert log.close(10)
     assert log.written_rows == 3000
+
+
+def test_requests_packed_together_across_midnight_go_to_their_own_days(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given requests of one and of three rows, some with row ids, whose timestamps cross
+    # midnight UTC inside one packed chunk
+    tables: list[tuple[str, Any]] = []
+    log = logger(sink=lambda t, day: tables.append((day, t)), flush_interval_s=60)
+    midnight_ns = 1_704_153_600 * 10**9  # 2024-01-02T00:00:00Z
+    clock = iter(midnight_ns + k * 10**9 for k in range(-3, 3))
+    monkeypatch.setattr("argosy.serving.predlog.time.time_ns", lambda: next(clock))
+    for i in range(6):
+        n = 3 if i % 2 else 1
+        submit(log, n, f"req-{i}", [f"{i}-{k}" for k in range(n)] if i in (1, 4) else None)
+    # When the writer flushes them
+    log.start()
+    assert log.close(10)
+    # Then each day's file holds exactly its requests' rows, row ids where they were sent
+    by_day = {day: t.select(["request_id", "row_id"]).to_pydict() for day, t in tables}
+    assert sorted(by_day) == ["2024-01-01", "2024-01-02"]
+    assert by_day["2024-01-01"]["request_id"] == ["req-0", *["req-1"] * 3, "req-2"]
+    assert by_day["2024-01-01"]["row_id"] == [None, "1-0", "1-1", "1-2", None]
+    assert by_day["2024-01-02"]["request_id"] == [*["req-3"] * 3, "req-4", *["req-5"] * 3]
+    assert by_day["2024-01-02"]["row_id"] == [None] * 3 + ["4-0"] + [None] * 3
+    assert log.written_rows == 12
