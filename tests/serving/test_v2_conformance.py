@@ -289,3 +289,43 @@ def test_not_ready_model_answers_its_name_and_why(tmp_path: Path, model_dir: Pat
     finally:
         client.close()
         stop_in_process(srv)
+
+
+@pytest.mark.parametrize("version", ["7", ""], ids=["versioned", "unversioned"])
+@pytest.mark.parametrize("outputs", [("probability", "decision"), ("decision",), ("probability",)])
+@pytest.mark.parametrize("n", [1, 5])
+def test_json_response_is_the_protocol_document_byte_for_byte(
+    version: str, outputs: tuple[str, ...], n: int
+) -> None:
+    """The JSON response, assembled from pre-encoded pieces, is exactly orjson's document."""
+    import types
+
+    import orjson
+
+    from argosy.serving.v2 import encode_infer_response
+
+    model: Any = types.SimpleNamespace(name='m "x" é', version=version)
+    scores = np.linspace(0.0, 1.0, n, dtype=np.float32) / 3
+    decisions = (scores >= 0.2).astype(np.int8)
+    request_id = 'id "quoted" \\ ü'
+    body, header_length = encode_infer_response(model, request_id, outputs, scores, decisions)
+    values = {"probability": ("FP32", scores), "decision": ("INT8", decisions)}
+    head = (
+        {"model_name": model.name, "model_version": version}
+        if version
+        else {"model_name": model.name}
+    )
+    expected = {
+        **head,
+        "id": request_id,
+        "outputs": [
+            {"name": o, "datatype": values[o][0], "shape": [n], "data": values[o][1].tolist()}
+            for o in outputs
+        ],
+    }
+    assert header_length is None
+    assert body == orjson.dumps(expected)
+    assert np.array_equal(
+        np.array(json.loads(body)["outputs"][0]["data"], dtype=values[outputs[0]][1].dtype),
+        values[outputs[0]][1],
+    )

@@ -94,14 +94,25 @@ class ParquetSink:
         self.fs.makedirs(directory, exist_ok=True)
         final = f"{directory}/{name}"
         target = f"{directory}/.{name}.tmp" if self._local else final
+        # Dictionary encoding only where values repeat (the string columns: model name and
+        # version, request ids): on the float features it cost 60% of the write and made the
+        # file larger (10,000 rows of 31 features: 20.8 ms and 1,633 kB with it, 8.5 ms and
+        # 1,125 kB without; bench/serve's CPU is shared with the event loop).
+        options = {"compression": "zstd", "use_dictionary": self._dictionary_columns(table)}
         if self._local:
             # A path, not a Python file: Arrow writes and compresses without taking the GIL
             # for each chunk, so the event loop's thread is not kept waiting.
-            self._pq.write_table(table, target, compression="zstd")
+            self._pq.write_table(table, target, **options)
             self.fs.mv(target, final)
         else:
             with self.fs.open(target, "wb") as fh:
-                self._pq.write_table(table, fh, compression="zstd")
+                self._pq.write_table(table, fh, **options)
+
+    @staticmethod
+    def _dictionary_columns(table: Any) -> list[str]:
+        import pyarrow as pa
+
+        return [f.name for f in table.schema if pa.types.is_string(f.type)]
 
 
 _Entry = tuple[str, int, tuple[str, ...] | None, np.ndarray, np.ndarray, np.ndarray]

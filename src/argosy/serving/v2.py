@@ -33,6 +33,7 @@ and gRPC's typed ``contents`` and ``raw_input_contents`` (``argosy.serving.grpc_
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ FEATURES_TENSOR = "features"
 PROBABILITY_OUTPUT = "probability"
 DECISION_OUTPUT = "decision"
 OUTPUT_NAMES = (PROBABILITY_OUTPUT, DECISION_OUTPUT)
+_ALL_JSON = (False,) * len(OUTPUT_NAMES)
 
 _FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 _INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
@@ -116,9 +118,7 @@ class InferRequest:
 
 def _shape(tensor: dict[str, Any], name: str) -> list[int]:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise RequestError(f"input '{name}': 'shape' must be a list of non-negative integers")
     return shape
 
@@ -440,7 +440,8 @@ def decode_infer_request(
                 f"{BINARY_EXTENSION}: the body is JSON followed by binary data, but the request "
                 f"has no Inference-Header-Content-Length header ({exc.message})"
             ) from None
-        _refuse_stray_binary(doc)
+        if b"binary_data_size" in body:  # only then can an input claim binary data
+            _refuse_stray_binary(doc)
     else:
         if not 0 <= header_length <= len(body):
             raise RequestError(
@@ -495,8 +496,8 @@ def request_from_doc(doc: Any, model: LoadedModel, max_batch: int) -> InferReque
     id_tensor = by_name.pop(id_name, None) if id_name is not None else None
     if FEATURES_TENSOR in by_name and FEATURES_TENSOR not in model.feature_index:
         tensor = by_name.pop(FEATURES_TENSOR)
-        _refuse_unknown(by_name, model)
         if by_name:
+            _refuse_unknown(by_name, model)
             raise RequestError(
                 f"send either one '{FEATURES_TENSOR}' tensor or one tensor per feature, "
                 f"not both (unexpected: {sorted(by_name)[:5]})"
@@ -537,8 +538,12 @@ def request_from_doc(doc: Any, model: LoadedModel, max_batch: int) -> InferReque
         if len(row_ids) != n:
             raise RequestError(f"input '{id_name}': has {len(row_ids)} values for {n} rows")
 
-    outputs, binary = _requested_outputs(doc)
-    return InferRequest(request_id, np.ascontiguousarray(x), row_ids, outputs, binary)
+    if "outputs" in doc or "parameters" in doc:
+        outputs, binary = _requested_outputs(doc)
+    else:
+        outputs, binary = OUTPUT_NAMES, _ALL_JSON
+    # x is C-contiguous: a reshape of a flat array, or filled column by column
+    return InferRequest(request_id, x, row_ids, outputs, binary)
 
 
 def _flag(params: Any, key: str, where: str) -> bool | None:
@@ -599,6 +604,17 @@ def encode_infer_response(
         ``Inference-Header-Content-Length`` to send), else None.
     """
     n = len(scores)
+    if not any(binary):  # plain JSON, the common case: built from pieces encoded once
+        pieces = [
+            _JSON_TENSOR_HEAD[name]
+            + b"%d]," % n
+            + b'"data":'
+            + orjson.dumps((scores if name == PROBABILITY_OUTPUT else decisions).tolist())
+            + b"}"
+            for name in outputs
+        ]
+        head = _response_head(model.name, model.version)
+        return b'%s%s,"outputs":[%s]}' % (head, orjson.dumps(request_id), b",".join(pieces)), None
     tensors = []
     raw = []
     for i, name in enumerate(outputs):
@@ -611,19 +627,26 @@ def encode_infer_response(
         else:
             tensor["data"] = values.tolist()
         tensors.append(tensor)
-    if model.version:
-        doc = {
-            "model_name": model.name,
-            "model_version": model.version,
-            "id": request_id,
-            "outputs": tensors,
-        }
-    else:  # V2: model_version is optional; an unversioned model omits it rather than send ""
-        doc = {"model_name": model.name, "id": request_id, "outputs": tensors}
-    header = orjson.dumps(doc)
-    if not raw:
-        return header, None
+    header = orjson.dumps({**_response_doc(model.name, model.version), "outputs": tensors})
     return b"".join((header, *raw)), len(header)
+
+
+def _response_doc(name: str, version: str) -> dict[str, str]:
+    """The response's leading members (V2: an unversioned model omits ``model_version``)."""
+    return {"model_name": name, "model_version": version} if version else {"model_name": name}
+
+
+@functools.lru_cache(maxsize=16)
+def _response_head(name: str, version: str) -> bytes:
+    """``_response_doc`` as JSON up to the ``id`` value: ``{"model_name":...,"id":``."""
+    return orjson.dumps(_response_doc(name, version))[:-1] + b',"id":'
+
+
+# Each output tensor's JSON up to its shape's length: what orjson writes for its leading members.
+_JSON_TENSOR_HEAD = {
+    name: orjson.dumps({"name": name, "datatype": datatype, "shape": [0]})[:-3]
+    for name, datatype in ((PROBABILITY_OUTPUT, "FP32"), (DECISION_OUTPUT, "INT8"))
+}
 
 
 def _datatype(spec: FeatureSpec) -> str:
