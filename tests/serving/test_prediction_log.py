@@ -349,3 +349,79 @@ def test_requests_packed_together_across_midnight_go_to_their_own_days(
     assert by_day["2024-01-02"]["request_id"] == [*["req-3"] * 3, "req-4", *["req-5"] * 3]
     assert by_day["2024-01-02"]["row_id"] == [None] * 3 + ["4-0"] + [None] * 3
     assert log.written_rows == 12
+    # And nothing took the path that rebuilds around rows Arrow cannot encode
+    assert log.write_errors == 0
+    assert log.failed_rows == 0
+
+
+def test_requests_queued_while_the_writer_is_behind_stay_packed() -> None:
+    """A slow sink must not turn each later request into its own tracked chunk."""
+    import gc
+
+    # Given a writer stalled inside its first write of a full batch
+    release, entered = threading.Event(), threading.Event()
+
+    def slow(table: Any, day: str) -> None:
+        entered.set()
+        release.wait(60)
+
+    log = logger(sink=slow, batch_rows=1000, capacity_rows=50_000, flush_interval_s=60)
+    log.start()
+    submit(log, 1000, "first")
+    assert entered.wait(10)
+    gc.collect()
+    before = len(gc.get_objects())
+    # When 20,000 one-row requests queue up behind it
+    for i in range(20_000):
+        submit(log, 1, f"req-{i}")
+    gc.collect()
+    # Then they are held as a few packed chunks, not one tracked object per request
+    assert len(gc.get_objects()) - before < 200
+    assert log.held_rows == 21_000
+    # And every row is written once the sink recovers
+    release.set()
+    assert log.close(20)
+    assert log.written_rows == 21_000
+    assert log.failed_rows == log.dropped_rows == 0
+
+
+def test_a_request_with_no_rows_is_ignored_and_costs_no_other_row_its_id() -> None:
+    tables: list[Any] = []
+    log = logger(sink=lambda t, day: tables.append(t), flush_interval_s=60)
+    submit(log, 2, "a")
+    submit(log, 0, "empty")
+    submit(log, 1, "b")
+    log.start()
+    assert log.close(10)
+    assert [r for t in tables for r in t.column("request_id").to_pylist()] == ["a", "a", "b"]
+    assert log.written_rows == 3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"x": valid_rows(2)[:, :-1]},
+        {"decisions": np.zeros(3, np.int8)},
+        {"ids": ["only-one"]},
+    ],
+    ids=["narrow x", "decisions", "row ids"],
+)
+def test_mismatched_arrays_are_refused_before_anything_is_queued(bad: dict[str, Any]) -> None:
+    # Given a logger with one good request queued
+    tables: list[Any] = []
+    log = logger(sink=lambda t, day: tables.append(t), flush_interval_s=60)
+    submit(log, 1, "good-1")
+    # When a caller passes arrays that do not describe the same rows
+    x = bad.get("x", valid_rows(2))
+    scores = np.array([0.1, 0.9], np.float32)
+    decisions = bad.get("decisions", np.array([0, 1], np.int8))
+    with pytest.raises(ValueError, match="do not describe the same rows"):
+        log.submit("bad", bad.get("ids"), x, scores, decisions)
+    # Then nothing of it was counted or held, and the logger goes on writing
+    assert log.held_rows == 1
+    submit(log, 1, "good-2")
+    log.start()
+    assert log.close(10)
+    assert [r for t in tables for r in t.column("request_id").to_pylist()] == ["good-1", "good-2"]
+    assert log.written_rows == 2
+    assert log.failed_rows == log.dropped_rows == 0
