@@ -98,7 +98,8 @@ def test_binary_outputs_on_request(server: InProcess, client: Client) -> None:
     # Given a binary request asking for every output in binary (what tritonclient does by default)
     x = valid_rows(3)
     body, headers = binary_request(
-        features_header(x, parameters={"binary_data_output": True}), x.astype("<f4").tobytes()
+        features_header(x, id="bin-1", parameters={"binary_data_output": True}),
+        x.astype("<f4").tobytes(),
     )
     # When it is answered
     status, resp_headers, data = post(client, body, headers)
@@ -106,6 +107,13 @@ def test_binary_outputs_on_request(server: InProcess, client: Client) -> None:
     assert status == 200, data
     assert resp_headers["content-type"] == "application/octet-stream"
     doc, arrays = split_response(resp_headers, data)
+    # And the header names the model and echoes the request id, as a JSON response does
+    model = server.app.model
+    assert (doc["model_name"], doc["model_version"], doc["id"]) == (
+        model.name,
+        model.version,
+        "bin-1",
+    )
     assert [o["parameters"]["binary_data_size"] for o in doc["outputs"]] == [12, 3]
     expected = server.app.model.predict(x)
     assert arrays["probability"].tobytes() == expected.astype("<f4").tobytes()

@@ -627,7 +627,8 @@ def encode_infer_response(
         else:
             tensor["data"] = values.tolist()
         tensors.append(tensor)
-    header = orjson.dumps({**_response_doc(model.name, model.version), "outputs": tensors})
+    doc = {**_response_doc(model.name, model.version), "id": request_id, "outputs": tensors}
+    header = orjson.dumps(doc)
     return b"".join((header, *raw)), len(header)
 
 
