@@ -203,6 +203,29 @@ def _cases() -> list[tuple[str, bytes, dict[str, str], str]]:
             {},
             "no Inference-Header-Content-Length",
         ),
+        *(
+            (
+                f"JSON data declaring binary data, key {how}",
+                json.dumps(stray).encode().replace(b'"binary_data_size"', key),
+                {},
+                "declares binary_data_size, but the request has no Inference-Header",
+            )
+            for stray in [
+                {
+                    "inputs": [
+                        {
+                            **head["inputs"][0],
+                            "data": x.reshape(-1).tolist(),
+                            "parameters": {"binary_data_size": len(raw)},
+                        }
+                    ]
+                }
+            ]
+            for how, key in [
+                ("as written", b'"binary_data_size"'),
+                ("spelled with an escape", b'"binary\\u005fdata_size"'),
+            ]
+        ),
         (
             "FP32 size not a multiple of 4",
             *binary_request(

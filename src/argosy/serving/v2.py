@@ -440,7 +440,8 @@ def decode_infer_request(
                 f"{BINARY_EXTENSION}: the body is JSON followed by binary data, but the request "
                 f"has no Inference-Header-Content-Length header ({exc.message})"
             ) from None
-        if b"binary_data_size" in body:  # only then can an input claim binary data
+        # Only then can an input claim binary data: the key as written, or spelled with escapes.
+        if b"binary_data_size" in body or b"\\u" in body:
             _refuse_stray_binary(doc)
     else:
         if not 0 <= header_length <= len(body):
@@ -542,8 +543,7 @@ def request_from_doc(doc: Any, model: LoadedModel, max_batch: int) -> InferReque
         outputs, binary = _requested_outputs(doc)
     else:
         outputs, binary = OUTPUT_NAMES, _ALL_JSON
-    # x is C-contiguous: a reshape of a flat array, or filled column by column
-    return InferRequest(request_id, x, row_ids, outputs, binary)
+    return InferRequest(request_id, np.ascontiguousarray(x), row_ids, outputs, binary)
 
 
 def _flag(params: Any, key: str, where: str) -> bool | None:
@@ -629,6 +629,8 @@ def encode_infer_response(
         tensors.append(tensor)
     doc = {**_response_doc(model.name, model.version), "id": request_id, "outputs": tensors}
     header = orjson.dumps(doc)
+    if not raw:  # binary flags only past the outputs asked for
+        return header, None
     return b"".join((header, *raw)), len(header)
 
 
