@@ -16,6 +16,12 @@ its own. Each request gets its own slice of the scores, equal bit for bit to sco
 (tree ensembles score each row independently, and ONNX Runtime runs on one intra-op thread).
 When a call of several requests raises, each is scored again alone, so only a request whose
 own call fails gets an error.
+
+A part need not be a matrix yet: with an ``assemble`` function the batcher hands it the batch's
+parts and scores the one matrix it returns, so per-request work (converting the online case's
+JSON values, validating them) runs once per batch (``App.assemble``). When assembly refuses the
+batch, each part is assembled alone: a part refused alone gets that error (a ``RequestError``,
+the 400 it would get unbatched), and the rest are scored together.
 """
 
 from __future__ import annotations
@@ -23,14 +29,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+
+from argosy.serving.model import RequestError
 
 log = logging.getLogger(__name__)
 
 Done = Callable[[np.ndarray | BaseException], None]
-"""Receives a request's scores, or the exception that scoring it raised."""
+"""Receives a request's scores, or the exception that assembling or scoring it raised."""
+Assemble = Callable[[Sequence[Any]], np.ndarray]
+"""Turns a batch's parts (``len`` of each: its rows) into one FP32 matrix, in order, or raises."""
+
+
+def concatenate(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The default ``Assemble``: parts are validated matrices, stacked in order."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class Batcher:
@@ -41,6 +57,7 @@ class Batcher:
         loop: The event loop every request is submitted on.
         max_rows: Most rows in one call.
         max_wait_us: Longest the first request of a batch waits for others, in microseconds.
+        assemble: Turns parts into the matrix to score (default: parts are matrices).
     """
 
     def __init__(
@@ -49,22 +66,27 @@ class Batcher:
         loop: asyncio.AbstractEventLoop,
         max_rows: int = 64,
         max_wait_us: int = 0,
+        assemble: Assemble = concatenate,
     ) -> None:
         if max_rows < 1 or max_wait_us < 0:
             raise ValueError("max_rows must be positive and max_wait_us non-negative")
         self.predict = predict
+        self.assemble = assemble
         self.loop = loop
         self.max_rows = max_rows
         self.max_wait_s = max_wait_us / 1e6
-        self._pending: list[tuple[np.ndarray, Done]] = []
+        self._pending: list[tuple[Any, Done]] = []
         self._rows = 0
         self._first = 0.0
         self._batch = 0  # which batch a scheduled tick belongs to (a full batch flushes early)
         self._scheduled = False
         self.calls = 0  # ONNX Runtime calls made
 
-    def submit(self, x: np.ndarray, done: Done) -> None:
-        """Queue one request's validated matrix; ``done`` gets its scores later on the loop."""
+    def submit(self, x: Any, done: Done) -> None:
+        """Queue one request's part (a validated matrix by default; ``len``: its rows).
+
+        ``done`` gets the request's scores later on the loop, or what refused it.
+        """
         n = len(x)
         if self._pending and self._rows + n > self.max_rows:
             self._flush()
@@ -89,21 +111,52 @@ class Batcher:
         pending, self._pending, self._rows = self._pending, [], 0
         self._batch += 1
         self._scheduled = False
-        if len(pending) == 1:
-            self._answer(pending[0][1], self._score(pending[0][0], 1))
+        try:
+            x = self.assemble([part for part, _ in pending])
+        except Exception as exc:
+            if len(pending) == 1:
+                self._refused(pending[0][1], exc)
+                return
+            # Some part is refused: each is assembled alone, and the others go on together.
+            good = []
+            for part, done in pending:
+                try:
+                    good.append((self.assemble([part]), done))
+                except Exception as alone:
+                    self._refused(done, alone)
+            if good:
+                self._run(concatenate([g[0] for g in good]), good)
             return
-        result = self._score(np.concatenate([p[0] for p in pending]), len(pending))
+        self._run(x, pending)
+
+    def _run(self, x: np.ndarray, pending: list[tuple[Any, Done]]) -> None:
+        """Score the assembled ``x`` of ``pending`` and give each part its slice."""
+        if len(pending) == 1:
+            self._answer(pending[0][1], self._score(x, 1))
+            return
+        result = self._score(x, len(pending))
         if isinstance(result, BaseException):
             # One request's rows may be what broke the call: score each alone, so only the
             # request that fails again gets an error (its own).
             for part, done in pending:
-                self._answer(done, self._score(part, 1))
+                try:
+                    alone = self.assemble([part])
+                except Exception as exc:
+                    self._refused(done, exc)
+                    continue
+                self._answer(done, self._score(alone, 1))
             return
         offset = 0
         for part, done in pending:
             n = len(part)
             self._answer(done, result[offset : offset + n])
             offset += n
+
+    def _refused(self, done: Done, exc: Exception) -> None:
+        """Answer a part that assembly refused (a ``RequestError`` is the client's; else a bug)."""
+        if not isinstance(exc, RequestError):
+            log.exception("assembling a request for its batch failed", exc_info=exc)
+        self._answer(done, exc)
 
     def _score(self, x: np.ndarray, requests: int) -> np.ndarray | BaseException:
         self.calls += 1

@@ -32,7 +32,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -48,9 +48,13 @@ from argosy.serving.predlog import PredictionLogger
 from argosy.serving.v2 import (
     BINARY_EXTENSION,
     InferRequest,
-    decode_infer_request,
+    RowRequest,
     encode_infer_response,
     model_metadata,
+    one_row,
+    parse_infer_body,
+    request_from_doc,
+    rows_matrix,
 )
 
 log = logging.getLogger(__name__)
@@ -245,7 +249,7 @@ class App:
         """Create the batcher on the loop that serves every request (REST and gRPC)."""
         if self.batching is not None and self.model.ready and self.batcher is None:
             self.batcher = Batcher(
-                self.predict, loop, self.batching.max_rows, self.batching.max_wait_us
+                self.predict, loop, self.batching.max_rows, self.batching.max_wait_us, self.assemble
             )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -335,15 +339,51 @@ class App:
                     f"{BINARY_EXTENSION}: Inference-Header-Content-Length must be a "
                     f"non-negative integer, got {_clip(header_length.decode(errors='replace'))!r}"
                 )
-        req = self.prepare(decode_infer_request(body, self.model, self.limits.max_batch, hlen))
+        doc = parse_infer_body(body, hlen)
         batcher = self.batcher
+        if reply is not None and batcher is not None:
+            values = one_row(doc, self.model)
+            if values is not None:  # the online case: checked with its batch (assemble)
+                row = RowRequest(doc, values)
+                batcher.submit(row, functools.partial(self._reply_later, row, reply))
+                return None
+        req = self.prepare(request_from_doc(doc, self.model, self.limits.max_batch))
         if reply is None or batcher is None:
             return self._rest_answer(req, self.predict(req.x))
         batcher.submit(req.x, functools.partial(self._reply_later, req, reply))
         return None
 
+    def assemble(self, parts: Sequence[Any]) -> np.ndarray:
+        """The batcher's ``assemble``: one validated matrix for a batch's parts, in order.
+
+        A part is a validated matrix (a request decoded on its own, REST or gRPC) or a
+        ``RowRequest``. The batch's rows are converted in one ``rows_matrix`` call and validated
+        in one ``LoadedModel.validate`` call; when that refuses, the batcher asks again part by
+        part, and a ``RowRequest`` alone is decoded as every other request is, so it gets the
+        error message it would get unbatched.
+
+        Raises:
+            RequestError: Some row is not what the model accepts.
+        """
+        if len(parts) == 1:
+            part = parts[0]
+            if type(part) is not RowRequest:
+                return part
+            part.x = self.prepare(request_from_doc(part.doc, self.model, self.limits.max_batch)).x
+            return part.x
+        rows = [p for p in parts if type(p) is RowRequest]
+        if not rows:
+            return np.concatenate(parts)
+        x = rows_matrix([r.values for r in rows])
+        self.model.validate(x)
+        for i, r in enumerate(rows):
+            r.x = x[i : i + 1]
+        if len(rows) == len(parts):
+            return x
+        return np.concatenate([p.x if type(p) is RowRequest else p for p in parts])
+
     def _reply_later(
-        self, req: InferRequest, reply: Reply, scores: np.ndarray | BaseException
+        self, req: InferRequest | RowRequest, reply: Reply, scores: np.ndarray | BaseException
     ) -> None:
         try:
             response = self._rest_answer(req, scores)
@@ -357,7 +397,9 @@ class App:
         self.model.validate(req.x)
         return req
 
-    def complete(self, req: InferRequest, scores: np.ndarray) -> tuple[str, np.ndarray]:
+    def complete(
+        self, req: InferRequest | RowRequest, scores: np.ndarray
+    ) -> tuple[str, np.ndarray]:
         """Decide, count and log one scored request; return its id and decisions."""
         n = len(scores)
         metrics = self.metrics
@@ -375,7 +417,11 @@ class App:
             self.predlog.submit(request_id, req.row_ids, req.x, scores, decisions)
         return request_id, decisions
 
-    def _rest_answer(self, req: InferRequest, scores: np.ndarray | BaseException) -> Response:
+    def _rest_answer(
+        self, req: InferRequest | RowRequest, scores: np.ndarray | BaseException
+    ) -> Response:
+        if isinstance(scores, RequestError):  # refused with its batch (assemble)
+            return (*_error(scores.status, scores.message), "infer", b"")
         if isinstance(scores, BaseException):
             return (*_error(500, f"internal error: {type(scores).__name__}"), "infer", b"")
         request_id, decisions = self.complete(req, scores)

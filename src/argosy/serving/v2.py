@@ -116,6 +116,28 @@ class InferRequest:
     binary: tuple[bool, ...] = ()
 
 
+class RowRequest:
+    """A ``one_row`` request waiting for its batch, which converts and validates it.
+
+    It answers like an ``InferRequest`` (no row ids, every output as JSON); ``x`` is its row
+    of the batch's matrix once assembled.
+    """
+
+    __slots__ = ("doc", "id", "values", "x")
+    row_ids = None
+    outputs = OUTPUT_NAMES
+    binary = _ALL_JSON
+
+    def __init__(self, doc: dict[str, Any], values: list[Any]) -> None:
+        self.doc = doc
+        self.id: str | None = doc.get("id")
+        self.values = values
+        self.x: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return 1
+
+
 def _shape(tensor: dict[str, Any], name: str) -> list[int]:
     shape = tensor.get("shape")
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
@@ -408,27 +430,20 @@ def _refuse_stray_binary(doc: Any) -> None:
             )
 
 
-def decode_infer_request(
-    body: bytes,
-    model: LoadedModel,
-    max_batch: int,
-    header_length: int | None = None,
-) -> InferRequest:
-    """Parse and validate a V2 infer request body (JSON, or JSON plus binary tensor data).
+def parse_infer_body(body: bytes, header_length: int | None = None) -> Any:
+    """The V2 infer request document in ``body`` (JSON, or JSON plus binary tensor data).
 
     Args:
         body: Raw body.
-        model: The model whose feature contract the request must meet.
-        max_batch: Largest number of rows accepted in one request.
         header_length: The ``Inference-Header-Content-Length`` header: the body's first that
             many bytes are the JSON header and the rest binary tensor data; None for plain JSON.
 
     Returns:
-        The decoded request.
+        The decoded document, each binary input's data attached as its ``data``; not yet checked
+        against any model (``request_from_doc`` does that).
 
     Raises:
-        RequestError: Anything about the body that the model cannot answer, with a message
-            naming the problem.
+        RequestError: The body is not valid JSON, or its binary data does not match its header.
     """
     if header_length is None:
         try:
@@ -443,16 +458,107 @@ def decode_infer_request(
         # Only then can an input claim binary data: the key as written, or spelled with escapes.
         if b"binary_data_size" in body or b"\\u" in body:
             _refuse_stray_binary(doc)
-    else:
-        if not 0 <= header_length <= len(body):
-            raise RequestError(
-                f"{BINARY_EXTENSION}: Inference-Header-Content-Length {header_length} is not "
-                f"within the body of {len(body)} bytes"
-            )
-        view = memoryview(body)
-        doc = _parse_json(view[:header_length])
-        _attach_binary(doc, view[header_length:])
-    return request_from_doc(doc, model, max_batch)
+        return doc
+    if not 0 <= header_length <= len(body):
+        raise RequestError(
+            f"{BINARY_EXTENSION}: Inference-Header-Content-Length {header_length} is not "
+            f"within the body of {len(body)} bytes"
+        )
+    view = memoryview(body)
+    doc = _parse_json(view[:header_length])
+    _attach_binary(doc, view[header_length:])
+    return doc
+
+
+def decode_infer_request(
+    body: bytes,
+    model: LoadedModel,
+    max_batch: int,
+    header_length: int | None = None,
+) -> InferRequest:
+    """Parse and validate a V2 infer request body: ``parse_infer_body``, then ``request_from_doc``.
+
+    Args:
+        body: Raw body.
+        model: The model whose feature contract the request must meet.
+        max_batch: Largest number of rows accepted in one request.
+        header_length: The ``Inference-Header-Content-Length`` header's value, None for JSON.
+
+    Returns:
+        The decoded request.
+
+    Raises:
+        RequestError: Anything about the body that the model cannot answer, with a message
+            naming the problem.
+    """
+    return request_from_doc(parse_infer_body(body, header_length), model, max_batch)
+
+
+def one_row(doc: Any, model: LoadedModel) -> list[Any] | None:
+    """The values of a request that is one row in one ``features`` tensor, else None.
+
+    The online case, recognised in a few checks so that its values can be converted and
+    validated together with the other requests of its batch (``rows_matrix``): exactly an
+    ``inputs`` list (and optionally a string ``id`` within ``MAX_ID_BYTES``) holding one tensor
+    of exactly ``name`` ``features``, a floating-point ``datatype``, ``shape`` ``[1, F]`` and a
+    flat ``data`` of F numbers at least one of which is a float. Any other document (None) goes
+    through ``request_from_doc``, which would accept every document this accepts and convert
+    it to the same FP32 values; for the rest it names the problem.
+
+    Why at least one float: ``request_from_doc`` converts a tensor's data with ``np.array``,
+    whose result type depends on the values (integers only give int64, booleans only a 400);
+    a row holding a float is float64 alone and in any stack of such rows, so its FP32 values
+    are the same either way.
+    """
+    if type(doc) is not dict or not (len(doc) == 1 or (len(doc) == 2 and "id" in doc)):
+        return None
+    inputs = doc.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1:
+        return None
+    tensor = inputs[0]
+    if type(tensor) is not dict or len(tensor) != 4 or tensor.get("name") != FEATURES_TENSOR:
+        return None
+    shape, data = tensor.get("shape"), tensor.get("data")
+    width = len(model.feature_index)
+    if (
+        tensor.get("datatype") not in _FLOAT_TYPES
+        or type(shape) is not list
+        or len(shape) != 2
+        or type(shape[0]) is not int
+        or type(shape[1]) is not int
+        or shape[0] != 1
+        or shape[1] != width
+        or type(data) is not list
+        or len(data) != width
+        or FEATURES_TENSOR in model.feature_index
+    ):
+        return None
+    request_id = doc.get("id")
+    if request_id is not None and (type(request_id) is not str or _too_long(request_id)):
+        return None
+    try:
+        # Numbers only (a string, null, list or object raises), and at least one float.
+        if type(sum(data)) is not float:
+            return None
+    except (TypeError, OverflowError):
+        return None
+    return data
+
+
+def rows_matrix(rows: list[list[Any]]) -> np.ndarray:
+    """Stack ``one_row`` values into one FP32 C-contiguous matrix, a row per request.
+
+    Each row is what ``request_from_doc`` gives its request alone (before validation).
+
+    Raises:
+        RequestError: Some value is not a float64 (an integer beyond 64 bits makes the stack an
+            object array, which ``request_from_doc`` treats value by value): each request must
+            then be decoded alone.
+    """
+    stacked = np.array(rows)
+    if stacked.dtype != np.float64:
+        raise RequestError("a row needs request_from_doc's conversion")
+    return stacked.astype(np.float32)
 
 
 def request_from_doc(doc: Any, model: LoadedModel, max_batch: int) -> InferRequest:
