@@ -122,6 +122,14 @@ def _logged(app: App, tables: list[pa.Table]) -> str:
     return json.dumps(pa.concat_tables(tables).drop_columns(["timestamp"]).to_pylist())
 
 
+def _samples(app: App, family: str) -> dict[str, float]:
+    lines = app.metrics.render().decode().splitlines()
+    return {
+        name: float(value)
+        for name, value in (line.rsplit(" ", 1) for line in lines if line.startswith(family))
+    }
+
+
 def test_every_one_row_answer_in_a_batch_is_the_unbatched_answer(model_dir: Path) -> None:
     cases = bodies()
     # Given batches of the cases: each between two valid rows (so that the batch as a whole is
@@ -162,6 +170,14 @@ def test_every_one_row_answer_in_a_batch_is_the_unbatched_answer(model_dir: Path
         assert got[:3] == want[:3], name
     # and the prediction log holds the same rows, ids included
     assert _logged(app, batched_tables) == _logged(alone, alone_tables)
+    # and the same rows-per-request and score histograms (the sums up to rounding: a batch's
+    # scores are added in one pass)
+    for family in ("argosy_batch_size", "argosy_prediction_score"):
+        got, want = (_samples(a, family) for a in (app, alone))
+        assert {k: v for k, v in got.items() if not k.endswith("_sum")} == {
+            k: v for k, v in want.items() if not k.endswith("_sum")
+        }
+        assert got[f"{family}_sum"] == pytest.approx(want[f"{family}_sum"], rel=1e-12)
     answers = answers[-len(cases) :]  # the batch of every case
     # and the cases did what they are named for (the comparison alone would pass if both broke)
     status = {name: answer[0] for name, answer in zip(cases, answers, strict=True)}
@@ -269,3 +285,28 @@ def test_a_part_refused_with_its_batch_gets_its_own_error_and_the_rest_share_a_c
             # and an assembly bug fails each request (a 500 upstream), scoring nothing
             assert all(isinstance(r, KeyError) for r in results)
             assert calls == []
+
+
+def test_a_batch_whose_finishing_fails_is_still_answered_part_by_part(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a batcher whose batch-level finishing step raises
+    def scored(parts: Any, x: np.ndarray, scores: np.ndarray) -> None:
+        raise RuntimeError("finishing failed")
+
+    loop = asyncio.new_event_loop()
+    batcher = Batcher(lambda x: x.sum(axis=1), loop, scored=scored)
+    results: list[Any] = [None] * 3
+
+    def submit() -> None:
+        for i in range(3):
+            batcher.submit(
+                np.full((1, 2), i, np.float32), functools.partial(results.__setitem__, i)
+            )
+
+    loop.call_soon(submit)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    # Then each part still gets its scores (finished on its own upstream), and the bug is logged
+    assert [r.tolist() for r in results] == [[0.0], [2.0], [4.0]]
+    assert "finishing a batch of 3 request(s) failed" in caplog.text

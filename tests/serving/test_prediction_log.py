@@ -312,17 +312,22 @@ def test_queued_rows_are_not_left_for_the_garbage_collector_to_walk(tmp_path: Pa
     gc.collect()
     before = len(gc.get_objects())
     # When 2,000 requests are queued, with and without row ids, and the collector runs once
+    x = valid_rows(10)
+    scores = np.linspace(0, 1, 10, dtype=np.float32)
+    decisions = (scores >= 0.5).astype(np.int8)
     for i in range(1000):
         submit(log, 1, f"req-{i}")
         submit(log, 2, f"req-{i}-ids", [f"t{i}", f"u{i}"])
+        if i % 10 == 0:  # and 100 batches of ten one-row requests
+            log.submit_rows([f"b{i}-{k}" for k in range(10)], x, scores, decisions)
     gc.collect()
     # Then the collector tracks (almost) nothing more than before
-    assert log.held_rows == 3000
+    assert log.held_rows == 4000
     assert len(gc.get_objects()) - before < 100
     # And every queued row is still written
     log.start()
     assert log.close(10)
-    assert log.written_rows == 3000
+    assert log.written_rows == 4000
 
 
 def test_requests_packed_together_across_midnight_go_to_their_own_days(
@@ -425,3 +430,62 @@ def test_mismatched_arrays_are_refused_before_anything_is_queued(bad: dict[str, 
     assert [r for t in tables for r in t.column("request_id").to_pylist()] == ["good-1", "good-2"]
     assert log.written_rows == 2
     assert log.failed_rows == log.dropped_rows == 0
+
+
+def test_a_batch_of_one_row_requests_logs_the_rows_of_submitting_each_alone() -> None:
+    # Given the same rows logged as one batch entry and request by request, among requests of
+    # several rows with row ids, across more than one packed chunk
+    x = valid_rows(700, seed=3)
+    scores = np.linspace(0, 1, 700, dtype=np.float32)
+    decisions = (scores >= 0.5).astype(np.int8)
+    ids = [f"q-{i}" for i in range(700)]
+    logged = []
+    for batched in (True, False):
+        tables: list[Any] = []
+        log = logger(sink=lambda t, day, tables=tables: tables.append(t), flush_interval_s=60)
+        submit(log, 2, "before", ["b-0", "b-1"])
+        if batched:
+            log.submit_rows(ids[:300], x[:300], scores[:300], decisions[:300])
+            log.submit_rows(ids[300:], x[300:], scores[300:], decisions[300:])
+        else:
+            for i in range(700):
+                log.submit(ids[i], None, x[i : i + 1], scores[i : i + 1], decisions[i : i + 1])
+        submit(log, 3, "after")
+        log.start()
+        assert log.close(10)
+        assert log.written_rows == 705
+        logged.append(pa.concat_tables(tables).drop_columns(["timestamp"]))
+    # Then both wrote the same rows, in the same order, each with its own request id
+    assert logged[0].equals(logged[1])
+    assert logged[0].column("request_id").to_pylist() == ["before"] * 2 + ids + ["after"] * 3
+    assert logged[0].column("row_id").to_pylist()[:3] == ["b-0", "b-1", None]
+
+
+def test_a_batch_entry_is_sampled_by_row_and_dropped_whole_past_capacity() -> None:
+    x = valid_rows(400, seed=4)
+    scores = np.linspace(0, 1, 400, dtype=np.float32)
+    decisions = (scores >= 0.5).astype(np.int8)
+    ids = [f"q-{i}" for i in range(400)]
+    # Given a logger keeping a quarter of the rows
+    tables: list[Any] = []
+    log = logger(sink=lambda t, day: tables.append(t), sample_rate=0.25, flush_interval_s=60)
+    log.submit_rows(ids, x, scores, decisions)
+    log.start()
+    assert log.close(10)
+    # Then about a quarter of the rows is written, each with its own id and score
+    kept = pa.concat_tables(tables)
+    assert 50 < kept.num_rows < 150
+    assert kept.num_rows + log.sampled_out_rows == 400
+    for rid, score in zip(kept["request_id"].to_pylist(), kept["score"].to_pylist(), strict=True):
+        assert score == float(scores[int(rid[2:])])
+    # And a full logger drops a whole batch entry, counted, holding nothing of it
+    full = logger(sink=lambda t, day: None, capacity_rows=300, flush_interval_s=60)
+    full.submit_rows(ids[:200], x[:200], scores[:200], decisions[:200])
+    full.submit_rows(ids[200:], x[200:], scores[200:], decisions[200:])
+    assert full.held_rows == 200
+    assert full.dropped_rows == 200
+    # And arrays that do not describe the same rows are refused before anything is counted
+    with pytest.raises(ValueError, match="do not describe the same rows"):
+        full.submit_rows(ids[:3], x[:2], scores[:2], decisions[:2])
+    assert full.held_rows == 200
+    assert full.dropped_rows == 200

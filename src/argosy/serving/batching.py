@@ -42,6 +42,8 @@ Done = Callable[[np.ndarray | BaseException], None]
 """Receives a request's scores, or the exception that assembling or scoring it raised."""
 Assemble = Callable[[Sequence[Any]], np.ndarray]
 """Turns a batch's parts (``len`` of each: its rows) into one FP32 matrix, in order, or raises."""
+Scored = Callable[[Sequence[Any], np.ndarray, np.ndarray], None]
+"""Sees each call of several parts once it has scored: the parts, their matrix, its scores."""
 
 
 def concatenate(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -58,6 +60,8 @@ class Batcher:
         max_rows: Most rows in one call.
         max_wait_us: Longest the first request of a batch waits for others, in microseconds.
         assemble: Turns parts into the matrix to score (default: parts are matrices).
+        scored: Called after each call that scored several parts, before their ``done``
+            callbacks (the batch's own work: ``App.scored``); None for nothing.
     """
 
     def __init__(
@@ -67,11 +71,13 @@ class Batcher:
         max_rows: int = 64,
         max_wait_us: int = 0,
         assemble: Assemble = concatenate,
+        scored: Scored | None = None,
     ) -> None:
         if max_rows < 1 or max_wait_us < 0:
             raise ValueError("max_rows must be positive and max_wait_us non-negative")
         self.predict = predict
         self.assemble = assemble
+        self.scored = scored
         self.loop = loop
         self.max_rows = max_rows
         self.max_wait_s = max_wait_us / 1e6
@@ -146,6 +152,11 @@ class Batcher:
                     continue
                 self._answer(done, self._score(alone, 1))
             return
+        if self.scored is not None:
+            try:
+                self.scored([part for part, _ in pending], x, result)
+            except Exception:  # the parts are answered all the same (each on its own)
+                log.exception("finishing a batch of %d request(s) failed", len(pending))
         offset = 0
         for part, done in pending:
             n = len(part)

@@ -69,6 +69,12 @@ class Histogram:
         self.total += value
         self.count += 1
 
+    def observe_times(self, value: float, times: int) -> None:
+        """Record ``value`` ``times`` times."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += times
+        self.total += value * times
+        self.count += times
+
     def observe_many(self, values: np.ndarray) -> None:
         """Record a vector of values with one numpy pass."""
         idx = np.searchsorted(self._bounds_arr, values, side="left")

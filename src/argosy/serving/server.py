@@ -5,7 +5,9 @@ overhead (scope dicts, middleware, coroutine hops, header objects) would dominat
 parsed by httptools' C parser and decoded and validated inside ``data_received``; it is scored
 inline, or, with adaptive batching (``Batching``, on by default), together with the requests that
 arrived in the same loop iteration in one ONNX Runtime call at the end of it
-(``argosy.serving.batching``): no task, no thread hop. ONNX Runtime runs on the loop's thread with
+(``argosy.serving.batching``): no task, no thread hop. A one-row request (``one_row``) is only
+parsed there: its batch converts and validates its rows together (``App.assemble``) and decides,
+counts and logs them together (``App.scored``). ONNX Runtime runs on the loop's thread with
 one intra-op thread; a pod scales out by replicas (KServe's autoscaler), not by threads. The V2
 gRPC service (``argosy.serving.grpc_v2``) runs on the same loop through the same ``App``.
 
@@ -249,7 +251,12 @@ class App:
         """Create the batcher on the loop that serves every request (REST and gRPC)."""
         if self.batching is not None and self.model.ready and self.batcher is None:
             self.batcher = Batcher(
-                self.predict, loop, self.batching.max_rows, self.batching.max_wait_us, self.assemble
+                self.predict,
+                loop,
+                self.batching.max_rows,
+                self.batching.max_wait_us,
+                self.assemble,
+                self.scored,
             )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -382,6 +389,25 @@ class App:
             return x
         return np.concatenate([p.x if type(p) is RowRequest else p for p in parts])
 
+    def scored(self, parts: Sequence[Any], x: np.ndarray, scores: np.ndarray) -> None:
+        """The batcher's ``scored``: decide, count and log a batch of one-row requests at once.
+
+        Only a batch of ``RowRequest`` s, the online case under load (one prediction-log entry
+        for the batch, one pass over its scores); in any other batch each request is finished
+        in its own reply (``complete``), with the same ids, decisions, counts and log rows.
+        """
+        for part in parts:
+            if type(part) is not RowRequest:
+                return
+        decisions = (scores >= self.threshold).astype(np.int8)
+        ids = [p.id or f"{self._id_prefix}-{next(self._ids)}" for p in parts]
+        if self.predlog is not None:
+            self.predlog.submit_rows(ids, x, scores, decisions)
+        self.metrics.batch_size.observe_times(1, len(parts))
+        self.metrics.scores.observe_many(scores)
+        for i, part in enumerate(parts):
+            part.completed = (ids[i], decisions[i : i + 1])
+
     def _reply_later(
         self, req: InferRequest | RowRequest, reply: Reply, scores: np.ndarray | BaseException
     ) -> None:
@@ -424,7 +450,8 @@ class App:
             return (*_error(scores.status, scores.message), "infer", b"")
         if isinstance(scores, BaseException):
             return (*_error(500, f"internal error: {type(scores).__name__}"), "infer", b"")
-        request_id, decisions = self.complete(req, scores)
+        completed = req.completed if type(req) is RowRequest else None
+        request_id, decisions = completed or self.complete(req, scores)
         out, header_length = encode_infer_response(
             self.model, request_id, req.outputs, scores, decisions, req.binary
         )

@@ -120,10 +120,11 @@ class RowRequest:
     """A ``one_row`` request waiting for its batch, which converts and validates it.
 
     It answers like an ``InferRequest`` (no row ids, every output as JSON); ``x`` is its row
-    of the batch's matrix once assembled.
+    of the batch's matrix once assembled, and ``completed`` is set when ``App.scored`` has
+    finished the whole batch.
     """
 
-    __slots__ = ("doc", "id", "values", "x")
+    __slots__ = ("completed", "doc", "id", "values", "x")
     row_ids = None
     outputs = OUTPUT_NAMES
     binary = _ALL_JSON
@@ -133,6 +134,8 @@ class RowRequest:
         self.id: str | None = doc.get("id")
         self.values = values
         self.x: np.ndarray | None = None
+        # Its request id and decision, once its batch was decided, counted and logged at once.
+        self.completed: tuple[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return 1
