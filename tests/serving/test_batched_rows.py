@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from argosy.serving.batching import Batcher
 from argosy.serving.model import RequestError
@@ -310,3 +312,44 @@ def test_a_batch_whose_finishing_fails_is_still_answered_part_by_part(
     # Then each part still gets its scores (finished on its own upstream), and the bug is logged
     assert [r.tolist() for r in results] == [[0.0], [2.0], [4.0]]
     assert "finishing a batch of 3 request(s) failed" in caplog.text
+
+
+special = st.sampled_from(
+    [0.0, -0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.5, -1.0, 1e-45, 3.4e38, -3.4e38, math.nan, math.inf]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(st.tuples(st.integers(0, 29), special), max_size=6),
+    n=st.integers(5, 12),
+)
+def test_a_batch_is_valid_exactly_when_each_of_its_rows_is(
+    model_dir: Path, values: list[tuple[int, float]], n: int
+) -> None:
+    """``validate`` on many rows (a few whole-matrix calls) agrees with it row by row."""
+    model = _model(model_dir)
+    x = valid_rows(n, seed=n)
+    for k, (col, value) in enumerate(values):
+        x[k % n, col] = value
+    alone = []
+    for row in x:
+        try:
+            model.validate(row[None, :])
+            alone.append(None)
+        except RequestError as exc:
+            alone.append(exc.message)
+    errors = [e for e in alone if e is not None]
+    try:
+        model.validate(x)
+        batch = None
+    except RequestError as exc:
+        batch = exc.message
+    assert (batch is None) == (not errors)
+    if batch is not None:  # the batch names one of its rows' problems
+        assert batch in errors
+
+
+@functools.cache
+def _model(model_dir: Path) -> Any:
+    return make_app(model_dir).model

@@ -304,8 +304,9 @@ def test_json_response_is_the_protocol_document_byte_for_byte(
 
     from argosy.serving.v2 import encode_infer_response
 
-    model: Any = types.SimpleNamespace(name='m "x" é', version=version)
-    scores = np.linspace(0.0, 1.0, n, dtype=np.float32) / 3
+    # A "%" in the name: the one-row response is a %-format (its own path in the encoder).
+    model: Any = types.SimpleNamespace(name='m "x" é %d%%', version=version)
+    scores = np.linspace(0.0, 1.0, n, dtype=np.float32) / 3 if n > 1 else np.float32([1 / 3])
     decisions = (scores >= 0.2).astype(np.int8)
     request_id = 'id "quoted" \\ ü'
     body, header_length = encode_infer_response(model, request_id, outputs, scores, decisions)

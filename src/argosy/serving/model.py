@@ -73,6 +73,7 @@ class LoadedModel:
     _code_size: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _code_nan_ok: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _code_rules: list[tuple[float, bool, int]] = field(default_factory=list, repr=False)
+    _code_top: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         specs = self.metadata.specs
@@ -82,6 +83,7 @@ class LoadedModel:
         sizes = [float(_code_count(specs[i])) for i in coded]
         self._code_idx = np.array(coded, dtype=np.intp)
         self._code_size = np.array(sizes, dtype=np.float32)
+        self._code_top = self._code_size - 1  # the largest valid code of each
         self._code_nan_ok = np.array([specs[i].nullable for i in coded], dtype=bool)
         self._code_rules = [
             (size, specs[i].nullable, i) for size, i in zip(sizes, coded, strict=True)
@@ -125,6 +127,14 @@ class LoadedModel:
                     if not (0.0 <= v < size and v.is_integer()) and not (v != v and nan_ok):
                         raise self._code_error(col)
             return
+        # Many rows (a batch): accept in a few C calls when every value is finite and every
+        # code an integer in range; otherwise the checks below find and name the problem.
+        total = float(np.add.reduce(x, axis=None, dtype=np.float64))  # NaN or inf: not finite
+        if total - total == 0.0 and (
+            not self._code_idx.size
+            or np.logical_and.reduce(self._codes_in_range(x.take(self._code_idx, axis=1)), None)
+        ):
+            return
         self._check_finite(x)
         if self._code_idx.size:
             codes = x[:, self._code_idx]
@@ -133,6 +143,14 @@ class LoadedModel:
             ok |= np.isnan(codes) & self._code_nan_ok
             if not ok.all():
                 raise self._code_error(int(self._code_idx[int(np.argmax(~ok.all(axis=0)))]))
+
+    def _codes_in_range(self, codes: np.ndarray) -> np.ndarray:
+        """Whether each finite code is an integer in ``[0, size)``.
+
+        Rounding a value, then clipping it to the range, leaves exactly those values unchanged.
+        """
+        rounded = np.rint(codes)
+        return np.equal(np.minimum(np.maximum(rounded, 0.0, out=rounded), self._code_top), codes)
 
     def _code_error(self, col: int) -> RequestError:
         spec = self.metadata.specs[col]
