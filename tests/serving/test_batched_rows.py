@@ -134,10 +134,14 @@ def _samples(app: App, family: str) -> dict[str, float]:
 
 def test_every_one_row_answer_in_a_batch_is_the_unbatched_answer(model_dir: Path) -> None:
     cases = bodies()
-    # Given batches of the cases: each between two valid rows (so that the batch as a whole is
-    # accepted unless the case is refused), then all of them together
+    # Given batches of the cases: each alone (an idle server), each between two valid rows (so
+    # that the batch as a whole is accepted unless the case is refused), then all of them
     plain = [_body(_row(40)), _body(_row(41))]
-    batches = [[plain[0], body, plain[1]] for body in cases.values()] + [list(cases.values())]
+    batches = [
+        *([body] for body in cases.values()),
+        *([plain[0], body, plain[1]] for body in cases.values()),
+        list(cases.values()),
+    ]
     batched_tables: list[pa.Table] = []
     app = _app(model_dir, Batching(max_rows=64), batched_tables)
     loop = asyncio.new_event_loop()
@@ -166,7 +170,7 @@ def test_every_one_row_answer_in_a_batch_is_the_unbatched_answer(model_dir: Path
     alone = _app(model_dir, None, alone_tables)
     expected = [alone.handle(b"POST", INFER, body) for batch in batches for body in batch]
     # Then every request got exactly its unbatched status, content type and bytes
-    names = [n for name in cases for n in ("plain", name, "plain")] + list(cases)
+    names = [*cases, *(n for name in cases for n in ("plain", name, "plain")), *cases]
     assert len(answers) == len(expected) == len(names)
     for name, got, want in zip(names, answers, expected, strict=True):
         assert got[:3] == want[:3], name

@@ -366,8 +366,8 @@ class App:
         A part is a validated matrix (a request decoded on its own, REST or gRPC) or a
         ``RowRequest``. The batch's rows are converted in one ``rows_matrix`` call and validated
         in one ``LoadedModel.validate`` call; when that refuses, the batcher asks again part by
-        part, and a ``RowRequest`` alone is decoded as every other request is, so it gets the
-        error message it would get unbatched.
+        part, and a ``RowRequest`` that those calls refuse alone is decoded as every other
+        request is, so it gets the error message it would get unbatched.
 
         Raises:
             RequestError: Some row is not what the model accepts.
@@ -376,7 +376,13 @@ class App:
             part = parts[0]
             if type(part) is not RowRequest:
                 return part
-            part.x = self.prepare(request_from_doc(part.doc, self.model, self.limits.max_batch)).x
+            try:  # a batch of one (an idle server): the same two calls
+                part.x = rows_matrix([part.values])
+                self.model.validate(part.x)
+            except RequestError:  # decoded as every other request is: its exact error
+                part.x = self.prepare(
+                    request_from_doc(part.doc, self.model, self.limits.max_batch)
+                ).x
             return part.x
         rows = [p for p in parts if type(p) is RowRequest]
         if not rows:
