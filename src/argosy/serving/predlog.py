@@ -341,15 +341,13 @@ class PredictionLogger:
                     self.sampled_out_rows += 1
                     return
             else:
-                keep = np.fromiter((self._rng.random() < self.sample_rate for _ in range(n)), bool)
-                kept = int(keep.sum())
-                self.sampled_out_rows += n - kept
-                if not kept:
+                keep = self._keep(n)
+                if keep is None:
                     return
                 x, scores, decisions = x[keep], scores[keep], decisions[keep]
                 if row_ids is not None:
                     row_ids = [t for t, k in zip(row_ids, keep, strict=True) if k]
-                n = kept
+                n = len(scores)
         # An object array, not a tuple: numpy arrays are invisible to the garbage collector, so
         # the entry holding it is untracked at the first collection (a tuple inside a tuple
         # takes two).
@@ -383,16 +381,21 @@ class PredictionLogger:
         if n == 0:
             return
         if self.sample_rate < 1.0:
-            keep = np.fromiter((self._rng.random() < self.sample_rate for _ in range(n)), bool)
-            kept = int(keep.sum())
-            self.sampled_out_rows += n - kept
-            if not kept:
+            keep = self._keep(n)
+            if keep is None:
                 return
             x, scores, decisions = x[keep], scores[keep], decisions[keep]
             request_ids = [r for r, k in zip(request_ids, keep, strict=True) if k]
-            n = kept
+            n = len(scores)
         ids = np.array(request_ids, dtype=object)  # untracked, as in submit
         self._enqueue((ids, time.time_ns() // 1000, None, x, scores, decisions), n)
+
+    def _keep(self, n: int) -> np.ndarray | None:
+        """Sample ``n`` rows: which to keep, or None (counted) when none is kept."""
+        keep = np.fromiter((self._rng.random() < self.sample_rate for _ in range(n)), bool)
+        kept = int(keep.sum())
+        self.sampled_out_rows += n - kept
+        return keep if kept else None
 
     def _enqueue(self, entry: _Entry, n: int) -> None:
         """Queue an entry of ``n`` rows, or count them dropped when the log is full."""
