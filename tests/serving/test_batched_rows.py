@@ -10,6 +10,7 @@ the prediction log writes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import math
@@ -293,7 +294,7 @@ def test_a_part_refused_with_its_batch_gets_its_own_error_and_the_rest_share_a_c
             assert calls == []
 
 
-def test_a_batch_whose_finishing_fails_is_still_answered_part_by_part(
+def test_a_batch_whose_finishing_fails_fails_its_requests_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given a batcher whose batch-level finishing step raises
@@ -313,8 +314,8 @@ def test_a_batch_whose_finishing_fails_is_still_answered_part_by_part(
     loop.call_soon(submit)
     loop.run_until_complete(asyncio.sleep(0.01))
     loop.close()
-    # Then each part still gets its scores (finished on its own upstream), and the bug is logged
-    assert [r.tolist() for r in results] == [[0.0], [2.0], [4.0]]
+    # Then each part gets the error (a 500 upstream), none finished twice, and the bug is logged
+    assert all(isinstance(r, RuntimeError) for r in results)
     assert "finishing a batch of 3 request(s) failed" in caplog.text
 
 
@@ -357,3 +358,28 @@ def test_a_batch_is_valid_exactly_when_each_of_its_rows_is(
 @functools.cache
 def _model(model_dir: Path) -> Any:
     return make_app(model_dir).model
+
+
+def test_a_model_whose_id_column_is_named_features_takes_the_general_path(model_dir: Path) -> None:
+    model = _model(model_dir)
+    doc = json.loads(_body(_row(1)))
+    assert one_row(doc, model) is not None
+    renamed = dataclasses.replace(
+        model, metadata=dataclasses.replace(model.metadata, id_column="features")
+    )
+    assert one_row(doc, renamed) is None  # request_from_doc reads it as the id tensor
+
+
+def test_many_rows_with_a_code_of_a_categorical_feature_with_no_categories_are_refused(
+    model_dir: Path,
+) -> None:
+    model = _model(model_dir)
+    x = valid_rows(6, seed=2)
+    x[:, F00] = -1.0
+    saved = model._code_top.copy()
+    model._code_top[0] = -1.0  # f00 with no valid code
+    try:
+        with pytest.raises(RequestError):
+            model.validate(x)
+    finally:
+        model._code_top[:] = saved

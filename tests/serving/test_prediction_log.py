@@ -478,14 +478,14 @@ def test_a_batch_entry_is_sampled_by_row_and_dropped_whole_past_capacity() -> No
     assert kept.num_rows + log.sampled_out_rows == 400
     for rid, score in zip(kept["request_id"].to_pylist(), kept["score"].to_pylist(), strict=True):
         assert score == float(scores[int(rid[2:])])
-    # And a full logger drops a whole batch entry, counted, holding nothing of it
+    # And a nearly full logger keeps the rows of a batch entry that fit and counts the rest
     full = logger(sink=lambda t, day: None, capacity_rows=300, flush_interval_s=60)
     full.submit_rows(ids[:200], x[:200], scores[:200], decisions[:200])
     full.submit_rows(ids[200:], x[200:], scores[200:], decisions[200:])
-    assert full.held_rows == 200
-    assert full.dropped_rows == 200
+    assert full.held_rows == 300  # the rows that fit, as one-by-one submits would keep
+    assert full.dropped_rows == 100
     # And arrays that do not describe the same rows are refused before anything is counted
     with pytest.raises(ValueError, match="do not describe the same rows"):
         full.submit_rows(ids[:3], x[:2], scores[:2], decisions[:2])
-    assert full.held_rows == 200
-    assert full.dropped_rows == 200
+    assert full.held_rows == 300
+    assert full.dropped_rows == 100

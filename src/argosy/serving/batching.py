@@ -155,8 +155,11 @@ class Batcher:
         if self.scored is not None:
             try:
                 self.scored([part for part, _ in pending], x, result)
-            except Exception:  # the parts are answered all the same (each on its own)
+            except Exception as exc:  # a bug: its requests fail, none is finished twice
                 log.exception("finishing a batch of %d request(s) failed", len(pending))
+                for _, done in pending:
+                    self._answer(done, exc)
+                return
         offset = 0
         for part, done in pending:
             n = len(part)

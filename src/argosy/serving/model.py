@@ -132,7 +132,12 @@ class LoadedModel:
         total = float(np.add.reduce(x, axis=None, dtype=np.float64))  # NaN or inf: not finite
         if total - total == 0.0 and (
             not self._code_idx.size
-            or np.logical_and.reduce(self._codes_in_range(x.take(self._code_idx, axis=1)), None)
+            or (
+                self._code_top.min() >= 0  # a feature with no valid code: the checks below
+                and np.logical_and.reduce(
+                    self._codes_in_range(x.take(self._code_idx, axis=1)), None
+                )
+            )
         ):
             return
         self._check_finite(x)

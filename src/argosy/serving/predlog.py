@@ -400,7 +400,15 @@ class PredictionLogger:
     def _enqueue(self, entry: _Entry, n: int) -> None:
         """Queue an entry of ``n`` rows, or count them dropped when the log is full."""
         with self._cond:
-            if self._closing or self._held_rows + n > self.capacity_rows:
+            room = self.capacity_rows - self._held_rows
+            if not self._closing and 0 < room < n and type(entry[0]) is not str:
+                # A batch of one-row requests keeps the rows that fit, as those requests
+                # submitted one by one would.
+                ids, ts, _, x, scores, decisions = entry
+                entry = (ids[:room], ts, None, x[:room], scores[:room], decisions[:room])
+                self.dropped_rows += n - room
+                n = room
+            if self._closing or n > room:
                 self.dropped_rows += n
                 return
             self._held_rows += n

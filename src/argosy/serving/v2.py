@@ -532,6 +532,7 @@ def one_row(doc: Any, model: LoadedModel) -> list[Any] | None:
         or type(data) is not list
         or len(data) != width
         or FEATURES_TENSOR in model.feature_index
+        or model.metadata.id_column == FEATURES_TENSOR
     ):
         return None
     request_id = doc.get("id")
