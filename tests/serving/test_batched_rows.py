@@ -374,12 +374,12 @@ def test_many_rows_with_a_code_of_a_categorical_feature_with_no_categories_are_r
     model_dir: Path,
 ) -> None:
     model = _model(model_dir)
+    specs = [
+        dataclasses.replace(spec, categories=()) if spec.name == "f00" else spec
+        for spec in model.metadata.specs
+    ]
+    empty = dataclasses.replace(model, metadata=dataclasses.replace(model.metadata, specs=specs))
     x = valid_rows(6, seed=2)
     x[:, F00] = -1.0
-    saved = model._code_top.copy()
-    model._code_top[0] = -1.0  # f00 with no valid code
-    try:
-        with pytest.raises(RequestError):
-            model.validate(x)
-    finally:
-        model._code_top[:] = saved
+    with pytest.raises(RequestError, match="feature 'f00' is categorical"):
+        empty.validate(x)

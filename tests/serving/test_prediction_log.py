@@ -461,7 +461,7 @@ def test_a_batch_of_one_row_requests_logs_the_rows_of_submitting_each_alone() ->
     assert logged[0].column("row_id").to_pylist()[:3] == ["b-0", "b-1", None]
 
 
-def test_a_batch_entry_is_sampled_by_row_and_dropped_whole_past_capacity() -> None:
+def test_a_batch_entry_is_sampled_by_row_and_keeps_what_fits_past_capacity() -> None:
     x = valid_rows(400, seed=4)
     scores = np.linspace(0, 1, 400, dtype=np.float32)
     decisions = (scores >= 0.5).astype(np.int8)

@@ -1,9 +1,10 @@
 """Adaptive batching: requests that arrive together are scored in one ONNX Runtime call.
 
 One ONNX Runtime call costs tens of microseconds however few rows it scores, and a few
-microseconds a row beyond that; under concurrent load the server pays mostly the former. Requests
-reach the batcher already decoded and validated (a malformed request is answered on its own and
-never joins a batch), so one client's bad input cannot fail another's.
+microseconds a row beyond that; under concurrent load the server pays mostly the former. A
+request reaches the batcher decoded and validated, or (with ``assemble``, below) as a part that is
+checked with its batch and alone again when the batch refuses: either way one client's bad input
+is answered on its own and cannot fail another's.
 
 When the first request of a batch arrives the batcher schedules a flush with ``call_soon``: the
 event loop runs it after every read already waiting has been handled, so all requests that
@@ -52,7 +53,7 @@ def concatenate(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class Batcher:
-    """Collects validated feature matrices and scores them together.
+    """Collects requests' parts (matrices, or what ``assemble`` takes); scores them together.
 
     Args:
         predict: Scores an FP32 ``[N, F]`` matrix (``LoadedModel.predict``).

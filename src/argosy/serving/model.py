@@ -74,6 +74,7 @@ class LoadedModel:
     _code_nan_ok: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _code_rules: list[tuple[float, bool, int]] = field(default_factory=list, repr=False)
     _code_top: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _codes_quick: bool = field(default=False, repr=False)  # every code feature has a code
 
     def __post_init__(self) -> None:
         specs = self.metadata.specs
@@ -84,6 +85,9 @@ class LoadedModel:
         self._code_idx = np.array(coded, dtype=np.intp)
         self._code_size = np.array(sizes, dtype=np.float32)
         self._code_top = self._code_size - 1  # the largest valid code of each
+        # A feature with no valid code (no categories, unseen rejected) has a top of -1, which
+        # clipping cannot express: then only the per-check path below is used.
+        self._codes_quick = bool((self._code_size >= 1).all())
         self._code_nan_ok = np.array([specs[i].nullable for i in coded], dtype=bool)
         self._code_rules = [
             (size, specs[i].nullable, i) for size, i in zip(sizes, coded, strict=True)
@@ -133,7 +137,7 @@ class LoadedModel:
         if total - total == 0.0 and (
             not self._code_idx.size
             or (
-                self._code_top.min() >= 0  # a feature with no valid code: the checks below
+                self._codes_quick
                 and np.logical_and.reduce(
                     self._codes_in_range(x.take(self._code_idx, axis=1)), None
                 )

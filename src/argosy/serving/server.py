@@ -331,7 +331,7 @@ class App:
 
         Raises:
             RequestError: The request is malformed or violates the feature contract (raised
-                before the request can join a batch).
+                here, except for a one-row request's values, which its batch checks).
         """
         if not self.model.ready:  # while draining, requests already received are still served
             return (*_error(503, f"model not ready: {self.model.reason}"), "infer", b"")

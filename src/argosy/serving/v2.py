@@ -503,8 +503,8 @@ def one_row(doc: Any, model: LoadedModel) -> list[Any] | None:
     ``inputs`` list (and optionally a string ``id`` within ``MAX_ID_BYTES``) holding one tensor
     of exactly ``name`` ``features``, a floating-point ``datatype``, ``shape`` ``[1, F]`` and a
     flat ``data`` of F numbers at least one of which is a float. Any other document (None) goes
-    through ``request_from_doc``, which would accept every document this accepts and convert
-    it to the same FP32 values; for the rest it names the problem.
+    through ``request_from_doc``. For a document this accepts, ``request_from_doc`` gives the
+    same FP32 values (``tests/serving/test_batched_rows.py`` compares the two paths).
 
     Why at least one float: ``request_from_doc`` converts a tensor's data with ``np.array``,
     whose result type depends on the values (integers only give int64, booleans only a 400);
