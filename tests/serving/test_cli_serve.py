@@ -116,3 +116,55 @@ def test_the_default_model_dir_is_the_pipelines_output_and_the_image_sets_kserve
     # And the image's variable (KServe's mount) wins over that default
     monkeypatch.setenv("ARGOSY_MODEL_DIR", "/mnt/models")
     assert str(build_parser().parse_args([]).model_dir) == "/mnt/models"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--max-batch", "0", "argument --max-batch: must be at least 1, got 0"),
+        ("--batch-max-rows", "-4", "argument --batch-max-rows: must be at least 1, got -4"),
+        ("--max-connections", "many", "argument --max-connections: expected a whole number"),
+        ("--max-body-bytes", "1.5", "argument --max-body-bytes: expected a whole number"),
+        ("--log-sample-rate", "1.5", "argument --log-sample-rate: must be from 0 to 1, got 1.5"),
+        ("--log-capacity-rows", "0", "argument --log-capacity-rows: must be at least 1"),
+        ("--log-batch-rows", "0", "argument --log-batch-rows: must be at least 1"),
+        ("--log-flush-seconds", "0", "argument --log-flush-seconds: must be above 0, got 0"),
+        ("--grace-seconds", "nan", "argument --grace-seconds: must be at least 0, got nan"),
+        ("--intra-op-threads", "-1", "argument --intra-op-threads: must be at least 0"),
+        ("--port", "70000", "argument --port: must be 0 to 65535, got 70000"),
+        ("--grpc-port", "-1", "argument --grpc-port: must be 0 to 65535, got -1"),
+        ("--log-level", "loud", "argument --log-level: expected DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_an_out_of_range_setting_is_a_usage_error_that_names_it(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from argosy.serving.__main__ import build_parser
+
+    # Given a setting the server cannot run with / Then parsing stops with a usage error
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([option, value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_environment_setting_is_a_usage_error_before_anything_starts(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import os
+
+    # Given a valid model but ARGOSY_MAX_BATCH that is not a number, and a prediction log dir
+    logdir = tmp_path / "predlog"
+    env = {**os.environ, "ARGOSY_MAX_BATCH": "lots", "ARGOSY_PREDICTION_LOG": str(logdir)}
+    out = subprocess.run(
+        [sys.executable, "-m", "argosy.serving", "--model-dir", str(model_dir), "--port", "0"],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    # Then it exits 2 naming the option, that the environment may have set it, and no traceback
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "argument --max-batch: expected a whole number, got 'lots'" in out.stderr
+    assert "or by its environment variable; see --help" in out.stderr
+    assert "Traceback" not in out.stderr
+    # and nothing was served or written
+    assert "listening" not in out.stderr
+    assert not logdir.exists()

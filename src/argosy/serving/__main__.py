@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("argosy.serving")
 
@@ -28,16 +30,74 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(name, default)
 
 
+def _port(value: str) -> int:
+    """A TCP port number, 0 (a free one) to 65535."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {port}")
+    return port
+
+
 def _grpc_port(value: str) -> int | None:
     """A port number, or None for ``off``."""
     if value.strip().lower() == "off":
         return None
     try:
-        return int(value)
+        int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a port number or 'off', got {value!r}"
         ) from None
+    return _port(value)
+
+
+def _whole(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
+        return number
+
+    return parse
+
+
+def _number(
+    low: float, high: float | None = None, *, above: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite number from ``low`` (excluded when ``above``) to ``high``."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        too_low = number <= low if above else number < low
+        if not math.isfinite(number) or too_low or (high is not None and number > high):
+            bound = f"above {low:g}" if above else f"at least {low:g}"
+            if high is not None:
+                bound = f"from {low:g} to {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return number
+
+    return parse
+
+
+def _log_level(value: str) -> str:
+    """A logging level name (any case)."""
+    level = value.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(
+            f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}"
+        )
+    return level
 
 
 def _wait_us(value: str) -> int:
@@ -53,9 +113,18 @@ def _wait_us(value: str) -> int:
     return wait
 
 
+class _Parser(argparse.ArgumentParser):
+    """Says, with a bad value, that it may have come from the environment."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument "):
+            message += " (given on the command line or by its environment variable; see --help)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every default can be overridden by its environment variable)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m argosy.serving",
         description=(
             "Serve model.onnx + metadata.json over the Open Inference Protocol (V2), REST and gRPC "
@@ -79,11 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("ARGOSY_HOST", "127.0.0.1"),
         help="address to bind; the container image sets 0.0.0.0 [env ARGOSY_HOST]",
     )
-    add("--port", type=int, default=int(_env("ARGOSY_PORT", 8080)), help="[env ARGOSY_PORT]")
+    add(
+        "--port",
+        type=_port,
+        default=_env("ARGOSY_PORT", "8080"),
+        help="port of the REST service; 0 picks a free one [env ARGOSY_PORT]",
+    )
     add(
         "--grpc-port",
         type=_grpc_port,
-        default=_grpc_port(_env("ARGOSY_GRPC_PORT", "8081")),
+        default=_env("ARGOSY_GRPC_PORT", "8081"),
         help="port of the V2 gRPC service (inference.GRPCInferenceService) in the same process; "
         "'off' serves REST only [env ARGOSY_GRPC_PORT]",
     )
@@ -96,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--batch-max-rows",
-        type=int,
-        default=int(_env("ARGOSY_BATCH_MAX_ROWS", 64)),
+        type=_whole(1),
+        default=_env("ARGOSY_BATCH_MAX_ROWS", "64"),
         help="most rows in one batched ONNX Runtime call [env ARGOSY_BATCH_MAX_ROWS]",
     )
     add(
@@ -134,20 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--max-batch",
-        type=int,
-        default=int(_env("ARGOSY_MAX_BATCH", 1000)),
+        type=_whole(1),
+        default=_env("ARGOSY_MAX_BATCH", "1000"),
         help="most rows in one infer request [env ARGOSY_MAX_BATCH]",
     )
     add(
         "--max-body-bytes",
-        type=int,
-        default=int(_env("ARGOSY_MAX_BODY_BYTES", 4 * 1024 * 1024)),
+        type=_whole(1),
+        default=_env("ARGOSY_MAX_BODY_BYTES", str(4 * 1024 * 1024)),
         help="largest request body [env ARGOSY_MAX_BODY_BYTES]",
     )
     add(
         "--max-connections",
-        type=int,
-        default=int(_env("ARGOSY_MAX_CONNECTIONS", 256)),
+        type=_whole(1),
+        default=_env("ARGOSY_MAX_CONNECTIONS", "256"),
         help="most open connections; one more is answered 503 and closed. Each may hold one "
         "request body while it arrives, so this times --max-body-bytes bounds that memory "
         "[env ARGOSY_MAX_CONNECTIONS]",
@@ -160,43 +234,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--log-sample-rate",
-        type=float,
-        default=float(_env("ARGOSY_LOG_SAMPLE_RATE", 1.0)),
+        type=_number(0.0, 1.0),
+        default=_env("ARGOSY_LOG_SAMPLE_RATE", "1.0"),
         help="fraction of rows written to the prediction log [env ARGOSY_LOG_SAMPLE_RATE]",
     )
     add(
         "--log-capacity-rows",
-        type=int,
-        default=int(_env("ARGOSY_LOG_CAPACITY_ROWS", 100_000)),
+        type=_whole(1),
+        default=_env("ARGOSY_LOG_CAPACITY_ROWS", "100000"),
         help="rows the log may hold in memory; beyond it rows are dropped and counted "
         "[env ARGOSY_LOG_CAPACITY_ROWS]",
     )
     add(
         "--log-batch-rows",
-        type=int,
-        default=int(_env("ARGOSY_LOG_BATCH_ROWS", 10_000)),
+        type=_whole(1),
+        default=_env("ARGOSY_LOG_BATCH_ROWS", "10000"),
         help="most rows per Parquet file [env ARGOSY_LOG_BATCH_ROWS]",
     )
     add(
         "--log-flush-seconds",
-        type=float,
-        default=float(_env("ARGOSY_LOG_FLUSH_SECONDS", 10.0)),
+        type=_number(0.0, above=True),
+        default=_env("ARGOSY_LOG_FLUSH_SECONDS", "10"),
         help="longest a logged row waits before it is written [env ARGOSY_LOG_FLUSH_SECONDS]",
     )
     add(
         "--grace-seconds",
-        type=float,
-        default=float(_env("ARGOSY_GRACE_SECONDS", 20.0)),
+        type=_number(0.0),
+        default=_env("ARGOSY_GRACE_SECONDS", "20"),
         help="on SIGTERM, longest wait for in-flight requests, then again for the log flush "
         "[env ARGOSY_GRACE_SECONDS]",
     )
     add(
         "--intra-op-threads",
-        type=int,
-        default=int(_env("ARGOSY_INTRA_OP_THREADS", 1)),
-        help="ONNX Runtime intra-op threads [env ARGOSY_INTRA_OP_THREADS]",
+        type=_whole(0),
+        default=_env("ARGOSY_INTRA_OP_THREADS", "1"),
+        help="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose "
+        "[env ARGOSY_INTRA_OP_THREADS]",
     )
-    add("--log-level", default=_env("ARGOSY_LOG_LEVEL", "INFO"), help="[env ARGOSY_LOG_LEVEL]")
+    add(
+        "--log-level",
+        type=_log_level,
+        default=_env("ARGOSY_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR [env ARGOSY_LOG_LEVEL]",
+    )
     return parser
 
 
@@ -270,9 +350,6 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         max_rows=opts["batch_max_rows"],
         max_wait_us=opts["batch_max_wait_us"],
     )
-    if batching.max_rows < 1 or not 0 <= batching.max_wait_us <= MAX_WAIT_US:
-        log.error("--batch-max-rows must be positive and --batch-max-wait-us 0 to %d", MAX_WAIT_US)
-        return 2
     app = App(model, metrics, limits, predlog, batching)
     server = ModelServer(
         app, host, port, grace_s=opts["grace_seconds"], grpc_port=opts["grpc_port"]
@@ -296,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
