@@ -489,3 +489,42 @@ def test_a_batch_entry_is_sampled_by_row_and_keeps_what_fits_past_capacity() -> 
         full.submit_rows(ids[:3], x[:2], scores[:2], decisions[:2])
     assert full.held_rows == 300
     assert full.dropped_rows == 100
+
+
+@pytest.mark.parametrize("writer_running", [False, True])
+def test_no_file_holds_more_than_batch_rows_and_every_row_is_written_once_in_order(
+    writer_running: bool,
+) -> None:
+    # Given a logger of 7 rows a file, fed requests of many rows and batches of one-row requests
+    # whose sizes cross the file boundary in every way (before start, or while the writer runs)
+    rng = np.random.default_rng(11)
+    tables: list[Any] = []
+    log = logger(sink=lambda t, day: tables.append(t), batch_rows=7, flush_interval_s=0.005)
+    if writer_running:
+        log.start()
+    expected: list[tuple[str, str | None]] = []
+    for k in range(300):
+        n = int(rng.integers(1, 20))
+        x = valid_rows(n, seed=k)
+        scores = np.full(n, k / 300, dtype=np.float32)
+        decisions = np.zeros(n, dtype=np.int8)
+        if k % 2:
+            rows = [f"r{k}-{i}" for i in range(n)]
+            log.submit(f"req{k}", rows, x, scores, decisions)
+            expected += [(f"req{k}", r) for r in rows]
+        else:
+            ids = [f"one{k}-{i}" for i in range(n)]
+            log.submit_rows(ids, x, scores, decisions)
+            expected += [(i, None) for i in ids]
+        if writer_running and k % 50 == 0:
+            time.sleep(0.02)  # let the writer take part of the queue mid-stream
+    if not writer_running:
+        log.start()
+    assert log.close(10)
+    # Then every file holds at most 7 rows, and the files hold each row once, in order
+    assert max(t.num_rows for t in tables) == 7
+    got = pa.concat_tables(tables)
+    pairs = zip(got["request_id"].to_pylist(), got["row_id"].to_pylist(), strict=True)
+    assert list(pairs) == expected
+    assert log.written_rows == len(expected)
+    assert log.dropped_rows == log.failed_rows == 0
