@@ -264,9 +264,14 @@ def test_a_part_refused_with_its_batch_gets_its_own_error_and_the_rest_share_a_c
     def broken(parts: list[np.ndarray]) -> np.ndarray:
         raise KeyError("a bug")
 
+    finished: list[list[Any]] = []
+
+    def scored(parts: list[Any], x: np.ndarray, scores: np.ndarray) -> None:
+        finished.append(list(parts))
+
     for how, expected in ((assemble, RequestError), (broken, KeyError)):
         loop = asyncio.new_event_loop()
-        batcher = Batcher(predict, loop, assemble=how)
+        batcher = Batcher(predict, loop, assemble=how, scored=scored)
         parts = [np.full((1, 2), v, dtype=np.float32) for v in (1, -1, 2, 3)]
         results: list[Any] = [None] * len(parts)
 
@@ -288,10 +293,14 @@ def test_a_part_refused_with_its_batch_gets_its_own_error_and_the_rest_share_a_c
             assert results[1].message == "a negative value"
             assert [r.tolist() for i, r in enumerate(results) if i != 1] == [[2.0], [4.0], [6.0]]
             assert calls == [3]
+            # and the batch's own finishing step got those requests' parts, as one batch
+            assert len(finished) == 1
+            assert [id(p) for p in finished[0]] == [id(parts[i]) for i in (0, 2, 3)]
         else:
             # and an assembly bug fails each request (a 500 upstream), scoring nothing
             assert all(isinstance(r, KeyError) for r in results)
             assert calls == []
+            assert len(finished) == 1
 
 
 def test_a_batch_whose_finishing_fails_fails_its_requests_once(

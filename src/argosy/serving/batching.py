@@ -128,12 +128,17 @@ class Batcher:
             good = []
             for part, done in pending:
                 try:
-                    good.append((self.assemble([part]), done))
+                    good.append((part, done, self.assemble([part])))
                 except Exception as alone:
                     self._refused(done, alone)
-            if good:
-                self._run(concatenate([g[0] for g in good]), good)
-            return
+            if not good:
+                return
+            pending = [(part, done) for part, done, _ in good]
+            try:  # the rest as one batch again, so that ``scored`` finishes them together
+                x = self.assemble([part for part, _ in pending])
+            except Exception:  # they assemble only alone: their matrices go on together
+                pending = [(alone, done) for _, done, alone in good]
+                x = concatenate([alone for alone, _ in pending])
         self._run(x, pending)
 
     def _run(self, x: np.ndarray, pending: list[tuple[Any, Done]]) -> None:
