@@ -27,7 +27,7 @@ from argosy.serving.batching import Batcher
 from argosy.serving.model import RequestError
 from argosy.serving.predlog import PredictionLogger
 from argosy.serving.server import App, Batching
-from argosy.serving.v2 import one_row
+from argosy.serving.v2 import OUTPUT_NAMES, encode_infer_response, encode_row_responses, one_row
 
 from .conftest import FEATURES, infer_body, make_app, valid_rows
 
@@ -392,3 +392,28 @@ def test_many_rows_with_a_code_of_a_categorical_feature_with_no_categories_are_r
     x[:, F00] = -1.0
     with pytest.raises(RequestError, match="feature 'f00' is categorical"):
         empty.validate(x)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ids=st.lists(st.text(max_size=12), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_responses_encoded_together_are_each_the_bytes_of_encoding_it_alone(
+    model_dir: Path, ids: list[str], data: st.DataObject
+) -> None:
+    model = _model(model_dir)
+    n = len(ids)
+    floats = st.floats(0.0, 1.0, width=32) | st.sampled_from([0.0, 1.0, 1e-05, 0.5])
+    scores = np.array(data.draw(st.lists(floats, min_size=n, max_size=n)), dtype=np.float32)
+    decisions = (scores >= 0.5).astype(np.int8)
+    together = encode_row_responses(model, ids, scores, decisions)
+    for i in range(n):
+        alone, header_length = encode_infer_response(
+            model, ids[i], OUTPUT_NAMES, scores[i : i + 1], decisions[i : i + 1]
+        )
+        assert header_length is None
+        assert together[i] == alone
+        assert json.loads(alone)["id"] == ids[i]

@@ -39,12 +39,14 @@ from argosy.serving.model import RequestError
 
 log = logging.getLogger(__name__)
 
-Done = Callable[[np.ndarray | BaseException], None]
-"""Receives a request's scores, or the exception that assembling or scoring it raised."""
+Done = Callable[[Any], None]
+"""Receives a request's scores (or what ``scored`` made of them), or the exception that
+assembling or scoring it raised."""
 Assemble = Callable[[Sequence[Any]], np.ndarray]
 """Turns a batch's parts (``len`` of each: its rows) into one FP32 matrix, in order, or raises."""
-Scored = Callable[[Sequence[Any], np.ndarray, np.ndarray], None]
-"""Sees each call of several parts once it has scored: the parts, their matrix, its scores."""
+Scored = Callable[[Sequence[Any], np.ndarray, np.ndarray], Sequence[Any] | None]
+"""Sees each call of several parts once it has scored: the parts, their matrix, its scores.
+Returns what each part's ``done`` gets in place of its scores, or None for the scores."""
 
 
 def concatenate(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -62,7 +64,8 @@ class Batcher:
         max_wait_us: Longest the first request of a batch waits for others, in microseconds.
         assemble: Turns parts into the matrix to score (default: parts are matrices).
         scored: Called after each call that scored several parts, before their ``done``
-            callbacks (the batch's own work: ``App.scored``); None for nothing.
+            callbacks (the batch's own work: ``App.scored``), and may give them what it made of
+            the scores instead; None for nothing.
     """
 
     def __init__(
@@ -160,11 +163,15 @@ class Batcher:
             return
         if self.scored is not None:
             try:
-                self.scored([part for part, _ in pending], x, result)
+                finished = self.scored([part for part, _ in pending], x, result)
             except Exception as exc:  # a bug: its requests fail, none is finished twice
                 log.exception("finishing a batch of %d request(s) failed", len(pending))
                 for _, done in pending:
                     self._answer(done, exc)
+                return
+            if finished is not None:
+                for (_, done), answer in zip(pending, finished, strict=True):
+                    self._answer(done, answer)
                 return
         offset = 0
         for part, done in pending:

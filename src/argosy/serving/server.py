@@ -52,6 +52,7 @@ from argosy.serving.v2 import (
     InferRequest,
     RowRequest,
     encode_infer_response,
+    encode_row_responses,
     model_metadata,
     one_row,
     parse_infer_body,
@@ -395,30 +396,37 @@ class App:
             return x
         return np.concatenate([p.x if type(p) is RowRequest else p for p in parts])
 
-    def scored(self, parts: Sequence[Any], x: np.ndarray, scores: np.ndarray) -> None:
-        """The batcher's ``scored``: decide, count and log a batch of one-row requests at once.
+    def scored(
+        self, parts: Sequence[Any], x: np.ndarray, scores: np.ndarray
+    ) -> list[Response] | None:
+        """The batcher's ``scored``: finish a batch of one-row requests at once.
 
-        Only a batch of ``RowRequest`` s, the online case under load (one prediction-log entry
-        for the batch, one pass over its scores); in any other batch each request is finished
-        in its own reply (``complete``), with the same ids, decisions, counts and log rows.
+        Only a batch of ``RowRequest`` s, the online case under load: it is decided, counted and
+        logged in one pass (one prediction-log entry) and its responses are encoded together;
+        the batcher hands each request its response. In any other batch (None) each request is
+        finished in its own reply (``complete``), with the same ids, decisions, counts, log rows
+        and bytes.
         """
         for part in parts:
             if type(part) is not RowRequest:
-                return
+                return None
         decisions = (scores >= self.threshold).astype(np.int8)
         ids = [p.id or f"{self._id_prefix}-{next(self._ids)}" for p in parts]
         if self.predlog is not None:
             self.predlog.submit_rows(ids, x, scores, decisions)
         self.metrics.batch_size.observe_times(1, len(parts))
         self.metrics.scores.observe_many(scores)
-        for i, part in enumerate(parts):
-            part.completed = (ids[i], decisions[i : i + 1])
+        return [
+            (200, body, JSON, "infer", b"")
+            for body in encode_row_responses(self.model, ids, scores, decisions)
+        ]
 
-    def _reply_later(
-        self, req: InferRequest | RowRequest, reply: Reply, scores: np.ndarray | BaseException
-    ) -> None:
+    def _reply_later(self, req: InferRequest | RowRequest, reply: Reply, result: Any) -> None:
+        if type(result) is tuple:  # the response ``scored`` made with the request's batch
+            reply(result)
+            return
         try:
-            response = self._rest_answer(req, scores)
+            response = self._rest_answer(req, result)
         except Exception as exc:  # a bug must cost one request, not the batch
             log.exception("internal error on infer")
             response = (*_error(500, f"internal error: {type(exc).__name__}"), "infer", b"")
@@ -456,8 +464,7 @@ class App:
             return (*_error(scores.status, scores.message), "infer", b"")
         if isinstance(scores, BaseException):
             return (*_error(500, f"internal error: {type(scores).__name__}"), "infer", b"")
-        completed = req.completed if type(req) is RowRequest else None
-        request_id, decisions = completed or self.complete(req, scores)
+        request_id, decisions = self.complete(req, scores)
         out, header_length = encode_infer_response(
             self.model, request_id, req.outputs, scores, decisions, req.binary
         )

@@ -120,11 +120,10 @@ class RowRequest:
     """A ``one_row`` request waiting for its batch, which converts and validates it.
 
     It answers like an ``InferRequest`` (no row ids, every output as JSON); ``x`` is its row
-    of the batch's matrix once assembled, and ``completed`` is set when ``App.scored`` has
-    finished the whole batch.
+    of the batch's matrix once assembled.
     """
 
-    __slots__ = ("completed", "doc", "id", "values", "x")
+    __slots__ = ("doc", "id", "values", "x")
     row_ids = None
     outputs = OUTPUT_NAMES
     binary = _ALL_JSON
@@ -134,8 +133,6 @@ class RowRequest:
         self.id: str | None = doc.get("id")
         self.values = values
         self.x: np.ndarray | None = None
-        # Its request id and decision, once its batch was decided, counted and logged at once.
-        self.completed: tuple[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return 1
@@ -746,6 +743,24 @@ def encode_infer_response(
     if not raw:  # binary flags only past the outputs asked for
         return header, None
     return b"".join((header, *raw)), len(header)
+
+
+def encode_row_responses(
+    model: LoadedModel, request_ids: list[str], scores: np.ndarray, decisions: np.ndarray
+) -> list[bytes]:
+    """``encode_infer_response`` for one-row requests answered together, a body each.
+
+    The requests ask for every output as JSON (``RowRequest``); row ``i`` of ``scores`` and
+    ``decisions`` is request ``i``'s, and its body is the same bytes as encoding it alone.
+    """
+    row = _row_response(model.name, model.version)
+    dumps = orjson.dumps
+    return [
+        row % (dumps(request_id), dumps(score), decision)
+        for request_id, score, decision in zip(
+            request_ids, scores.tolist(), decisions.tolist(), strict=True
+        )
+    ]
 
 
 def _response_doc(name: str, version: str) -> dict[str, str]:
