@@ -300,12 +300,16 @@ def test_latency_histogram_includes_the_wait_for_a_batch(model_dir: Path) -> Non
 def test_batching_is_on_by_default_and_off_with_one_flag(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from argosy.serving.__main__ import build_parser
+    from argosy.serving.__main__ import build_parser, settings
 
-    assert build_parser().parse_args([]).batching is True
-    assert build_parser().parse_args(["--no-batching"]).batching is False
+    def batching(*argv: str) -> bool:
+        return bool(settings(vars(build_parser().parse_args(list(argv))))["batching"])
+
+    assert batching() is True
+    assert batching("--no-batching") is False
     monkeypatch.setenv("ARGOSY_BATCHING", "off")
-    assert build_parser().parse_args([]).batching is False
+    assert batching() is False
+    assert batching("--batching") is True
     # and a server with batching disabled has no batcher: each request is scored inline
     srv = start_in_process(make_app(model_dir, batching=Batching(enabled=False)))
     try:

@@ -168,3 +168,48 @@ def test_a_bad_environment_setting_is_a_usage_error_before_anything_starts(
     # and nothing was served or written
     assert "listening" not in out.stderr
     assert not logdir.exists()
+
+
+def test_a_given_option_wins_over_a_bad_environment_value_and_switches_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from argosy.serving.__main__ import build_parser, settings
+
+    # Given environment values the server cannot run with
+    monkeypatch.setenv("ARGOSY_MAX_BATCH", "lots")
+    monkeypatch.setenv("ARGOSY_LOG_LEVEL", "warn")  # logging's own name: accepted
+    # When the command line gives --max-batch / Then the given value is used, nothing refused
+    opts = settings(vars(build_parser().parse_args(["--max-batch", "5"])))
+    assert opts["max_batch"] == 5
+    assert opts["log_level"] == "WARN"
+    assert settings({"max_batch": 5})["max_batch"] == 5  # and so for serve()'s own callers
+    # And a default taken from the bad environment value is refused, naming the option
+    with pytest.raises(ValueError, match="argument --max-batch: expected a whole number"):
+        settings({})
+    # And serve()'s callers get the command line's checks too
+    with pytest.raises(ValueError, match="argument --batch-max-wait-us: must be 0 to 10000"):
+        settings({"max_batch": 5, "batch_max_wait_us": 1_000_000})
+    with pytest.raises(TypeError, match="unknown serve"):
+        settings({"max_batch": 5, "max_bacth": 1})
+    # And ARGOSY_BATCHING is on or off, never a guess
+    for value, on in (("off", False), ("NO", False), ("0", False), ("yes", True), ("on", True)):
+        monkeypatch.setenv("ARGOSY_BATCHING", value)
+        assert settings({"max_batch": 5})["batching"] is on, value
+    monkeypatch.setenv("ARGOSY_BATCHING", "disabled")
+    with pytest.raises(ValueError, match="--batching/--no-batching: expected on or off"):
+        settings({"max_batch": 5})
+    assert settings({"max_batch": 5, "batching": True})["batching"] is True
+
+
+def test_a_bad_switch_in_the_environment_is_a_usage_error(model_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "ARGOSY_BATCHING": "disabled"}
+    out = subprocess.run(
+        [sys.executable, "-m", "argosy.serving", "--model-dir", str(model_dir), "--port", "0"],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "argument --batching/--no-batching: expected on or off, got 'disabled'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "listening" not in out.stderr

@@ -91,13 +91,24 @@ def _number(
 
 
 def _log_level(value: str) -> str:
-    """A logging level name (any case)."""
+    """A logging level name, any case (``logging``'s names: WARN and FATAL too)."""
     level = value.strip().upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    if level not in logging.getLevelNamesMapping():
         raise argparse.ArgumentTypeError(
             f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}"
         )
     return level
+
+
+_ON, _OFF = ("on", "true", "1", "yes"), ("off", "false", "0", "no")
+
+
+def _switch(value: str) -> bool:
+    """On or off: on/off, true/false, 1/0, yes/no (any case)."""
+    word = value.strip().lower()
+    if word not in _ON + _OFF:
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return word in _ON
 
 
 def _wait_us(value: str) -> int:
@@ -164,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--batching",
         action=argparse.BooleanOptionalAction,
-        default=_env("ARGOSY_BATCHING", "on").lower() not in ("off", "false", "0"),
+        default=_env("ARGOSY_BATCHING", "on"),  # text: checked by settings()
         help="score requests that arrive together in one ONNX Runtime call; --no-batching "
         "scores each request alone [env ARGOSY_BATCHING=on|off]",
     )
@@ -275,9 +286,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         type=_log_level,
         default=_env("ARGOSY_LOG_LEVEL", "INFO"),
-        help="DEBUG, INFO, WARNING or ERROR [env ARGOSY_LOG_LEVEL]",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL [env ARGOSY_LOG_LEVEL]",
     )
     return parser
+
+
+def settings(options: dict[str, Any]) -> dict[str, Any]:
+    """Every option of ``build_parser`` by its ``dest``: ``options``, then the defaults.
+
+    Each value is checked as the command line checks it: a given one as its text, a default
+    (the environment's value, or the built-in one) as it is, so that a bad environment value
+    does not fail an option the caller gave.
+
+    Raises:
+        TypeError: An option ``build_parser`` does not have.
+        ValueError: A value out of range: ``argument --name: why``.
+    """
+    actions = {a.dest: a for a in build_parser()._actions if a.dest != "help"}
+    unknown = set(options) - set(actions)
+    if unknown:
+        raise TypeError(f"unknown serve() options: {sorted(unknown)}")
+    out = {}
+    for dest, action in actions.items():
+        given = dest in options
+        value = options[dest] if given else action.default
+        check = _switch if dest == "batching" else action.type
+        if check is not None and check is not Path and value is not None:
+            text = value if isinstance(value, str) else None
+            if given and text is None:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+            if text is not None:
+                try:
+                    value = check(text)
+                except argparse.ArgumentTypeError as exc:
+                    raise ValueError(f"argument {'/'.join(action.option_strings)}: {exc}") from None
+        out[dest] = value
+    return out
 
 
 def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> int:
@@ -296,12 +340,12 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
 
     Returns:
         Process exit status: 0 after a clean shutdown, 1 when the model directory is unreadable.
+
+    Raises:
+        TypeError: An option ``build_parser`` does not have.
+        ValueError: A value the command line would refuse (the message names the option).
     """
-    defaults = vars(build_parser().parse_args([]))
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise TypeError(f"unknown serve() options: {sorted(unknown)}")
-    opts = {**defaults, **options}
+    opts = settings(options)
 
     import numpy as np
 
@@ -371,14 +415,16 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Process exit status.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:  # what argparse leaves unconverted (the environment's --batching) is checked here
+        opts = settings(vars(parser.parse_args(argv)))
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(
-        level=args.log_level,
+        level=opts.pop("log_level"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    opts = vars(args)
-    opts.pop("log_level")
     return serve(opts.pop("model_dir"), opts.pop("host"), opts.pop("port"), **opts)
 
 

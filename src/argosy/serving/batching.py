@@ -14,7 +14,8 @@ again (reading more requests) until the first request has waited that long: libu
 millisecond resolution, so the wait is a bounded spin of loop iterations, never a timer. A batch
 is scored as soon as it holds ``max_rows`` rows; a request with more rows than that is scored on
 its own. Each request gets its own slice of the scores, equal bit for bit to scoring it alone
-(tree ensembles score each row independently, and ONNX Runtime runs on one intra-op thread).
+(tree ensembles score each row independently, and ONNX Runtime runs on one intra-op thread), or
+what a ``scored`` function made of the batch's scores for it (``App.scored``: its response).
 When a call of several requests raises, each is scored again alone, so only a request whose
 own call fails gets an error.
 
@@ -139,13 +140,15 @@ class Batcher:
             pending = [(part, done) for part, done, _ in good]
             try:  # the rest as one batch again, so that ``scored`` finishes them together
                 x = self.assemble([part for part, _ in pending])
-            except Exception:  # they assemble only alone: their matrices go on together
+            except Exception as together:  # they assemble only alone: their matrices go on
+                if not isinstance(together, RequestError):
+                    log.exception("assembling a batch again failed", exc_info=together)
                 pending = [(alone, done) for _, done, alone in good]
                 x = concatenate([alone for alone, _ in pending])
         self._run(x, pending)
 
     def _run(self, x: np.ndarray, pending: list[tuple[Any, Done]]) -> None:
-        """Score the assembled ``x`` of ``pending`` and give each part its slice."""
+        """Score the assembled ``x`` of ``pending``; give each part its slice (or ``scored``'s)."""
         if len(pending) == 1:
             self._answer(pending[0][1], self._score(x, 1))
             return
