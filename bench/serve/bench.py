@@ -326,8 +326,27 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(wrk: str, s: Server, n_rows: int, conc: int, seconds: int) -> dict[str, float]:
-    """One wrk cell: requests/s, p50 and p99 in ms, non-2xx count."""
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds, user plus system, of every live process in the process group ``pgid``."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # after the command's ")": state, ppid, pgrp, ..., utime (12th), stime (13th)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # a process that exited meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    wrk: str, s: Server, n_rows: int, conc: int, seconds: int, pgid: int | None = None
+) -> dict[str, float]:
+    """One wrk cell: requests/s, p50 and p99 in ms, non-2xx count.
+
+    With ``pgid`` (the server's process group) also ``cpu_us``: the server's CPU microseconds
+    a request, user plus system, over the cell.
+    """
     body = s.body(n_rows)  # type: ignore[operator]
     body_file = WORK / f"body-{s.name.replace(' ', '_')}-{n_rows}.json"
     body_file.write_bytes(body)
@@ -338,19 +357,25 @@ def run_wrk(wrk: str, s: Server, n_rows: int, conc: int, seconds: int) -> dict[s
     )
     url = f"http://127.0.0.1:{s.port}{s.path}"
     cmd = [wrk, "-t1", f"-c{conc}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    cpu_before = group_cpu_s(pgid) if pgid is not None else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = group_cpu_s(pgid) - cpu_before if pgid is not None else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cell = {
         "rps": rps,
         "p50_ms": p50,
         "p99_ms": p99,
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(1) if errors else "",
     }
+    if pgid is not None and requests:
+        cell["cpu_us"] = cpu / requests * 1e6
+    return cell
 
 
 def servers(model_dir: Path, mlserver: Path, kserve: Path) -> list[Server]:
@@ -529,6 +554,11 @@ def verdict(res: dict) -> list[str]:
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
+    def cpu(name: str) -> float:
+        return res.get(name, {}).get("cells", {}).get("c16_n1", {}).get("cpu_us", float("nan"))
+
+    shown = ("argosy", "argosy no-batching", "argosy constant", "mlserver pw0", "mlflow w2")
+    cpu_line = ", ".join(f"{name} {cpu(name):.1f} us" for name in (*shown, "kserve"))
     no_batch = rps("argosy no-batching")
     grpc = {n: rps(f"{n} grpc") for n in ("argosy", "mlserver", "mlserver pw0", "kserve")}
     best_ms_grpc = max(grpc["mlserver"], grpc["mlserver pw0"])
@@ -547,6 +577,12 @@ def verdict(res: dict) -> list[str]:
         f"Adaptive batching: {a:,.0f} req/s on, {no_batch:,.0f} off ({a / no_batch:.2f}x). "
         f"gRPC, single row at c=16: Argosy {grpc['argosy']:,.0f} req/s, MLServer's best "
         f"{best_ms_grpc:,.0f}, KServe {grpc['kserve']:,.0f}.",
+        "",
+        "Server CPU a request, single row at c=16 (user plus system time of the server's "
+        f"processes over the cell, divided by its requests; the load generator not included): "
+        f"{cpu_line}. What Argosy adds to its HTTP stack: "
+        f"{cpu('argosy') - cpu('argosy constant'):.1f} us a request; at 60% of the constant "
+        f"endpoint's rate the whole request would have {cpu('argosy constant') / 0.6:.1f} us.",
     ]
 
 
@@ -631,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_wrk(wrk, s, 1, 16, 2)  # warm-up
                 for n_rows in (1, 100):
                     for conc in (1, 16):
-                        cell = run_wrk(wrk, s, n_rows, conc, args.seconds)
+                        cell = run_wrk(wrk, s, n_rows, conc, args.seconds, proc.pid)
                         entry["cells"][f"c{conc}_n{n_rows}"] = cell
                         print(f"   c={conc} rows={n_rows}: {cell}", flush=True)
                 if s.grpc_port is not None:
