@@ -98,7 +98,7 @@ serve: venv ## Serve models/ over the Open Inference Protocol: REST on 127.0.0.1
 	$(BIN)/python -m argosy.serving --model-dir models --host 127.0.0.1 --port 8080 --grpc-port 8081
 
 # Results are recorded in docs/benchmarks.md with the command that produced them.
-bench-serve: venv ## Benchmark Argosy's server vs MLServer, mlflow serve, KServe (~10 min)
+bench-serve: venv ## Benchmark Argosy's server vs MLServer, mlflow serve, KServe (~15 min)
 	$(BIN)/python bench/serve/bench.py
 
 workflows: venv ## Regenerate workflows/generated/ from workflows/*.py, dvc.yaml, params.yaml and contract.yaml
