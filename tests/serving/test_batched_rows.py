@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -402,7 +403,7 @@ def test_many_rows_with_a_code_of_a_categorical_feature_with_no_categories_are_r
     ids=st.lists(st.text(max_size=12), min_size=1, max_size=8),
     data=st.data(),
 )
-def test_responses_encoded_together_are_each_the_bytes_of_encoding_it_alone(
+def test_responses_encoded_together_are_each_the_documents_bytes(
     model_dir: Path, ids: list[str], data: st.DataObject
 ) -> None:
     model = _model(model_dir)
@@ -411,10 +412,16 @@ def test_responses_encoded_together_are_each_the_bytes_of_encoding_it_alone(
     scores = np.array(data.draw(st.lists(floats, min_size=n, max_size=n)), dtype=np.float32)
     decisions = (scores >= 0.5).astype(np.int8)
     together = encode_row_responses(model, ids, scores, decisions)
+    head = {"model_name": model.name, **({"model_version": model.version} if model.version else {})}
     for i in range(n):
+        # Then each body is orjson's encoding of the V2 response document (an independent oracle)
+        doc = {**head, "id": ids[i], "outputs": [
+            {"name": "probability", "datatype": "FP32", "shape": [1], "data": [float(scores[i])]},
+            {"name": "decision", "datatype": "INT8", "shape": [1], "data": [int(decisions[i])]},
+        ]}  # fmt: skip
+        assert together[i] == orjson.dumps(doc)
+        # and what a request alone gets
         alone, header_length = encode_infer_response(
             model, ids[i], OUTPUT_NAMES, scores[i : i + 1], decisions[i : i + 1]
         )
-        assert header_length is None
-        assert together[i] == alone
-        assert json.loads(alone)["id"] == ids[i]
+        assert (alone, header_length) == (together[i], None)

@@ -294,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 def settings(options: dict[str, Any]) -> dict[str, Any]:
     """Every option of ``build_parser`` by its ``dest``: ``options``, then the defaults.
 
-    Each value is checked as the command line checks it: a given one as its text, a default
-    (the environment's value, or the built-in one) as it is, so that a bad environment value
-    does not fail an option the caller gave.
+    Each value is checked as the command line checks it (a given one as its text), and a
+    default (the environment's value, or the built-in one) only when the option is not given,
+    so that a bad environment value does not fail an option the caller gave.
 
     Raises:
         TypeError: An option ``build_parser`` does not have.
@@ -308,18 +308,15 @@ def settings(options: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"unknown serve() options: {sorted(unknown)}")
     out = {}
     for dest, action in actions.items():
-        given = dest in options
-        value = options[dest] if given else action.default
+        value = options.get(dest, action.default)
         check = _switch if dest == "batching" else action.type
         if check is not None and check is not Path and value is not None:
-            text = value if isinstance(value, str) else None
-            if given and text is None:
-                text = str(value).lower() if isinstance(value, bool) else str(value)
-            if text is not None:
-                try:
-                    value = check(text)
-                except argparse.ArgumentTypeError as exc:
-                    raise ValueError(f"argument {'/'.join(action.option_strings)}: {exc}") from None
+            if not isinstance(value, str):  # given as its type: checked as its text
+                value = str(value).lower() if isinstance(value, bool) else str(value)
+            try:
+                value = check(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"argument {'/'.join(action.option_strings)}: {exc}") from None
         out[dest] = value
     return out
 

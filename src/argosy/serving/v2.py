@@ -710,11 +710,7 @@ def encode_infer_response(
     """
     n = len(scores)
     if n == 1 and outputs == OUTPUT_NAMES and not any(binary):  # the online case
-        return _row_response(model.name, model.version) % (
-            orjson.dumps(request_id),
-            orjson.dumps(float(scores[0])),
-            int(decisions[0]),
-        ), None
+        return encode_row_responses(model, [request_id], scores, decisions)[0], None
     if not any(binary):  # plain JSON, the common case: built from pieces encoded once
         pieces = [
             _JSON_TENSOR_HEAD[name]
