@@ -28,7 +28,7 @@ from argosy.serving.batching import Batcher
 from argosy.serving.model import RequestError
 from argosy.serving.predlog import PredictionLogger
 from argosy.serving.server import App, Batching
-from argosy.serving.v2 import OUTPUT_NAMES, encode_infer_response, encode_row_responses, one_row
+from argosy.serving.v2 import encode_row_responses, one_row
 
 from .conftest import FEATURES, infer_body, make_app, valid_rows
 
@@ -420,8 +420,3 @@ def test_responses_encoded_together_are_each_the_documents_bytes(
             {"name": "decision", "datatype": "INT8", "shape": [1], "data": [int(decisions[i])]},
         ]}  # fmt: skip
         assert together[i] == orjson.dumps(doc)
-        # and what a request alone gets
-        alone, header_length = encode_infer_response(
-            model, ids[i], OUTPUT_NAMES, scores[i : i + 1], decisions[i : i + 1]
-        )
-        assert (alone, header_length) == (together[i], None)

@@ -199,6 +199,9 @@ def test_a_given_option_wins_over_a_bad_environment_value_and_switches_are_check
         settings({"max_batch": 5, "batch_max_wait_us": 1_000_000})
     with pytest.raises(TypeError, match="unknown serve"):
         settings({"max_batch": 5, "max_bacth": 1})
+    with pytest.raises(ValueError, match="argument --max-connections: expected a whole number"):
+        settings({"max_batch": 5, "max_connections": None})  # None is only gRPC's "off"
+    assert settings({"max_batch": 5, "grpc_port": None})["grpc_port"] is None
     # And ARGOSY_BATCHING is on or off, never a guess
     for value, on in (("off", False), ("NO", False), ("0", False), ("yes", True), ("on", True)):
         monkeypatch.setenv("ARGOSY_BATCHING", value)
@@ -207,3 +210,31 @@ def test_a_given_option_wins_over_a_bad_environment_value_and_switches_are_check
     with pytest.raises(ValueError, match="--batching/--no-batching: expected on or off"):
         settings({"max_batch": 5})
     assert settings({"max_batch": 5, "batching": True})["batching"] is True
+
+
+def test_the_command_line_wins_over_the_environment_all_the_way_to_the_server(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    # Given bad ARGOSY_PORT and ARGOSY_LOG_LEVEL values that the command line overrides, and no
+    # model directory (so that the server stops right after its settings are read)
+    env = {**os.environ, "ARGOSY_PORT": "abc", "ARGOSY_LOG_LEVEL": "loud"}
+    missing = str(tmp_path / "no-model")
+    args = ["--model-dir", missing, "--port", "0", "--log-level", "INFO"]
+    out = subprocess.run(
+        [sys.executable, "-m", "argosy.serving", *args],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    # Then the server gets as far as the model and says what is missing, without a traceback
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "metadata.json: missing from the model directory" in out.stderr
+    assert "Traceback" not in out.stderr
+    # And under `argosy serve` (whose CLI configures logging first) --log-level still decides
+    argosy = Path(sys.executable).parent / "argosy"
+    quiet = subprocess.run(
+        [str(argosy), "serve", "--model-dir", missing, "--log-level", "CRITICAL"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert quiet.returncode == 1
+    assert "missing from the model directory" not in quiet.stderr

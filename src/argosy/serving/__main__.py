@@ -310,7 +310,7 @@ def settings(options: dict[str, Any]) -> dict[str, Any]:
     for dest, action in actions.items():
         value = options.get(dest, action.default)
         check = _switch if dest == "batching" else action.type
-        if check is not None and check is not Path and value is not None:
+        if check is not None and check is not Path and not (value is None and dest == "grpc_port"):
             if not isinstance(value, str):  # given as its type: checked as its text
                 value = str(value).lower() if isinstance(value, bool) else str(value)
             try:
@@ -342,7 +342,8 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         TypeError: An option ``build_parser`` does not have.
         ValueError: A value the command line would refuse (the message names the option).
     """
-    opts = settings(options)
+    opts = settings({**options, "model_dir": model_dir, "host": host, "port": port})
+    host, port = opts["host"], opts["port"]
 
     import numpy as np
 
@@ -417,11 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         opts = settings(vars(parser.parse_args(argv)))
     except ValueError as exc:
         parser.error(str(exc))
+    level = opts["log_level"]
     logging.basicConfig(
-        level=opts.pop("log_level"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # Under `argosy serve` the CLI has configured logging already: the level given here wins.
+    logging.getLogger().setLevel(level)
+    logging.getLogger("argosy").setLevel(level)
     return serve(opts.pop("model_dir"), opts.pop("host"), opts.pop("port"), **opts)
 
 
