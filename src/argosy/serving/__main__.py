@@ -30,17 +30,6 @@ def _env(name: str, default: Any) -> Any:
     return os.environ.get(name, default)
 
 
-def _port(value: str) -> int:
-    """A TCP port number, 0 (a free one) to 65535."""
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {port}")
-    return port
-
-
 def _grpc_port(value: str) -> int | None:
     """A port number, or None for ``off``."""
     if value.strip().lower() == "off":
@@ -54,19 +43,31 @@ def _grpc_port(value: str) -> int | None:
     return _port(value)
 
 
-def _whole(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``least``."""
+def _whole(
+    least: int, most: int | None = None, *, noun: str = "a whole number", unit: str = ""
+) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``least`` (to ``most``), named ``noun`` in errors."""
 
     def parse(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-        if number < least:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}") from None
+        if most is None and number < least:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
+        if most is not None and not least <= number <= most:
+            raise argparse.ArgumentTypeError(f"must be {least} to {most}{unit}, got {number}")
         return number
 
     return parse
+
+
+_port = _whole(0, 65535, noun="a port number")
+"""A TCP port number, 0 (a free one) to 65535."""
+# The batch wait spins the event loop, hence the cap.
+_wait_us = _whole(
+    0, MAX_WAIT_US, noun="microseconds", unit=" microseconds (the wait spins the event loop)"
+)
 
 
 def _number(
@@ -109,19 +110,6 @@ def _switch(value: str) -> bool:
     if word not in _ON + _OFF:
         raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
     return word in _ON
-
-
-def _wait_us(value: str) -> int:
-    """A batch wait in microseconds, 0 to ``MAX_WAIT_US`` (the wait spins the event loop)."""
-    try:
-        wait = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected microseconds, got {value!r}") from None
-    if not 0 <= wait <= MAX_WAIT_US:
-        raise argparse.ArgumentTypeError(
-            f"must be 0 to {MAX_WAIT_US} microseconds (the wait spins the event loop), got {wait}"
-        )
-    return wait
 
 
 class _Parser(argparse.ArgumentParser):
@@ -342,9 +330,11 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
         TypeError: An option ``build_parser`` does not have.
         ValueError: A value the command line would refuse (the message names the option).
     """
-    opts = settings({**options, "model_dir": model_dir, "host": host, "port": port})
-    host, port = opts["host"], opts["port"]
+    return _run(settings({**options, "model_dir": model_dir, "host": host, "port": port}))
 
+
+def _run(opts: dict[str, Any]) -> int:
+    """``serve`` with its settings checked (``settings``)."""
     import numpy as np
 
     from argosy.modeldir import ModelDirError
@@ -358,7 +348,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
     np.seterr(over="ignore", invalid="ignore")
     try:
         model = load_model(
-            Path(model_dir),
+            Path(opts["model_dir"]),
             expected_sha256=opts["model_sha256"],
             version=opts["model_version"],
             intra_op_threads=opts["intra_op_threads"],
@@ -394,7 +384,7 @@ def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8080, **options:
     )
     app = App(model, metrics, limits, predlog, batching)
     server = ModelServer(
-        app, host, port, grace_s=opts["grace_seconds"], grpc_port=opts["grpc_port"]
+        app, opts["host"], opts["port"], grace_s=opts["grace_seconds"], grpc_port=opts["grpc_port"]
     )
     try:
         run(server, predlog, flush_timeout_s=opts["grace_seconds"])
@@ -425,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     # Under `argosy serve` the CLI has configured logging already: the level given here wins.
     logging.getLogger().setLevel(level)
     logging.getLogger("argosy").setLevel(level)
-    return serve(opts.pop("model_dir"), opts.pop("host"), opts.pop("port"), **opts)
+    return _run(opts)
 
 
 if __name__ == "__main__":
