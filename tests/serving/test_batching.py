@@ -417,3 +417,92 @@ def test_a_request_timed_out_behind_a_waiting_one_is_answered_after_it(model_dir
         stop_in_process(srv)
     assert first[0] == 200, first
     assert second == (408, {"error": "request not received in time"})
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (
+            b"POST %s HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+            b"content-length: 99999999\r\n\r\n" % INFER.encode(),
+            413,
+        ),
+        (
+            b"POST /v2/models/nope/infer HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+            b"content-length: 10\r\n\r\n",
+            404,
+        ),
+        (
+            b"GET %s HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 10\r\n\r\n"
+            % INFER.encode(),
+            405,
+        ),
+        (
+            b"POST %s HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\nx-pad: %s\r\n"
+            b"content-length: 10\r\n\r\n" % (INFER.encode(), b"a" * 17000),
+            431,
+        ),
+    ],
+    ids=["too-large", "unknown-model", "wrong-method", "head-too-large"],
+)
+def test_a_request_that_will_be_refused_gets_no_100_continue(
+    batched: InProcess, head: bytes, status: int
+) -> None:
+    # Given the head of a request that expects 100-continue but that the server will refuse
+    with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
+        sock.sendall(head)
+        # When the server has had time to answer the head
+        buffer = bytearray()
+        if status in (404, 405):  # answered once the body is read, which nothing invites
+            sock.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                buffer += _recv(sock)
+            sock.settimeout(10)
+            sock.sendall(b"0123456789")
+        # Then the first response is the refusal, with no 100 Continue before it
+        got, doc = _read_response(sock, buffer)
+    assert got == status, doc
+    assert "error" in doc
+
+
+def test_requests_behind_a_refused_one_in_the_same_chunk_leave_nothing_in_flight(
+    batched: InProcess,
+) -> None:
+    # Given a request whose head is over the limit, and five more pipelined behind it
+    pad = b"x-pad: " + b"a" * 9000 + b"\r\n"
+    live = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n" + pad + pad + b"\r\n" + live * 5
+        )
+        # When the server answers / Then the refusal is the only answer and the connection closes
+        status, doc = _read_response(sock)
+        assert status == 431, doc
+        assert sock.recv(65536) == b""
+    # and no request is left counted in flight
+    deadline = time.monotonic() + 5
+    while batched.app.metrics.inflight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batched.app.metrics.inflight == 0
+
+
+def test_a_chunked_body_s_trailer_is_bounded_and_never_taken_as_a_header(
+    batched: InProcess,
+) -> None:
+    # Given a chunked infer request whose trailer claims a binary header length
+    body = json.dumps(infer_body(valid_rows(1))).encode()
+    head = b"POST %s HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" % INFER.encode()
+    chunked = head + b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
+        sock.sendall(chunked + b"inference-header-content-length: 5\r\n\r\n")
+        # When it is answered / Then the trailer changed nothing: the JSON body is scored
+        status, doc = _read_response(sock)
+    assert status == 200, doc
+    assert doc["outputs"][0]["shape"] == [1]
+    # Given trailer fields past the head limit
+    with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
+        fields = b"".join(b"x-t%d: %s\r\n" % (i, b"a" * 1000) for i in range(20))
+        sock.sendall(chunked + fields + b"\r\n")
+        # Then the request is refused as a head over the limit would be, and not scored
+        status, doc = _read_response(sock)
+    assert status == 431, doc

@@ -180,6 +180,8 @@ def _cases() -> list[tuple[str, bytes, dict[str, str], str]]:
         ("length past the body", *binary_request(head, raw, length=10**6), "not within the body"),
         ("length not a number", *binary_request(head, raw, length="12x"), "non-negative integer"),
         ("negative length", *binary_request(head, raw, length=-1), "non-negative integer"),
+        ("length with a sign", *binary_request(head, raw, length="+1"), "non-negative integer"),
+        ("length with '_'", *binary_request(head, raw, length="1_0"), "non-negative integer"),
         ("data short", *binary_request(head, raw[:-4]), "needs 120 bytes"),
         ("bytes left over", *binary_request(head, raw, b"\0\0\0\0"), "belong to no input"),
         (

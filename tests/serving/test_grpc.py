@@ -168,8 +168,23 @@ def _error(call: Any) -> grpc.RpcError:
             grpc.StatusCode.INVALID_ARGUMENT,
             "unknown output(s) ['logits']",
         ),
+        (  # quoted in the message, which is cut to fit gRPC's 16 KB status metadata
+            lambda r: setattr(r.inputs[0], "name", "n" * 100_000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown input(s) ['nnnn",
+        ),
     ],
-    ids=["model", "version", "shape", "raw count", "both", "raw size", "long id", "output"],
+    ids=[
+        "model",
+        "version",
+        "shape",
+        "raw count",
+        "both",
+        "raw size",
+        "long id",
+        "output",
+        "long input name",
+    ],
 )
 def test_bad_requests_get_a_status_naming_the_problem(
     served: tuple[InProcess, Any], mutate: Any, code: grpc.StatusCode, needle: str
@@ -182,6 +197,7 @@ def test_bad_requests_get_a_status_naming_the_problem(
     err = _error(lambda: stub.ModelInfer(req, timeout=10))
     assert err.code() == code
     assert needle in err.details()
+    assert len(err.details()) < 1100
     # and the server still scores the next request
     assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
 
@@ -452,3 +468,28 @@ def test_infer_rpcs_waiting_for_a_batch_are_bounded_but_probes_never_are(
     assert asyncio.run(servicer.ServerReady(pb.ServerReadyRequest(), ctx)).ready
     meta = pb.ModelMetadataRequest(name=MODEL_NAME)
     assert asyncio.run(servicer.ModelMetadata(meta, ctx)).name == MODEL_NAME
+
+
+def test_grpc_connections_over_the_cap_are_refused_and_the_rest_keep_serving(
+    model_dir: Path,
+) -> None:
+    # Given a server that takes at most 2 connections (REST's cap, applied to gRPC too)
+    srv = start_in_process(make_app(model_dir, max_connections=2), grpc=True)
+    own = [("grpc.use_local_subchannel_pool", 1)]  # a connection each, not one shared
+    target = f"127.0.0.1:{srv.server.grpc_port}"
+    channels = [grpc.insecure_channel(target, options=own) for _ in range(3)]
+    try:
+        stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
+        # When two connections are open and serving
+        for stub in stubs[:2]:
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+        # Then a third gets no service
+        err = _error(lambda: stubs[2].ServerLive(pb.ServerLiveRequest(), timeout=3))
+        assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        # and the two already open still score requests
+        for stub in stubs[:2]:
+            assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
+    finally:
+        for channel in channels:
+            channel.close()
+        stop_in_process(srv)

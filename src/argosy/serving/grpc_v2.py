@@ -391,6 +391,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", limits.max_body_bytes + 64 * 1024),
                 ("grpc.max_concurrent_streams", limits.max_connections),
+                ("grpc.max_allowed_incoming_connections", limits.max_connections),
                 ("grpc.max_connection_idle_ms", int(limits.keepalive_timeout_s * 1000)),
                 ("grpc.max_connection_age_ms", request_ms),
                 ("grpc.max_connection_age_grace_ms", request_ms),

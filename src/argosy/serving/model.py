@@ -32,15 +32,23 @@ from argosy.modeldir import (
 log = logging.getLogger(__name__)
 
 
+MAX_MESSAGE_CHARS = 1000
+"""The longest error message returned: one quoting a client's input (a 100 KB input name) must
+stay a readable answer, and fit gRPC's 16 KB limit on a status's metadata."""
+
+
 class RequestError(Exception):
     """A request the model cannot answer; carries the HTTP status (4xx) to return.
 
     Attributes:
         status: HTTP status code for the response.
-        message: Human-readable reason, returned as the V2 ``error`` field.
+        message: Human-readable reason, returned as the V2 ``error`` field (or the gRPC status's
+            details), cut to ``MAX_MESSAGE_CHARS``.
     """
 
     def __init__(self, message: str, status: int = 400) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[:MAX_MESSAGE_CHARS]}... ({len(message)} characters)"
         super().__init__(message)
         self.status = status
         self.message = message

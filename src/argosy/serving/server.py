@@ -338,10 +338,8 @@ class App:
             return (*_error(503, f"model not ready: {self.model.reason}"), "infer", b"")
         hlen = None
         if header_length is not None:
-            try:
-                hlen = int(header_length)
-            except ValueError:
-                hlen = -1
+            # Digits only: int() would also take a sign, spaces and underscores ("1_1").
+            hlen = int(header_length) if header_length.isdigit() else -1
             if hlen < 0:
                 raise RequestError(
                     f"{BINARY_EXTENSION}: Inference-Header-Content-Length must be a "
@@ -582,6 +580,8 @@ class _Conn(asyncio.Protocol):
 
     # httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.closing:  # the parser goes on through a refused chunk: its requests are not read
+            return
         self.url = b""
         self.body = []
         self.body_len = 0
@@ -605,9 +605,22 @@ class _Conn(asyncio.Protocol):
         head = len(self.url) + self.head_fields
         if head > self.limits.max_head_bytes:
             self._refuse_head(head)
+        # Invited only once the whole head is read and the request is one this server would
+        # take: a 413, 431, 404 or 405 is answered without asking for the body first.
+        if self.expect_continue and not self.closing:
+            path = self.url.split(b"?", 1)[0]
+            if self.app.route(path) == ("infer", "POST") and self.parser.get_method() == b"POST":
+                if not self.slots:
+                    self._continue()
+            else:
+                self.expect_continue = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_fields += len(name) + len(value) + 4  # ": " and CRLF
+        if not self.in_head:  # a chunked body's trailer: bounded like the head, never applied
+            if len(self.url) + self.head_fields > self.limits.max_head_bytes:
+                self._refuse_head(len(self.url) + self.head_fields)
+            return
         lower = name.lower()
         if lower == b"content-length":
             try:
@@ -623,11 +636,10 @@ class _Conn(asyncio.Protocol):
         elif lower == b"inference-header-content-length":
             self.header_length = value
         elif lower == b"expect" and value.lower() == b"100-continue" and not self.closing:
-            # An interim response must not overtake a reply still owed to an earlier request:
-            # with one pending, ``_fill`` sends it once the replies ahead have gone out.
+            # Sent from on_headers_complete; an interim response must not overtake a reply
+            # still owed to an earlier request: with one pending, ``_fill`` sends it once the
+            # replies ahead have gone out.
             self.expect_continue = True
-            if not self.slots:
-                self._continue()
 
     def _continue(self) -> None:
         self.expect_continue = False
@@ -675,7 +687,13 @@ class _Conn(asyncio.Protocol):
             metrics.inflight -= 1
             self.respond(status, payload, ctype, done.keep_alive, done.head, headers)
             metrics.observe_request(endpoint, status, time.perf_counter() - done.t0)
-        if self.expect_continue and not slots and self.busy and not self.closing:
+        if (
+            self.expect_continue
+            and not slots
+            and self.busy
+            and not self.in_head
+            and not self.closing
+        ):
             self._continue()
 
     # helpers ----------------------------------------------------------------------------------
