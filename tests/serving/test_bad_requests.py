@@ -46,7 +46,6 @@ CASES: list[tuple[str, bytes | dict[str, Any], int, str]] = [
     ("bytes dtype", features([1, 30], [str(v) for v in ROW], "BYTES"), 400, "not numeric"),
     ("unknown dtype", features([1, 30], ROW, "FLOAT"), 400, "unknown datatype"),
     ("strings as FP32", features([1, 30], ["a"] * 30), 400, "non-numeric"),
-    ("bools as FP32", features([1, 30], [True] * 30), 400, "non-numeric"),
     ("ragged nested", features([2, 30], [ROW, ROW[:3]]), 400, "regular numeric array"),
     ("floats as INT32", features([1, 30], [0.5] * 30, "INT32"), 400, "non-integer"),
     ("data not list", features([1, 30], {"a": 1}), 400, "JSON array"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import select
 import socket
 import threading
 import time
@@ -506,3 +508,15 @@ def test_a_chunked_body_s_trailer_is_bounded_and_never_taken_as_a_header(
         # Then the request is refused as a head over the limit would be, and not scored
         status, doc = _read_response(sock)
     assert status == 431, doc
+    # Given one trailer field whose value never ends, sent 4 KiB at a time
+    with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
+        sock.sendall(chunked + b"x-t: ")
+        sent = 0
+        with contextlib.suppress(ConnectionError):  # the server closes once it has answered
+            while sent < 4 * 1024 * 1024 and not select.select([sock], [], [], 0.002)[0]:
+                sock.sendall(b"v" * 4096)
+                sent += 4096
+        # Then it is refused as it arrives, not buffered until the field ends
+        status, doc = _read_response(sock)
+    assert status == 431, doc
+    assert sent < 256 * 1024, sent

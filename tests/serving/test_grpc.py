@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import pytest
 
-from argosy.serving.grpc_v2 import InferenceServicer, _Abort, request_doc
+from argosy.serving.grpc_v2 import InferenceServicer, _Abort, _Budget, request_doc
 from argosy.serving.model import RequestError
 from argosy.serving.predlog import PredictionLogger
 from argosy.serving.proto import grpc_predict_v2_pb2 as pb
@@ -173,6 +173,18 @@ def _error(call: Any) -> grpc.RpcError:
             grpc.StatusCode.INVALID_ARGUMENT,
             "unknown input(s) ['nnnn",
         ),
+        (  # the binary data extension's flags are checked as over REST
+            lambda r: setattr(r.parameters["binary_data_output"], "string_param", "yes"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "binary_tensor_data: request: parameters.binary_data_output must be true or false",
+        ),
+        (
+            lambda r: setattr(
+                r.outputs.add(name="probability").parameters["binary_data"], "int64_param", 1
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "output 'probability': parameters.binary_data must be true or false",
+        ),
     ],
     ids=[
         "model",
@@ -184,6 +196,8 @@ def _error(call: Any) -> grpc.RpcError:
         "long id",
         "output",
         "long input name",
+        "binary_data_output",
+        "binary_data",
     ],
 )
 def test_bad_requests_get_a_status_naming_the_problem(
@@ -200,6 +214,68 @@ def test_bad_requests_get_a_status_naming_the_problem(
     assert len(err.details()) < 1100
     # and the server still scores the next request
     assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
+
+
+def test_binary_outputs_asked_for_come_back_as_raw_contents(served: tuple[InProcess, Any]) -> None:
+    _, stub = served
+    x = valid_rows(3)
+    typed = stub.ModelInfer(features_request(x, raw=False))
+    # Given typed inputs asking for binary outputs (the extension's request-wide flag)
+    req = features_request(x, raw=False)
+    req.parameters["binary_data_output"].bool_param = True
+    # When it is sent / Then the outputs come back as raw contents, equal to the typed answer
+    resp = stub.ModelInfer(req)
+    assert not typed.raw_output_contents
+    assert len(resp.raw_output_contents) == 2
+    np.testing.assert_array_equal(scores(resp), scores(typed))
+    # and a false flag, or parameters the server does not know, change nothing
+    req = features_request(x, raw=False)
+    req.parameters["binary_data_output"].bool_param = False
+    req.parameters["priority"].int64_param = 3
+    assert not stub.ModelInfer(req).raw_output_contents
+
+
+def test_typed_contents_are_counted_against_the_shape_before_conversion(
+    served: tuple[InProcess, Any],
+) -> None:
+    _, stub = served
+    # Given typed contents of 30 values declared as two rows
+    req = features_request(valid_rows(1), raw=False)
+    req.inputs[0].shape[0] = 2
+    # When it is sent / Then the count is refused, naming both numbers
+    err = _error(lambda: stub.ModelInfer(req, timeout=10))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'features': shape [2, 30] needs 60 values, contents has 30" in err.details()
+
+
+def test_undecodable_messages_are_invalid_argument_counted_and_not_logged_as_errors(
+    served: tuple[InProcess, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    srv, stub = served
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}")
+    valid = features_request(valid_rows(1), raw=True).SerializeToString()
+    try:
+        with caplog.at_level(logging.ERROR):
+            # Given a valid request with a truncated field after it, and a metadata request
+            # that is not protobuf at all
+            for path, raw, kind in [
+                ("ModelInfer", valid + b"\x12\x02\xff\xfe", "inference.ModelInferRequest"),
+                ("ModelMetadata", b"\xff\xff\xff", "inference.ModelMetadataRequest"),
+            ]:
+                call = channel.unary_unary(f"/inference.GRPCInferenceService/{path}")
+                # When each is sent / Then INVALID_ARGUMENT names the message type
+                err = _error(lambda: call(raw, timeout=10))  # noqa: B023  (called at once)
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert err.details() == f"request is not a valid {kind} message"
+        # and nothing is logged as an error, both are counted as 400s
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        text = srv.client().request("GET", "/metrics")[2].decode()
+        for endpoint in ("infer", "model_metadata"):
+            assert f'{{endpoint="{endpoint}",code="400",protocol="grpc"}} 1' in text
+        # and the same request, whole, is served
+        assert len(scores(stub.ModelInfer(pb.ModelInferRequest.FromString(valid)))) == 1
+    finally:
+        channel.close()
 
 
 def test_fp16_needs_raw_contents_and_bad_utf8_is_refused(served: tuple[InProcess, Any]) -> None:
@@ -331,30 +407,36 @@ def _literal(name: str, value: str) -> bytes:
     return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
 
 
-def test_health_is_answered_while_slow_streams_hold_every_slot(model_dir: Path) -> None:
-    # Given a server allowing 3 connections/RPCs, with a 1 s request timeout
-    app = make_app(model_dir, max_connections=3, request_timeout_s=1.0)
-    srv = start_in_process(app, grpc=True)
-    port = srv.server.grpc_port
+def _slow_streams(port: int, method: str, n: int) -> socket.socket:
+    """A connection holding ``n`` streams of ``method`` whose 100-byte message never finishes."""
     headers = b"".join(
         _literal(k, v)
         for k, v in [
             (":method", "POST"),
             (":scheme", "http"),
-            (":path", "/inference.GRPCInferenceService/ModelInfer"),
+            (":path", method),
             (":authority", "x"),
             ("content-type", "application/grpc"),
             ("te", "trailers"),
         ]
     )
-    # and a client holding 3 ModelInfer streams whose 100-byte message never finishes arriving
     slow = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+    slow.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b""))
+    for stream in range(1, 2 * n, 2):
+        message = b"\x00" + struct.pack(">I", 100) + b"\x0a"
+        slow.sendall(_h2_frame(1, 4, stream, headers) + _h2_frame(0, 0, stream, message))
+    return slow
+
+
+def test_health_is_answered_while_slow_streams_hold_every_slot(model_dir: Path) -> None:
+    # Given a server allowing 3 connections/RPCs, with a 1 s request timeout
+    app = make_app(model_dir, max_connections=3, request_timeout_s=1.0)
+    srv = start_in_process(app, grpc=True)
+    port = srv.server.grpc_port
+    # and a client holding 3 ModelInfer streams whose 100-byte message never finishes arriving
+    slow = _slow_streams(port, "/inference.GRPCInferenceService/ModelInfer", 3)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        slow.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b""))
-        for stream in (1, 3, 5):
-            message = b"\x00" + struct.pack(">I", 100) + b"\x0a"
-            slow.sendall(_h2_frame(1, 4, stream, headers) + _h2_frame(0, 0, stream, message))
         time.sleep(0.3)
         # When the liveness probes ask
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -375,6 +457,78 @@ def test_health_is_answered_while_slow_streams_hold_every_slot(model_dir: Path) 
         slow.close()
         channel.close()
         stop_in_process(srv)
+
+
+def test_probes_whose_message_does_not_arrive_are_dropped_within_seconds(model_dir: Path) -> None:
+    # Given a server (its request timeout the default 30 s)
+    srv = start_in_process(make_app(model_dir), grpc=True)
+    port = srv.server.grpc_port
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    # and 20 health checks whose message never finishes arriving (more than may be read at once)
+    slow = _slow_streams(port, "/grpc.health.v1.Health/Check", 20)
+    try:
+        # When two seconds have passed / Then every one was refused: its message did not
+        # arrive within a second (408), or it found no room to be read within a second (413)
+        deadline = time.monotonic() + 2.5
+        refused = 0
+        while refused < 20:
+            assert time.monotonic() < deadline, f"{20 - refused} slow probes still held"
+            time.sleep(0.1)
+            text = srv.client().request("GET", "/metrics")[2].decode()
+            refused = sum(
+                int(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith('argosy_requests_total{endpoint="health",code="4')
+            )
+        assert refused == 20
+        assert 'argosy_requests_total{endpoint="health",code="408",protocol="grpc"}' in text
+        # and the next probe is answered
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        assert check(b"", timeout=2) == b"\x08\x01"
+    finally:
+        slow.close()
+        channel.close()
+        stop_in_process(srv)
+
+
+def test_the_message_budget_serves_waiters_in_order_and_bounds_them() -> None:
+    async def scenario() -> None:
+        # Given a budget of 10 bytes, 6 of them taken, at most 2 waiters
+        budget = _Budget(10, most_waiting=2)
+        await budget.take(6, 1)
+        granted: list[str] = []
+
+        async def wait(n: int, tag: str) -> None:
+            await budget.take(n, 5)
+            granted.append(tag)
+
+        # When 8 bytes are asked, then 1 (which would fit, but must not pass the 8)
+        big = asyncio.create_task(wait(8, "big"))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(wait(1, "small"))
+        await asyncio.sleep(0.01)
+        # Then neither is granted yet, and a third waiter is refused at once
+        assert granted == []
+        with pytest.raises(_Abort, match=r"waiting to send their message \(limit 2\)"):
+            await budget.take(1, 5)
+        # and when the 6 come back, both are granted in order
+        budget.give(6)
+        await asyncio.gather(big, small)
+        assert granted == ["big", "small"]
+        assert budget.free == 1
+        # A wait that times out is refused and leaves no waiter behind
+        with pytest.raises(_Abort, match=r"no room for the request message within 0\.01 s"):
+            await budget.take(5, 0.01)
+        # and a cancelled waiter takes nothing
+        task = asyncio.create_task(budget.take(5, 5))
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        budget.give(9)
+        assert (budget.free, list(budget._waiting)) == (10, [])
+
+    asyncio.run(scenario())
 
 
 def test_too_many_or_repeated_inputs_are_refused_before_any_is_converted(
@@ -444,13 +598,6 @@ def test_an_rpc_cancelled_while_waiting_for_its_batch_logs_no_error(
         stop_in_process(srv)
 
 
-class _Context:
-    """The one method of a grpc.aio context the servicer calls: ``abort`` raises."""
-
-    async def abort(self, code: grpc.StatusCode, message: str) -> None:
-        raise AssertionError(f"{code}: {message}")
-
-
 def test_infer_rpcs_waiting_for_a_batch_are_bounded_but_probes_never_are(
     model_dir: Path,
 ) -> None:
@@ -463,11 +610,9 @@ def test_infer_rpcs_waiting_for_a_batch_are_bounded_but_probes_never_are(
         asyncio.run(servicer._batched(None, valid_rows(1)))  # type: ignore[arg-type]
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     # and the probes and metadata are still answered
-    ctx = _Context()
-    assert asyncio.run(servicer.ServerLive(pb.ServerLiveRequest(), ctx)).live
-    assert asyncio.run(servicer.ServerReady(pb.ServerReadyRequest(), ctx)).ready
-    meta = pb.ModelMetadataRequest(name=MODEL_NAME)
-    assert asyncio.run(servicer.ModelMetadata(meta, ctx)).name == MODEL_NAME
+    assert servicer.ServerLive(pb.ServerLiveRequest()).live
+    assert servicer.ServerReady(pb.ServerReadyRequest()).ready
+    assert servicer.ModelMetadata(pb.ModelMetadataRequest(name=MODEL_NAME)).name == MODEL_NAME
 
 
 def test_grpc_connections_over_the_cap_are_refused_and_the_rest_keep_serving(

@@ -236,6 +236,59 @@ def test_unknown_path_is_not_echoed_whole(client: Client) -> None:
         assert "characters)" in doc["error"]
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1/v2/models/example-model/ready",  # absolute-form (RFC 9112 3.2.2)
+        "HTTP://any.host:8080/v2/models/example-model/ready?x=1",
+        "/v2/models/example%2Dmodel/ready",  # percent-encoded, as quoting clients send names
+        "/v2/models/%65xample-model/versions/%37/ready",
+    ],
+)
+def test_absolute_and_percent_encoded_targets_reach_their_endpoint(
+    client: Client, target: str
+) -> None:
+    # When a target in either form is requested / Then it is the endpoint it names
+    status, doc = client.json("GET", target)
+    assert (status, doc) == (200, {"name": "example-model", "ready": True})
+
+
+def test_percent_encoding_cannot_smuggle_bytes_into_a_name(client: Client) -> None:
+    # When an encoded name is not UTF-8, or names another model once decoded
+    for target, needle in [
+        ("/v2/models/%FF/ready", "not valid UTF-8"),
+        ("/v2/models/other%2Dmodel/ready", "unknown model 'other-model'"),
+        ("http://host", "no such endpoint: /"),
+    ]:
+        status, doc = client.json("GET", target)
+        # Then it is a 404 naming the decoded path
+        assert status == 404, target
+        assert needle in doc["error"], (target, doc)
+    # and an infer POST through an absolute-form target is scored
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30],
+                        "data": valid_rows(1).reshape(-1).tolist()}]}  # fmt: skip
+    status, _, data = client.request("POST", "http://x/v2/models/example-model/infer", body)
+    assert status == 200, data
+
+
+def test_json_booleans_in_a_numeric_tensor_are_one_and_zero(client: Client) -> None:
+    def scores(data: list[Any]) -> list[float]:
+        body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30],
+                            "data": data}]}  # fmt: skip
+        status, doc = client.json("POST", INFER, body)
+        assert status == 200, doc
+        return doc["outputs"][0]["data"]
+
+    # Given rows of booleans alone, and of booleans among numbers
+    pattern = [i % 3 == 0 for i in range(30)]
+    mixed = valid_rows(1).reshape(-1).tolist()
+    for name in ("f08", "f12"):  # the boolean features
+        mixed[FEATURES.index(name)] = True
+    # When each is scored / Then it scores as its 1s and 0s do
+    assert scores(pattern) == scores([float(v) for v in pattern])
+    assert scores(mixed) == scores([float(v) for v in mixed])
+
+
 def test_unversioned_model_omits_model_version(tmp_path: Path, model_dir: Path) -> None:
     # Given the model directory with no version in its metadata
     from .conftest import make_app, start_in_process, stop_in_process

@@ -7,7 +7,12 @@ It runs on the REST server's event loop, in the same process, and goes through t
 ``App.complete`` decides, counts and logs. Readiness is the app's; metrics count each RPC under
 the REST endpoint's name with ``protocol="grpc"`` and the status's HTTP equivalent. The
 response carries ``raw_output_contents`` when the request sent ``raw_input_contents`` (what
-tritonclient and kserve's client do), typed ``contents`` otherwise.
+tritonclient and kserve's client do) or asked for binary outputs (the binary data extension's
+``binary_data_output`` or an output's ``binary_data``), typed ``contents`` otherwise.
+
+Each RPC reads its one message itself, under a reservation of memory (``_Budget``): however many
+connections and streams a client opens, the messages held at once stay within a fixed number
+of bytes, and the probes have a reserve of their own.
 
 The repository RPCs are not implemented (gRPC answers ``UNIMPLEMENTED``). The standard health
 service (``grpc.health.v1.Health/Check``) answers SERVING when the app is ready (service ``live``:
@@ -18,18 +23,23 @@ serverless gRPC component, manifests/components/grpc).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from argosy import __version__
 from argosy.serving.batching import Batcher
 from argosy.serving.model import LoadedModel, RequestError
 from argosy.serving.proto import grpc_predict_v2_pb2 as pb
-from argosy.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from argosy.serving.server import EXTENSIONS, App
 from argosy.serving.v2 import (
     DECISION_OUTPUT,
@@ -74,15 +84,36 @@ _HTTP = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+    grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.INTERNAL: 500,
 }
 _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND}
-_HEALTH = "/grpc.health.v1.Health/Check"
+# Method: (the REST endpoint it counts as, its request message).
+_METHODS = {
+    "ServerLive": ("live", pb.ServerLiveRequest),
+    "ServerReady": ("ready", pb.ServerReadyRequest),
+    "ModelReady": ("model_ready", pb.ModelReadyRequest),
+    "ServerMetadata": ("server_metadata", pb.ServerMetadataRequest),
+    "ModelMetadata": ("model_metadata", pb.ModelMetadataRequest),
+    "ModelInfer": ("infer", pb.ModelInferRequest),
+}
+_FRAMING = 64 * 1024  # room past the body limit for a message's own fields
+INFER_MESSAGE_BYTES = 32 * 1024 * 1024
+"""Bytes of infer messages held at once (8 at the default 4 MiB body limit; at least one)."""
+PROBE_MESSAGE_BYTES = 32 * 1024 * 1024
+"""The same for the small RPCs (probes, metadata), apart, so infer traffic never starves them."""
+PROBE_READ_S = 1.0
+"""Longest a small RPC waits for room for its message, and then for the message to arrive."""
 # grpc.health.v1.HealthCheckResponse{status: SERVING (1) | NOT_SERVING (2)}, encoded by hand:
 # one enum field, so the server needs no health-checking package.
 _SERVING, _NOT_SERVING = b"\x08\x01", b"\x08\x02"
 _LIVE = b"\n\x04live"  # HealthCheckRequest{service: "live"}
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
 
 
 class _Abort(Exception):
@@ -93,7 +124,10 @@ class _Abort(Exception):
 
 
 def _contents(tensor: Any, name: str, datatype: str) -> np.ndarray | list[Any]:
-    """A tensor's typed ``contents`` as the data ``request_from_doc`` reads."""
+    """A tensor's typed ``contents`` as the data ``request_from_doc`` reads.
+
+    The count of values is checked against the shape before any is converted.
+    """
     field = _CONTENTS.get(datatype)
     if field is None:
         raise RequestError(
@@ -101,6 +135,12 @@ def _contents(tensor: Any, name: str, datatype: str) -> np.ndarray | list[Any]:
             + ("; send FP16 as raw_input_contents" if datatype == "FP16" else "")
         )
     values = getattr(tensor.contents, field)
+    shape = tensor.shape
+    if all(d >= 0 for d in shape) and math.prod(shape) != len(values):
+        raise RequestError(
+            f"input '{name}': shape {list(shape)} needs {math.prod(shape)} values, "
+            f"contents has {len(values)}"
+        )
     if datatype == "BYTES":
         try:
             return [bytes(v).decode() for v in values]
@@ -118,7 +158,9 @@ def request_doc(request: Any, model: LoadedModel) -> dict[str, Any]:
     """A ``ModelInferRequest`` as the V2 request document that REST decodes into.
 
     The inputs are counted and their names checked before any is converted: a message of
-    many tiny (or same-named) inputs must not cost the event loop a conversion of each.
+    many tiny (or same-named) inputs must not cost the event loop a conversion of each. The
+    request's and outputs' ``parameters`` travel as REST's do, so they are checked alike (a
+    binary data flag that is not a boolean is refused; a true one asks for raw contents).
 
     Raises:
         RequestError: More inputs than ``model`` takes, a name twice, ``raw_input_contents``
@@ -156,13 +198,114 @@ def request_doc(request: Any, model: LoadedModel) -> dict[str, Any]:
     doc: dict[str, Any] = {"inputs": inputs}
     if request.id:
         doc["id"] = request.id
+    if request.parameters:
+        doc["parameters"] = _parameters(request.parameters)
     if request.outputs:
-        doc["outputs"] = [{"name": o.name} for o in request.outputs]
+        doc["outputs"] = [
+            {"name": o.name, "parameters": _parameters(o.parameters)} if o.parameters
+            else {"name": o.name}
+            for o in request.outputs
+        ]  # fmt: skip
     return doc
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+class _Budget:
+    """Bytes of request messages held at once, so many streams cannot add up past memory.
+
+    gRPC's core reads a unary RPC's whole message before its handler runs, whatever the number
+    of streams; the handlers here are request-streaming instead, and read the one message only
+    once they hold a reservation of the largest message allowed. What the message does not use
+    is given back as soon as it has been read, the rest when the RPC ends. A stream waiting for
+    a reservation holds no more than its flow-control window. Waiters are served in order (a
+    large reservation is never passed over for small ones), at most ``most_waiting`` at once.
+
+    Args:
+        total: Bytes that messages may hold at once.
+        most_waiting: Most RPCs waiting for a reservation; one more is refused.
+    """
+
+    def __init__(self, total: int, most_waiting: int) -> None:
+        self.free = total
+        self.most_waiting = most_waiting
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def take(self, n: int, timeout_s: float) -> None:
+        """Reserve ``n`` bytes, waiting at most ``timeout_s``.
+
+        Raises:
+            _Abort: RESOURCE_EXHAUSTED when too many RPCs wait already or the wait times out.
+        """
+        if not self._waiting and self.free >= n:
+            self.free -= n
+            return
+        if len(self._waiting) >= self.most_waiting:
+            raise _Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many RPCs waiting to send their message (limit {self.most_waiting})",
+            )
+        entry = (n, asyncio.get_running_loop().create_future())
+        self._waiting.append(entry)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await entry[1]
+        except BaseException as exc:
+            if entry[1].done() and not entry[1].cancelled():  # granted as it was cancelled
+                self.give(n)
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(entry)
+            if isinstance(exc, TimeoutError):
+                raise _Abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"no room for the request message within {timeout_s:g} s "
+                    "(the server is reading as many as it holds at once)",
+                ) from None
+            raise
+
+    def give(self, n: int) -> None:
+        """Give back ``n`` reserved bytes and grant the waiters they make room for, in order."""
+        self.free += n
+        while self._waiting:
+            need, future = self._waiting[0]
+            if future.done():  # its RPC was cancelled while it waited
+                self._waiting.popleft()
+                continue
+            if need > self.free:
+                break
+            self._waiting.popleft()
+            self.free -= need
+            future.set_result(None)
+
+
+def _decoder(message_type: Any) -> Callable[[bytes], Any]:
+    """Parse a request message; an undecodable one is the client's error."""
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError:
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is not a valid {message_type.DESCRIPTOR.full_name} message",
+            ) from None
+
+    return decode
+
+
+def _parameters(params: Any) -> dict[str, Any]:
+    """A protobuf ``parameters`` map as the JSON object REST would carry (None: no value set)."""
+    doc = {}
+    for key, param in params.items():
+        kind = param.WhichOneof("parameter_choice")
+        doc[key] = None if kind is None else getattr(param, kind)
+    return doc
+
+
+class InferenceServicer:
     """The V2 gRPC service over an ``App``.
+
+    Each method takes a decoded request and returns its response, raising ``_Abort`` or
+    ``RequestError`` to refuse it; ``handler`` wraps them for the server (reading, decoding,
+    counting and statuses).
 
     Args:
         app: The app REST serves (model, limits, batcher, metrics, prediction log).
@@ -171,6 +314,147 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app
         self.waiting = 0  # infer RPCs waiting for their batch
+        limits = app.limits
+        self.message_limit = limits.max_body_bytes + _FRAMING
+        most_waiting = limits.max_connections
+        self._infer_budget = _Budget(max(INFER_MESSAGE_BYTES, self.message_limit), most_waiting)
+        self._probe_budget = _Budget(max(PROBE_MESSAGE_BYTES, self.message_limit), most_waiting)
+
+    def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
+        """The services, for the server: V2 inference and the standard health check.
+
+        ``inference.GRPCInferenceService``'s repository RPCs are not among them (UNIMPLEMENTED).
+        """
+        methods = {}
+        for method, (endpoint, request_type) in _METHODS.items():
+            methods[method] = self._method(endpoint, _decoder(request_type), getattr(self, method))
+        health = self._method("health", bytes, self.health_check, response_serializer=None)
+        return (
+            grpc.method_handlers_generic_handler("inference.GRPCInferenceService", methods),
+            grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": health}),
+        )
+
+    def _method(
+        self,
+        endpoint: str,
+        decode: Callable[[bytes], Any],
+        answer: Callable[[Any], Any],
+        response_serializer: Callable[[Any], bytes] | None = _serialize,
+    ) -> grpc.RpcMethodHandler:
+        infer = endpoint == "infer"
+        rpc = functools.partial(
+            self._rpc,
+            endpoint,
+            decode,
+            answer,
+            self._infer_budget if infer else self._probe_budget,
+            None if infer else PROBE_READ_S,
+        )
+        return grpc.stream_unary_rpc_method_handler(
+            rpc, request_deserializer=None, response_serializer=response_serializer
+        )
+
+    async def _rpc(
+        self,
+        endpoint: str,
+        decode: Callable[[bytes], Any],
+        answer: Callable[[Any], Any],
+        budget: _Budget,
+        read_s: float | None,
+        request_iterator: Any,
+        context: Any,
+    ) -> Any:
+        """Answer one RPC and count it like a REST request; a refusal aborts with its status.
+
+        The abort raises through this frame and grpc keeps the exception with the call (a
+        reference cycle that only the garbage collector frees): the message and what was
+        decoded from it live in ``_answer``'s frame, gone before the abort.
+        """
+        t0 = time.perf_counter()
+        metrics = self.app.metrics
+        metrics.inflight += 1
+        try:
+            code, message, result = await self._answer(
+                endpoint, decode, answer, budget, read_s, context
+            )
+        finally:
+            metrics.inflight -= 1
+        metrics.observe_request(endpoint, _HTTP.get(code, 500), time.perf_counter() - t0, "grpc")
+        if code is not grpc.StatusCode.OK and not context.done():
+            await context.abort(code, message)
+        return result
+
+    async def _answer(
+        self,
+        endpoint: str,
+        decode: Callable[[bytes], Any],
+        answer: Callable[[Any], Any],
+        budget: _Budget,
+        read_s: float | None,
+        context: Any,
+    ) -> tuple[grpc.StatusCode, str, Any]:
+        """Read and decode the request and answer it: its status, message and response.
+
+        The message is read under a reservation from ``budget``. An infer RPC (``read_s``
+        None) waits at most the request timeout for one, then reads as long as its connection
+        lives (its maximum age bounds it). A small RPC (probes, metadata) waits and reads at
+        most ``read_s`` each: its message arrives with its headers, and a probe that cannot be
+        answered within a second or two has failed anyway.
+        """
+        held = 0
+        try:
+            reserve = self.message_limit
+            await budget.take(
+                reserve, self.app.limits.request_timeout_s if read_s is None else read_s
+            )
+            held = reserve
+            if read_s is None:
+                raw = await context.read()
+            else:
+                async with asyncio.timeout(read_s):
+                    raw = await context.read()
+            if raw is grpc.aio.EOF:
+                if context.cancelled():  # the client left before its message arrived
+                    return grpc.StatusCode.CANCELLED, "cancelled", None
+                # gRPC refused a message over its size limit (and sent that status itself),
+                # or the client half-closed without sending one
+                return (
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"no request message within the limit of {self.message_limit} bytes",
+                    None,
+                )
+            budget.give(reserve - len(raw))
+            held = len(raw)
+            if len(raw) > self.app.limits.max_body_bytes:
+                raise _Abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"request of {len(raw)} bytes exceeds the limit of "
+                    f"{self.app.limits.max_body_bytes}",
+                )
+            result = answer(decode(raw))
+            if asyncio.iscoroutine(result):
+                result = await result
+            return grpc.StatusCode.OK, "", result
+        except _Abort as exc:
+            return exc.code, exc.message, None
+        except RequestError as exc:
+            return _STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message, None
+        except TimeoutError:  # a small RPC's message did not arrive with its headers
+            message = f"the request message did not arrive within {read_s:g} s"
+            return grpc.StatusCode.DEADLINE_EXCEEDED, message, None
+        except Exception as exc:  # a bug must cost one request, not the server
+            log.exception("internal error on gRPC %s", endpoint)
+            return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", None
+        finally:
+            budget.give(held)
+
+    def health_check(self, request: bytes) -> bytes:
+        """The standard ``grpc.health.v1.Health/Check``, for Kubernetes' gRPC probes.
+
+        Service ``live`` is SERVING while the process answers (the liveness probe); any other
+        (``""``, the server) is SERVING exactly when the app is ready.
+        """
+        return _SERVING if request == _LIVE or self.app.ready else _NOT_SERVING
 
     def _check_model(self, name: str, version: str) -> None:
         model = self.app.model
@@ -186,95 +470,44 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"unknown version '{version[:200]}' of '{name}'; serving {served}",
             )
 
-    async def _call(self, endpoint: str, context: Any, answer: Any) -> Any:
-        """Run ``answer()``; map errors to gRPC statuses; count the RPC like a REST request."""
-        t0 = time.perf_counter()
-        code = grpc.StatusCode.OK
-        message = ""
-        result = None
-        metrics = self.app.metrics
-        metrics.inflight += 1
-        try:
-            result = answer()
-            if asyncio.iscoroutine(result):
-                result = await result
-        except _Abort as exc:
-            code, message = exc.code, exc.message
-        except RequestError as exc:
-            code, message = _STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message
-        except Exception as exc:  # a bug must cost one request, not the server
-            log.exception("internal error on gRPC %s", endpoint)
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
-        finally:
-            metrics.inflight -= 1
-        metrics.observe_request(endpoint, _HTTP.get(code, 500), time.perf_counter() - t0, "grpc")
-        if code is not grpc.StatusCode.OK:
-            await context.abort(code, message)
-        return result
-
-    async def ServerLive(self, request: Any, context: Any) -> Any:
+    def ServerLive(self, request: Any) -> Any:
         """Always live while the process answers."""
-        return await self._call("live", context, lambda: pb.ServerLiveResponse(live=True))
+        return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: Any) -> Any:
+    def ServerReady(self, request: Any) -> Any:
         """Ready: the model passed its integrity check and the server is not shutting down."""
-        return await self._call(
-            "ready", context, lambda: pb.ServerReadyResponse(ready=self.app.ready)
-        )
+        return pb.ServerReadyResponse(ready=self.app.ready)
 
-    async def ModelReady(self, request: Any, context: Any) -> Any:
+    def ModelReady(self, request: Any) -> Any:
         """The served model's readiness (NOT_FOUND for another model or version)."""
+        self._check_model(request.name, request.version)
+        return pb.ModelReadyResponse(ready=self.app.ready)
 
-        def answer() -> Any:
-            self._check_model(request.name, request.version)
-            return pb.ModelReadyResponse(ready=self.app.ready)
-
-        return await self._call("model_ready", context, answer)
-
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+    def ServerMetadata(self, request: Any) -> Any:
         """Name, version and the protocol extensions served."""
-        return await self._call(
-            "server_metadata",
-            context,
-            lambda: pb.ServerMetadataResponse(
-                name="argosy", version=__version__, extensions=EXTENSIONS
-            ),
-        )
+        return pb.ServerMetadataResponse(name="argosy", version=__version__, extensions=EXTENSIONS)
 
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+    def ModelMetadata(self, request: Any) -> Any:
         """Every input by name, datatype and shape; the outputs (as REST's metadata lists them)."""
+        self._check_model(request.name, request.version)
+        doc = model_metadata(self.app.model)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=doc["name"],
+            versions=doc["versions"],
+            platform=doc["platform"],
+            inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                    for t in doc["inputs"]],
+            outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                     for t in doc["outputs"]],
+        )  # fmt: skip
 
-        def answer() -> Any:
-            self._check_model(request.name, request.version)
-            doc = model_metadata(self.app.model)
-            tensor = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=doc["name"],
-                versions=doc["versions"],
-                platform=doc["platform"],
-                inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                        for t in doc["inputs"]],
-                outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                         for t in doc["outputs"]],
-            )  # fmt: skip
-
-        return await self._call("model_metadata", context, answer)
-
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
+    async def ModelInfer(self, request: Any) -> Any:
         """Decode, validate, score (batched with concurrent requests) and answer."""
-        return await self._call("infer", context, lambda: self._infer(request))
-
-    async def _infer(self, request: Any) -> Any:
         app = self.app
         self._check_model(request.model_name, request.model_version)
         if not app.model.ready:
             raise _Abort(grpc.StatusCode.UNAVAILABLE, f"model not ready: {app.model.reason}")
-        if request.ByteSize() > app.limits.max_body_bytes:
-            raise _Abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"request of {request.ByteSize()} bytes exceeds the limit of "
-                f"{app.limits.max_body_bytes}",
-            )
         req = app.prepare(
             request_from_doc(request_doc(request, app.model), app.model, app.limits.max_batch)
         )
@@ -284,9 +517,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             scores = await self._batched(batcher, req.x)
         request_id, decisions = app.complete(req, scores)
-        return self._response(
-            req, request_id, scores, decisions, raw=bool(request.raw_input_contents)
-        )
+        raw = bool(request.raw_input_contents) or any(req.binary)
+        return self._response(req, request_id, scores, decisions, raw=raw)
 
     async def _batched(self, batcher: Batcher, x: np.ndarray) -> np.ndarray:
         """Score ``x`` in the next batch; at most ``max_connections`` RPCs wait at once."""
@@ -341,22 +573,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return out
 
 
-def _health(app: App) -> grpc.GenericRpcHandler:
-    """The standard ``grpc.health.v1.Health/Check``, for Kubernetes' gRPC probes.
-
-    Service ``live`` is SERVING while the process answers (the liveness probe); any other
-    (``""``, the server) is SERVING exactly when the app is ready.
-    """
-
-    async def check(request: bytes, context: Any) -> bytes:
-        return _SERVING if request == _LIVE or app.ready else _NOT_SERVING
-
-    handler = grpc.unary_unary_rpc_method_handler(
-        check, request_deserializer=None, response_serializer=None
-    )
-    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": handler})
-
-
 class GrpcServer:
     """The gRPC listener next to the REST one (started and stopped by ``ModelServer``).
 
@@ -383,23 +599,28 @@ class GrpcServer:
         # The REST limits, in gRPC's terms: message size (the body cap, plus room for framing),
         # streams per connection, the idle timeout; no port sharing. No maximum_concurrent_rpcs:
         # grpc counts an RPC from its headers on, so streams whose message never arrives would
-        # hold every slot and starve the health checks; the infer path bounds its own waiters
-        # instead (``InferenceServicer._batched``). A connection lives at most the request
-        # timeout, plus as long again for the RPCs on it to finish: then it is closed, and a
-        # slow sender's streams with it (clients reconnect on the GOAWAY transparently).
+        # hold every slot and starve the health checks; the servicer bounds the messages it
+        # reads (``_Budget``) and the infer RPCs waiting for a batch instead. No BDP probing:
+        # with it, grpc widens each stream's flow-control window until a stream not yet read
+        # holds its whole message (256 streams of 4 MB took 2.5 GB); without it, a waiting
+        # stream holds its 64 KiB window (a 3.6 MB message took the same 19-20 ms either way
+        # on 127.0.0.1). A connection lives at most the request timeout, plus as long again
+        # for the RPCs on it to finish: then it is closed, and a slow sender's streams with it
+        # (clients reconnect on the GOAWAY transparently).
+        servicer = InferenceServicer(self.app)
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", limits.max_body_bytes + 64 * 1024),
+                ("grpc.max_receive_message_length", servicer.message_limit),
                 ("grpc.max_concurrent_streams", limits.max_connections),
                 ("grpc.max_allowed_incoming_connections", limits.max_connections),
                 ("grpc.max_connection_idle_ms", int(limits.keepalive_timeout_s * 1000)),
                 ("grpc.max_connection_age_ms", request_ms),
                 ("grpc.max_connection_age_grace_ms", request_ms),
                 ("grpc.so_reuseport", 0),
+                ("grpc.http2.bdp_probe", 0),
             ],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.app), server)
-        server.add_generic_rpc_handlers((_health(self.app),))
+        server.add_generic_rpc_handlers(servicer.handlers())
         host = f"[{self.host}]" if ":" in self.host else self.host
         try:
             port = server.add_insecure_port(f"{host}:{self.port}")

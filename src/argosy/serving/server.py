@@ -32,6 +32,7 @@ import logging
 import signal
 import sys
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -133,6 +134,23 @@ Response = tuple[int, bytes, bytes, str, bytes]
 Reply = Callable[[Response], None]
 
 
+def _normal_path(path: bytes) -> bytes:
+    """A request target's path as it is routed.
+
+    An absolute-form target (``http://host/path``, which RFC 9112 3.2.2 says a server must
+    accept) loses its scheme and authority; percent-encoding is decoded (RFC 3986 2.1: ``%2D``
+    is ``-``), as clients that quote a model's name send it.
+    """
+    if not path.startswith(b"/"):
+        scheme, sep, rest = path.partition(b"://")
+        if sep and scheme.lower() in (b"http", b"https"):
+            slash = rest.find(b"/")
+            path = rest[slash:] if slash >= 0 else b"/"
+    if b"%" in path:
+        path = urllib.parse.unquote_to_bytes(path)
+    return path
+
+
 class App:
     """Routes a complete HTTP request to a V2 handler and returns status, body and content type.
 
@@ -223,6 +241,12 @@ class App:
         hit = self._routes.get(path)
         if hit is not None:
             return hit
+        normal = _normal_path(path)
+        if normal != path:
+            hit = self._routes.get(normal)
+            if hit is not None:
+                return hit
+            path = normal
         try:
             parts = path.decode().strip("/").split("/")
         except UnicodeDecodeError:
@@ -515,6 +539,9 @@ class _Conn(asyncio.Protocol):
         self.head_streamed = 0  # bytes of chunks that ended inside this request's head
         self.head_fields = 0  # bytes of the header names and values httptools handed over
         self.chunk_body = 0  # body bytes in this chunk since the last end of headers
+        self.chunk_open = False  # a chunk's size line was read and neither its data nor its end
+        self.chunk_progress = False  # data or the end of a chunk came in this chunk of bytes
+        self.trailer_streamed = 0  # bytes of whole chunks that went into a chunked trailer
         self.expect_continue = False  # a 100 Continue is owed once the replies ahead are out
 
     # asyncio.Protocol -----------------------------------------------------------------------
@@ -545,14 +572,26 @@ class _Conn(asyncio.Protocol):
         # seconds) must not keep a connection open; on_message_begin marks the connection busy.
         self.began = False
         self.chunk_body = 0
+        in_chunk = self.chunk_open
+        self.chunk_progress = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.reject(400, "protocol upgrade is not supported")
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed HTTP request: {exc}")
-        if self.in_head and not self.closing:
+        if self.closing:
+            return
+        if self.in_head:
             self._count_head(data)
+        elif in_chunk and self.chunk_open and not self.chunk_progress:
+            # A size line was read before these bytes and none of them was data or ended the
+            # chunk: they are the last chunk's trailer, which httptools holds until each field
+            # ends (the bytes of the chunk the trailer began in are not counted: less than one
+            # chunk short).
+            self.trailer_streamed += len(data)
+            if self.trailer_streamed > self.limits.max_head_bytes:
+                self._refuse_head(len(self.url) + self.head_fields + self.trailer_streamed)
 
     def _count_head(self, data: bytes) -> None:
         """Add this chunk's share of an unfinished head; refuse the request past the limit.
@@ -589,7 +628,8 @@ class _Conn(asyncio.Protocol):
         self.busy = True
         self.started = time.monotonic()
         self.in_head = self.began = True
-        self.head_streamed = self.head_fields = 0
+        self.head_streamed = self.head_fields = self.trailer_streamed = 0
+        self.chunk_open = False
         self.app.metrics.inflight += 1
 
     def on_url(self, url: bytes) -> None:
@@ -646,7 +686,16 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def on_chunk_header(self) -> None:
+        self.chunk_open = True
+
+    def on_chunk_complete(self) -> None:
+        self.chunk_open = False
+        self.chunk_progress = True
+
     def on_body(self, body: bytes) -> None:
+        self.chunk_open = False
+        self.chunk_progress = True
         if self.closing:
             return
         self.chunk_body += len(body)

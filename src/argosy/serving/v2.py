@@ -173,7 +173,7 @@ def _numeric(
     kind = arr.dtype.kind
     if kind == "O" or (kind == "f" and datatype in _INT_TYPES):
         arr = _with_nulls(arr, name, datatype)
-    elif kind not in "iuf":
+    elif kind not in "iufb":  # JSON true/false are 1 and 0, alone as among numbers
         raise RequestError(f"input '{name}': 'data' holds non-numeric values for {datatype}")
     if arr.size != expected:
         raise RequestError(
@@ -193,7 +193,7 @@ def _with_nulls(arr: np.ndarray, name: str, datatype: str) -> np.ndarray:
     for i, value in enumerate(arr.reshape(-1)):
         if value is None:
             out[i] = np.nan
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif isinstance(value, int | float):  # a bool too: JSON true/false are 1 and 0
             if datatype in _INT_TYPES and not isinstance(value, int):
                 raise RequestError(f"input '{name}': non-integer values for datatype {datatype}")
             try:
@@ -504,7 +504,7 @@ def one_row(doc: Any, model: LoadedModel) -> list[Any] | None:
     same FP32 values (``tests/serving/test_batched_rows.py`` compares the two paths).
 
     Why at least one float: ``request_from_doc`` converts a tensor's data with ``np.array``,
-    whose result type depends on the values (integers only give int64, booleans only a 400);
+    whose result type depends on the values (integers only give int64, booleans only bool);
     a row holding a float is float64 alone and in any stack of such rows, so its FP32 values
     are the same either way.
     """
