@@ -43,6 +43,7 @@ CASES: list[tuple[str, bytes | dict[str, Any], int, str]] = [
     ("1-d features", features([30], ROW), 400, "shape must be [N, 30]"),
     ("negative dim", features([-1, 30], ROW), 400, "non-negative integers"),
     ("shape not list", features("1x30", ROW), 400, "non-negative integers"),  # type: ignore[arg-type]
+    ("many dimensions", features([1] * 10_000 + [30], ROW), 400, "shape has 10001 dimensions"),
     ("bytes dtype", features([1, 30], [str(v) for v in ROW], "BYTES"), 400, "not numeric"),
     ("unknown dtype", features([1, 30], ROW, "FLOAT"), 400, "unknown datatype"),
     ("strings as FP32", features([1, 30], ["a"] * 30), 400, "non-numeric"),

@@ -513,7 +513,7 @@ def test_a_chunked_body_s_trailer_is_bounded_and_never_taken_as_a_header(
         sock.sendall(chunked + b"x-t: ")
         sent = 0
         with contextlib.suppress(ConnectionError):  # the server closes once it has answered
-            while sent < 4 * 1024 * 1024 and not select.select([sock], [], [], 0.002)[0]:
+            while sent < 4 * 1024 * 1024 and not select.select([sock], [], [], 0.02)[0]:
                 sock.sendall(b"v" * 4096)
                 sent += 4096
         # Then it is refused as it arrives, not buffered until the field ends

@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import pytest
 
+from argosy.serving import grpc_v2
 from argosy.serving.grpc_v2 import InferenceServicer, _Abort, _Budget, request_doc
 from argosy.serving.model import RequestError
 from argosy.serving.predlog import PredictionLogger
@@ -173,6 +174,11 @@ def _error(call: Any) -> grpc.RpcError:
             grpc.StatusCode.INVALID_ARGUMENT,
             "unknown input(s) ['nnnn",
         ),
+        (  # refused before the shape is multiplied out or quoted
+            lambda r: r.inputs[0].shape.extend([1] * 100_000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'features': shape has 100002 dimensions; inputs here have 1 or 2",
+        ),
         (  # the binary data extension's flags are checked as over REST
             lambda r: setattr(r.parameters["binary_data_output"], "string_param", "yes"),
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -196,6 +202,7 @@ def _error(call: Any) -> grpc.RpcError:
         "long id",
         "output",
         "long input name",
+        "many dimensions",
         "binary_data_output",
         "binary_data",
     ],
@@ -256,8 +263,8 @@ def test_undecodable_messages_are_invalid_argument_counted_and_not_logged_as_err
     valid = features_request(valid_rows(1), raw=True).SerializeToString()
     try:
         with caplog.at_level(logging.ERROR):
-            # Given a valid request with a truncated field after it, and a metadata request
-            # that is not protobuf at all
+            # Given a valid request followed by a string field whose bytes are not UTF-8, and
+            # a metadata request that is not protobuf at all
             for path, raw, kind in [
                 ("ModelInfer", valid + b"\x12\x02\xff\xfe", "inference.ModelInferRequest"),
                 ("ModelMetadata", b"\xff\xff\xff", "inference.ModelMetadataRequest"),
@@ -459,34 +466,100 @@ def test_health_is_answered_while_slow_streams_hold_every_slot(model_dir: Path) 
         stop_in_process(srv)
 
 
-def test_probes_whose_message_does_not_arrive_are_dropped_within_seconds(model_dir: Path) -> None:
+def test_probes_whose_message_does_not_arrive_are_dropped_within_a_second(
+    model_dir: Path,
+) -> None:
     # Given a server (its request timeout the default 30 s)
     srv = start_in_process(make_app(model_dir), grpc=True)
     port = srv.server.grpc_port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    # and 20 health checks whose message never finishes arriving (more than may be read at once)
-    slow = _slow_streams(port, "/grpc.health.v1.Health/Check", 20)
+    check = channel.unary_unary("/grpc.health.v1.Health/Check")
+    # and 50 health checks whose message never finishes arriving
+    slow = _slow_streams(port, "/grpc.health.v1.Health/Check", 50)
     try:
-        # When two seconds have passed / Then every one was refused: its message did not
-        # arrive within a second (408), or it found no room to be read within a second (413)
-        deadline = time.monotonic() + 2.5
-        refused = 0
-        while refused < 20:
-            assert time.monotonic() < deadline, f"{20 - refused} slow probes still held"
-            time.sleep(0.1)
-            text = srv.client().request("GET", "/metrics")[2].decode()
-            refused = sum(
-                int(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith('argosy_requests_total{endpoint="health",code="4')
-            )
-        assert refused == 20
-        assert 'argosy_requests_total{endpoint="health",code="408",protocol="grpc"}' in text
-        # and the next probe is answered
-        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        time.sleep(0.2)
+        # When a probe asks meanwhile / Then it is answered at once
+        t0 = time.monotonic()
         assert check(b"", timeout=2) == b"\x08\x01"
+        assert time.monotonic() - t0 < 0.5
+        # and every slow one is refused as a request timeout once its second is up
+        deadline = time.monotonic() + 5
+        line = 'argosy_requests_total{endpoint="health",code="408",protocol="grpc"} 50'
+        while line not in srv.client().request("GET", "/metrics")[2].decode():
+            assert time.monotonic() < deadline, "the slow probes were never dropped"
+            time.sleep(0.1)
+        # and a probe message past the small RPCs' 64 KiB is refused
+        err = _error(lambda: check(b"\n\x04live" + b"x" * 70_000))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "exceeds the limit of 65536" in err.details()
     finally:
         slow.close()
+        channel.close()
+        stop_in_process(srv)
+
+
+def test_slow_infer_streams_hold_only_infer_and_only_for_the_request_timeout(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a server that reads two infer messages at once, with a 1 s request timeout
+    app = make_app(model_dir, request_timeout_s=1.0, max_body_bytes=64 * 1024)
+    monkeypatch.setattr(grpc_v2, "INFER_MESSAGE_BYTES", 2 * (64 + 64) * 1024)
+    srv = start_in_process(app, grpc=True)
+    port = srv.server.grpc_port
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    # and two infer streams whose message never finishes arriving
+    slow = _slow_streams(port, "/inference.GRPCInferenceService/ModelInfer", 2)
+    started = time.monotonic()
+    try:
+        time.sleep(0.4)
+        # When the probes ask / Then they are answered at once
+        t0 = time.monotonic()
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=2).live
+        assert stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL_NAME), timeout=2).inputs
+        assert time.monotonic() - t0 < 0.5
+        # and an infer request (0.4 s in) waits for room, and is served once the slow ones
+        # are dropped at their request timeout (1 s in), within its own 1 s wait
+        assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
+        assert 0.9 < time.monotonic() - started < 2
+        # and the slow ones were refused as request timeouts
+        line = 'argosy_requests_total{endpoint="infer",code="408",protocol="grpc"} 2'
+        deadline = time.monotonic() + 3
+        while line not in srv.client().request("GET", "/metrics")[2].decode():
+            assert time.monotonic() < deadline, "the slow infer streams were never dropped"
+            time.sleep(0.05)
+        # and then inference is served at once
+        assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
+    finally:
+        slow.close()
+        channel.close()
+        stop_in_process(srv)
+
+
+def test_an_error_inside_infer_is_internal_and_counted(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server without batching whose scoring raises (a TimeoutError, which is also
+    # what a read past its deadline raises)
+    app = make_app(model_dir, batching=None)
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise TimeoutError("scoring stalled")
+
+    app.predict = broken  # type: ignore[method-assign]
+    srv = start_in_process(app, grpc=True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}")
+    try:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        # When a request is sent / Then it is INTERNAL, logged once, counted as a 500
+        with caplog.at_level(logging.ERROR):
+            err = _error(lambda: stub.ModelInfer(features_request(valid_rows(1), raw=True)))
+        assert err.code() == grpc.StatusCode.INTERNAL
+        assert err.details() == "internal error: TimeoutError"
+        assert [r.getMessage() for r in caplog.records] == ["internal error on gRPC infer"]
+        text = srv.client().request("GET", "/metrics")[2].decode()
+        assert 'argosy_requests_total{endpoint="infer",code="500",protocol="grpc"} 1' in text
+    finally:
         channel.close()
         stop_in_process(srv)
 
@@ -598,9 +671,7 @@ def test_an_rpc_cancelled_while_waiting_for_its_batch_logs_no_error(
         stop_in_process(srv)
 
 
-def test_infer_rpcs_waiting_for_a_batch_are_bounded_but_probes_never_are(
-    model_dir: Path,
-) -> None:
+def test_infer_rpcs_waiting_for_a_batch_are_bounded(model_dir: Path) -> None:
     # Given a servicer whose infer path already has its limit of RPCs waiting for a batch
     app = make_app(model_dir, batching=Batching(), max_connections=2)
     servicer = InferenceServicer(app)
@@ -609,10 +680,7 @@ def test_infer_rpcs_waiting_for_a_batch_are_bounded_but_probes_never_are(
     with pytest.raises(_Abort, match=r"waiting for a batch \(limit 2\)") as info:
         asyncio.run(servicer._batched(None, valid_rows(1)))  # type: ignore[arg-type]
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    # and the probes and metadata are still answered
-    assert servicer.ServerLive(pb.ServerLiveRequest()).live
-    assert servicer.ServerReady(pb.ServerReadyRequest()).ready
-    assert servicer.ModelMetadata(pb.ModelMetadataRequest(name=MODEL_NAME)).name == MODEL_NAME
+    assert info.value.http == 503  # overload, counted as REST's connection cap is
 
 
 def test_grpc_connections_over_the_cap_are_refused_and_the_rest_keep_serving(

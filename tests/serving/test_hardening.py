@@ -271,8 +271,8 @@ def test_many_grpc_streams_of_large_messages_cost_bounded_memory(
     assert set(codes) <= {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}, codes
     assert codes["INVALID_ARGUMENT"] > 0
     # and the server held a bounded number of messages at once (1 GB of them were in flight;
-    # it reads at most 32 MiB at a time: about 300 MB was measured, 2.6 GB before that bound)
-    assert peak_rss_mb(srv) - base < 600, (base, peak_rss_mb(srv))
+    # it reads at most 31 at a time: 490 to 550 MB more was measured, 2.6 GB before that bound)
+    assert peak_rss_mb(srv) - base < 800, (base, peak_rss_mb(srv))
     assert_still_serving(srv, log_dir, model_dir, "grpc-flood")
 
 

@@ -259,6 +259,9 @@ def test_percent_encoding_cannot_smuggle_bytes_into_a_name(client: Client) -> No
         ("/v2/models/%FF/ready", "not valid UTF-8"),
         ("/v2/models/other%2Dmodel/ready", "unknown model 'other-model'"),
         ("http://host", "no such endpoint: /"),
+        # an encoded slash is not a separator (RFC 3986 2.2): it stays in its segment
+        ("/v2/health%2Flive", "no such endpoint: /v2/health%2Flive"),
+        ("/v2/models/example-model%2fready", "unknown model 'example-model%2Fready'"),
     ]:
         status, doc = client.json("GET", target)
         # Then it is a 404 naming the decoded path

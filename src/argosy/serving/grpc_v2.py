@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -43,11 +44,13 @@ from argosy.serving.proto import grpc_predict_v2_pb2 as pb
 from argosy.serving.server import EXTENSIONS, App
 from argosy.serving.v2 import (
     DECISION_OUTPUT,
+    MAX_DIMS,
     PROBABILITY_OUTPUT,
     InferRequest,
     model_metadata,
     request_from_doc,
     tensor_from_bytes,
+    too_many_dims,
 )
 
 log = logging.getLogger(__name__)
@@ -100,11 +103,17 @@ _METHODS = {
     "ModelInfer": ("infer", pb.ModelInferRequest),
 }
 _FRAMING = 64 * 1024  # room past the body limit for a message's own fields
-INFER_MESSAGE_BYTES = 32 * 1024 * 1024
-"""Bytes of infer messages held at once (8 at the default 4 MiB body limit; at least one)."""
-PROBE_MESSAGE_BYTES = 32 * 1024 * 1024
-"""The same for the small RPCs (probes, metadata), apart, so infer traffic never starves them."""
-PROBE_READ_S = 1.0
+INFER_MESSAGE_BYTES = 128 * 1024 * 1024
+"""Bytes of infer messages read at once: 31 at the default 4 MiB body limit (at least one).
+
+Each message being read may take the largest size allowed, so this bounds what gRPC requests
+hold (a 256-stream flood of 4 MB messages raised the peak RSS by about 500 MB, with the
+messages' decoded copies). The other side of the bound: 31 streams that never finish their
+message hold gRPC inference for the request timeout (REST's equivalent is --max-connections
+connections); a smaller ``--max-body-bytes`` lets more be read at once."""
+SMALL_MESSAGE_BYTES = 64 * 1024
+"""Largest request of a small RPC (probes, metadata: a model's name and version)."""
+SMALL_READ_S = 1.0
 """Longest a small RPC waits for room for its message, and then for the message to arrive."""
 # grpc.health.v1.HealthCheckResponse{status: SERVING (1) | NOT_SERVING (2)}, encoded by hand:
 # one enum field, so the server needs no health-checking package.
@@ -117,10 +126,13 @@ def _serialize(message: Any) -> bytes:
 
 
 class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    """Refuse an RPC with ``code``; ``http`` is the status it counts as (overload: 503)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, http: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http = _HTTP.get(code, 500) if http is None else http
 
 
 def _contents(tensor: Any, name: str, datatype: str) -> np.ndarray | list[Any]:
@@ -186,6 +198,8 @@ def request_doc(request: Any, model: LoadedModel) -> dict[str, Any]:
     inputs = []
     for i, tensor in enumerate(request.inputs):
         name, datatype = tensor.name, tensor.datatype
+        if len(tensor.shape) > MAX_DIMS:  # before the shape is multiplied out or quoted
+            raise RequestError(too_many_dims(name, len(tensor.shape)))
         if raw:
             if tensor.HasField("contents"):
                 raise RequestError(f"input '{name}': both contents and raw_input_contents")
@@ -242,6 +256,7 @@ class _Budget:
             raise _Abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many RPCs waiting to send their message (limit {self.most_waiting})",
+                503,
             )
         entry = (n, asyncio.get_running_loop().create_future())
         self._waiting.append(entry)
@@ -258,6 +273,7 @@ class _Budget:
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"no room for the request message within {timeout_s:g} s "
                     "(the server is reading as many as it holds at once)",
+                    503,
                 ) from None
             raise
 
@@ -300,12 +316,36 @@ def _parameters(params: Any) -> dict[str, Any]:
     return doc
 
 
+@dataclass(frozen=True)
+class _Reads:
+    """How an RPC reads its message: the budget, what it reserves, how long it may take.
+
+    Attributes:
+        budget: Where the reservation comes from.
+        reserve: Bytes reserved before the read; also the largest message taken.
+        wait_s: Longest wait for the reservation.
+        read_s: Longest the message may take to arrive once the read begins.
+    """
+
+    budget: _Budget
+    reserve: int
+    wait_s: float
+    read_s: float
+
+
 class InferenceServicer:
     """The V2 gRPC service over an ``App``.
 
     Each method takes a decoded request and returns its response, raising ``_Abort`` or
-    ``RequestError`` to refuse it; ``handler`` wraps them for the server (reading, decoding,
+    ``RequestError`` to refuse it; ``handlers`` wraps them for the server (reading, decoding,
     counting and statuses).
+
+    Infer messages are read under reservations of the largest message allowed, from
+    ``INFER_MESSAGE_BYTES``; a message must arrive within the request timeout (REST's body
+    timeout). The small RPCs (probes, metadata) have a budget of their own, so infer traffic
+    never starves the probes: a reservation of ``SMALL_MESSAGE_BYTES`` each, as many at once as
+    ``--max-connections``, and a second to wait and a second to read (their message arrives
+    with their headers; a probe that takes longer has failed anyway).
 
     Args:
         app: The app REST serves (model, limits, batcher, metrics, prediction log).
@@ -316,9 +356,19 @@ class InferenceServicer:
         self.waiting = 0  # infer RPCs waiting for their batch
         limits = app.limits
         self.message_limit = limits.max_body_bytes + _FRAMING
-        most_waiting = limits.max_connections
-        self._infer_budget = _Budget(max(INFER_MESSAGE_BYTES, self.message_limit), most_waiting)
-        self._probe_budget = _Budget(max(PROBE_MESSAGE_BYTES, self.message_limit), most_waiting)
+        most = limits.max_connections
+        self._infer = _Reads(
+            _Budget(max(INFER_MESSAGE_BYTES, self.message_limit), most),
+            self.message_limit,
+            limits.request_timeout_s,
+            limits.request_timeout_s,
+        )
+        self._small = _Reads(
+            _Budget(most * SMALL_MESSAGE_BYTES, most),
+            SMALL_MESSAGE_BYTES,
+            SMALL_READ_S,
+            SMALL_READ_S,
+        )
 
     def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
         """The services, for the server: V2 inference and the standard health check.
@@ -341,15 +391,8 @@ class InferenceServicer:
         answer: Callable[[Any], Any],
         response_serializer: Callable[[Any], bytes] | None = _serialize,
     ) -> grpc.RpcMethodHandler:
-        infer = endpoint == "infer"
-        rpc = functools.partial(
-            self._rpc,
-            endpoint,
-            decode,
-            answer,
-            self._infer_budget if infer else self._probe_budget,
-            None if infer else PROBE_READ_S,
-        )
+        reads = self._infer if endpoint == "infer" else self._small
+        rpc = functools.partial(self._rpc, endpoint, decode, answer, reads)
         return grpc.stream_unary_rpc_method_handler(
             rpc, request_deserializer=None, response_serializer=response_serializer
         )
@@ -359,8 +402,7 @@ class InferenceServicer:
         endpoint: str,
         decode: Callable[[bytes], Any],
         answer: Callable[[Any], Any],
-        budget: _Budget,
-        read_s: float | None,
+        reads: _Reads,
         request_iterator: Any,
         context: Any,
     ) -> Any:
@@ -374,77 +416,84 @@ class InferenceServicer:
         metrics = self.app.metrics
         metrics.inflight += 1
         try:
-            code, message, result = await self._answer(
-                endpoint, decode, answer, budget, read_s, context
+            code, http, message, result = await self._answer(
+                endpoint, decode, answer, reads, context
             )
         finally:
             metrics.inflight -= 1
-        metrics.observe_request(endpoint, _HTTP.get(code, 500), time.perf_counter() - t0, "grpc")
+        metrics.observe_request(endpoint, http, time.perf_counter() - t0, "grpc")
         if code is not grpc.StatusCode.OK and not context.done():
             await context.abort(code, message)
         return result
+
+    async def _read(self, reads: _Reads, context: Any) -> bytes:
+        """The RPC's one message, read within ``reads.read_s``.
+
+        Raises:
+            _Abort: The client left, the message did not arrive in time, or it is too large
+                (gRPC's core refuses one past ``message_limit`` itself and sends that status).
+        """
+        try:
+            async with asyncio.timeout(reads.read_s):
+                raw = await context.read()
+        except TimeoutError:
+            raise _Abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the request message did not arrive within {reads.read_s:g} s",
+            ) from None
+        if raw is grpc.aio.EOF:
+            if context.cancelled():  # the client left before its message arrived
+                raise _Abort(grpc.StatusCode.CANCELLED, "cancelled")
+            # gRPC refused a message over its size limit (its status is sent already), or
+            # the client half-closed without sending one
+            raise _Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"no request message within the limit of {self.message_limit} bytes",
+            )
+        limit = min(reads.reserve, self.app.limits.max_body_bytes)
+        if len(raw) > limit:
+            raise _Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"request of {len(raw)} bytes exceeds the limit of {limit}",
+            )
+        return raw
 
     async def _answer(
         self,
         endpoint: str,
         decode: Callable[[bytes], Any],
         answer: Callable[[Any], Any],
-        budget: _Budget,
-        read_s: float | None,
+        reads: _Reads,
         context: Any,
-    ) -> tuple[grpc.StatusCode, str, Any]:
-        """Read and decode the request and answer it: its status, message and response.
+    ) -> tuple[grpc.StatusCode, int, str, Any]:
+        """Read and decode the request and answer it: status, its HTTP count, message, response.
 
-        The message is read under a reservation from ``budget``. An infer RPC (``read_s``
-        None) waits at most the request timeout for one, then reads as long as its connection
-        lives (its maximum age bounds it). A small RPC (probes, metadata) waits and reads at
-        most ``read_s`` each: its message arrives with its headers, and a probe that cannot be
-        answered within a second or two has failed anyway.
+        The message is read under a reservation from ``reads.budget``, which is given back as
+        soon as the message's size is known (all but its size) and when the RPC ends.
         """
+        budget = reads.budget
         held = 0
         try:
-            reserve = self.message_limit
-            await budget.take(
-                reserve, self.app.limits.request_timeout_s if read_s is None else read_s
-            )
-            held = reserve
-            if read_s is None:
-                raw = await context.read()
-            else:
-                async with asyncio.timeout(read_s):
-                    raw = await context.read()
-            if raw is grpc.aio.EOF:
-                if context.cancelled():  # the client left before its message arrived
-                    return grpc.StatusCode.CANCELLED, "cancelled", None
-                # gRPC refused a message over its size limit (and sent that status itself),
-                # or the client half-closed without sending one
-                return (
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"no request message within the limit of {self.message_limit} bytes",
-                    None,
-                )
-            budget.give(reserve - len(raw))
+            await budget.take(reads.reserve, reads.wait_s)
+            held = reads.reserve
+            raw = await self._read(reads, context)
+            budget.give(held - len(raw))
             held = len(raw)
-            if len(raw) > self.app.limits.max_body_bytes:
-                raise _Abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"request of {len(raw)} bytes exceeds the limit of "
-                    f"{self.app.limits.max_body_bytes}",
-                )
-            result = answer(decode(raw))
+            request = decode(raw)
+            del raw  # the decoded request holds its own copy
+            result = answer(request)
+            del request
             if asyncio.iscoroutine(result):
                 result = await result
-            return grpc.StatusCode.OK, "", result
+            return grpc.StatusCode.OK, 200, "", result
         except _Abort as exc:
-            return exc.code, exc.message, None
+            return exc.code, exc.http, exc.message, None
         except RequestError as exc:
-            return _STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message, None
-        except TimeoutError:  # a small RPC's message did not arrive with its headers
-            message = f"the request message did not arrive within {read_s:g} s"
-            return grpc.StatusCode.DEADLINE_EXCEEDED, message, None
+            code = _STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            return code, exc.status, exc.message, None
         except Exception as exc:  # a bug must cost one request, not the server
             log.exception("internal error on gRPC %s", endpoint)
-            return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", None
+            return grpc.StatusCode.INTERNAL, 500, f"internal error: {type(exc).__name__}", None
         finally:
             budget.give(held)
 
@@ -527,6 +576,7 @@ class InferenceServicer:
             raise _Abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many infer RPCs waiting for a batch (limit {limit})",
+                503,
             )
         future: asyncio.Future[np.ndarray | BaseException] = (
             asyncio.get_running_loop().create_future()

@@ -29,6 +29,7 @@ import gc
 import itertools
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -134,12 +135,16 @@ Response = tuple[int, bytes, bytes, str, bytes]
 Reply = Callable[[Response], None]
 
 
+_ENCODED_SLASH = re.compile(rb"%2[fF]")
+
+
 def _normal_path(path: bytes) -> bytes:
     """A request target's path as it is routed.
 
     An absolute-form target (``http://host/path``, which RFC 9112 3.2.2 says a server must
     accept) loses its scheme and authority; percent-encoding is decoded (RFC 3986 2.1: ``%2D``
-    is ``-``), as clients that quote a model's name send it.
+    is ``-``), as clients that quote a model's name send it, except ``%2F``: an encoded slash
+    is not a separator (RFC 3986 2.2), so it stays in its segment and names nothing here.
     """
     if not path.startswith(b"/"):
         scheme, sep, rest = path.partition(b"://")
@@ -147,7 +152,8 @@ def _normal_path(path: bytes) -> bytes:
             slash = rest.find(b"/")
             path = rest[slash:] if slash >= 0 else b"/"
     if b"%" in path:
-        path = urllib.parse.unquote_to_bytes(path)
+        parts = _ENCODED_SLASH.split(path)
+        path = b"%2F".join(urllib.parse.unquote_to_bytes(part) for part in parts)
     return path
 
 

@@ -138,11 +138,22 @@ class RowRequest:
         return 1
 
 
+MAX_DIMS = 2
+"""Most dimensions of an input: ``[N, F]`` for ``features``, ``[N]`` or ``[N, 1]`` for the rest."""
+
+
 def _shape(tensor: dict[str, Any], name: str) -> list[int]:
     shape = tensor.get("shape")
+    if type(shape) is list and len(shape) > MAX_DIMS:  # before a long list is walked or quoted
+        raise RequestError(too_many_dims(name, len(shape)))
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise RequestError(f"input '{name}': 'shape' must be a list of non-negative integers")
     return shape
+
+
+def too_many_dims(name: str, n: int) -> str:
+    """The message for an input of ``n`` dimensions, past ``MAX_DIMS``."""
+    return f"input '{name}': shape has {n} dimensions; inputs here have 1 or 2 ([N] or [N, F])"
 
 
 def _numeric(
