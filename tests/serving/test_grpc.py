@@ -393,6 +393,15 @@ def test_message_over_the_body_limit_is_refused(model_dir: Path) -> None:
         # When a request of 600 rows (72 KB) is sent / Then RESOURCE_EXHAUSTED
         err = _error(lambda: stub.ModelInfer(features_request(valid_rows(600), raw=True)))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "request of 72" in err.details()
+        # and one past the room gRPC itself allows (the limit plus 64 KiB) is refused too
+        err = _error(lambda: stub.ModelInfer(features_request(valid_rows(2000), raw=True)))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # and both are counted: the first as REST's 413s are, the second (which gRPC refuses
+        # itself, ending the call before the server sees a message) as a call that ended (499)
+        text = srv.client().request("GET", "/metrics")[2].decode()
+        assert 'argosy_requests_total{endpoint="infer",code="413",protocol="grpc"} 1' in text
+        assert 'argosy_requests_total{endpoint="infer",code="499",protocol="grpc"} 1' in text
         # and a request under the limit is served
         assert len(scores(stub.ModelInfer(features_request(valid_rows(2), raw=True)))) == 2
     finally:
@@ -466,29 +475,45 @@ def test_health_is_answered_while_slow_streams_hold_every_slot(model_dir: Path) 
         stop_in_process(srv)
 
 
-def test_probes_whose_message_does_not_arrive_are_dropped_within_a_second(
+def test_slow_probes_are_dropped_within_seconds_and_never_hold_server_live(
     model_dir: Path,
 ) -> None:
     # Given a server (its request timeout the default 30 s)
     srv = start_in_process(make_app(model_dir), grpc=True)
     port = srv.server.grpc_port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
     check = channel.unary_unary("/grpc.health.v1.Health/Check")
-    # and 50 health checks whose message never finishes arriving
+    # and 50 health checks whose message never finishes arriving (more than are read at once)
     slow = _slow_streams(port, "/grpc.health.v1.Health/Check", 50)
     try:
         time.sleep(0.2)
-        # When a probe asks meanwhile / Then it is answered at once
+        # When ServerLive and ServerReady ask meanwhile / Then they are answered at once
+        # (they read no request)
         t0 = time.monotonic()
-        assert check(b"", timeout=2) == b"\x08\x01"
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=2).live
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=2).ready
         assert time.monotonic() - t0 < 0.5
-        # and every slow one is refused as a request timeout once its second is up
-        deadline = time.monotonic() + 5
-        line = 'argosy_requests_total{endpoint="health",code="408",protocol="grpc"} 50'
-        while line not in srv.client().request("GET", "/metrics")[2].decode():
-            assert time.monotonic() < deadline, "the slow probes were never dropped"
+        # and every slow check is refused within seconds: its message did not arrive within
+        # a second of its read (408), or it found no room to be read within a second (503)
+        deadline = time.monotonic() + 6
+        refused = 0
+        while refused < 50:
+            assert time.monotonic() < deadline, f"{50 - refused} slow checks still held"
             time.sleep(0.1)
-        # and a probe message past the small RPCs' 64 KiB is refused
+            text = srv.client().request("GET", "/metrics")[2].decode()
+            refused = sum(
+                int(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith(
+                    ('argosy_requests_total{endpoint="health",code="408"',
+                     'argosy_requests_total{endpoint="health",code="503"')
+                )
+            )  # fmt: skip
+        assert refused == 50
+        # and then the checks are answered
+        assert check(b"", timeout=2) == b"\x08\x01"
+        # and a check past the small RPCs' 64 KiB is refused
         err = _error(lambda: check(b"\n\x04live" + b"x" * 70_000))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "exceeds the limit of 65536" in err.details()
@@ -498,11 +523,43 @@ def test_probes_whose_message_does_not_arrive_are_dropped_within_a_second(
         stop_in_process(srv)
 
 
+def test_a_client_leaving_or_timing_out_is_counted_and_frees_its_room(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a server that reads one infer message at once, and a stream holding that room
+    app = make_app(model_dir, max_body_bytes=64 * 1024)
+    monkeypatch.setattr(grpc_v2, "INFER_MESSAGE_BYTES", (64 + 64) * 1024)
+    srv = start_in_process(app, grpc=True)
+    port = srv.server.grpc_port
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    slow = _slow_streams(port, "/inference.GRPCInferenceService/ModelInfer", 1)
+    try:
+        time.sleep(0.2)
+        # When a request's deadline passes while it waits for room
+        err = _error(lambda: stub.ModelInfer(features_request(valid_rows(1), True), timeout=0.3))
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # and the slow stream's client cancels it (RST_STREAM, CANCEL)
+        slow.sendall(_h2_frame(3, 0, 1, struct.pack(">I", 8)))
+        # Then both are counted as requests the client left (499)
+        line = 'argosy_requests_total{endpoint="infer",code="499",protocol="grpc"} 2'
+        deadline = time.monotonic() + 3
+        while line not in srv.client().request("GET", "/metrics")[2].decode():
+            assert time.monotonic() < deadline, "the requests the clients left were not counted"
+            time.sleep(0.05)
+        # and the room came back: the next request is served at once
+        assert len(scores(stub.ModelInfer(features_request(valid_rows(1), True), timeout=2))) == 1
+    finally:
+        slow.close()
+        channel.close()
+        stop_in_process(srv)
+
+
 def test_slow_infer_streams_hold_only_infer_and_only_for_the_request_timeout(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a server that reads two infer messages at once, with a 1 s request timeout
-    app = make_app(model_dir, request_timeout_s=1.0, max_body_bytes=64 * 1024)
+    # Given a server that reads two infer messages at once, with a 2 s request timeout
+    app = make_app(model_dir, request_timeout_s=2.0, max_body_bytes=64 * 1024)
     monkeypatch.setattr(grpc_v2, "INFER_MESSAGE_BYTES", 2 * (64 + 64) * 1024)
     srv = start_in_process(app, grpc=True)
     port = srv.server.grpc_port
@@ -519,9 +576,9 @@ def test_slow_infer_streams_hold_only_infer_and_only_for_the_request_timeout(
         assert stub.ModelMetadata(pb.ModelMetadataRequest(name=MODEL_NAME), timeout=2).inputs
         assert time.monotonic() - t0 < 0.5
         # and an infer request (0.4 s in) waits for room, and is served once the slow ones
-        # are dropped at their request timeout (1 s in), within its own 1 s wait
+        # are dropped at their request timeout (2 s in), within its own 2 s wait
         assert len(scores(stub.ModelInfer(features_request(valid_rows(1), raw=True)))) == 1
-        assert 0.9 < time.monotonic() - started < 2
+        assert 1.9 < time.monotonic() - started < 4
         # and the slow ones were refused as request timeouts
         line = 'argosy_requests_total{endpoint="infer",code="408",protocol="grpc"} 2'
         deadline = time.monotonic() + 3

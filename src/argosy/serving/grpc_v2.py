@@ -12,7 +12,8 @@ tritonclient and kserve's client do) or asked for binary outputs (the binary dat
 
 Each RPC reads its one message itself, under a reservation of memory (``_Budget``): however many
 connections and streams a client opens, the messages held at once stay within a fixed number
-of bytes, and the probes have a reserve of their own.
+of bytes, and the health checks and metadata have a reserve of their own. ``ServerLive``,
+``ServerReady`` and ``ServerMetadata`` read none (their request is empty).
 
 The repository RPCs are not implemented (gRPC answers ``UNIMPLEMENTED``). The standard health
 service (``grpc.health.v1.Health/Check``) answers SERVING when the app is ready (service ``live``:
@@ -107,14 +108,19 @@ INFER_MESSAGE_BYTES = 128 * 1024 * 1024
 """Bytes of infer messages read at once: 31 at the default 4 MiB body limit (at least one).
 
 Each message being read may take the largest size allowed, so this bounds what gRPC requests
-hold (a 256-stream flood of 4 MB messages raised the peak RSS by about 500 MB, with the
+hold (a 256-stream flood of 4 MB messages raised the peak RSS by 490 to 580 MB, with the
 messages' decoded copies). The other side of the bound: 31 streams that never finish their
 message hold gRPC inference for the request timeout (REST's equivalent is --max-connections
 connections); a smaller ``--max-body-bytes`` lets more be read at once."""
+SMALL_RPC_BYTES = 64 * 1024 * 1024
+"""Bytes of the small RPCs' messages read at once (health checks, model readiness and metadata):
+15 at the default body limit, apart from infer's, so infer traffic never holds them up."""
 SMALL_MESSAGE_BYTES = 64 * 1024
-"""Largest request of a small RPC (probes, metadata: a model's name and version)."""
+"""Largest request of a small RPC (a service name, a model's name and version)."""
 SMALL_READ_S = 1.0
 """Longest a small RPC waits for room for its message, and then for the message to arrive."""
+_UNREAD = ("ServerLive", "ServerReady", "ServerMetadata")
+"""Methods whose request has no fields: answered without reading it, so never held up."""
 # grpc.health.v1.HealthCheckResponse{status: SERVING (1) | NOT_SERVING (2)}, encoded by hand:
 # one enum field, so the server needs no health-checking package.
 _SERVING, _NOT_SERVING = b"\x08\x01", b"\x08\x02"
@@ -322,13 +328,15 @@ class _Reads:
 
     Attributes:
         budget: Where the reservation comes from.
-        reserve: Bytes reserved before the read; also the largest message taken.
+        reserve: Bytes reserved before the read: the largest message gRPC lets in.
+        largest: The largest message taken (the rest are refused once read).
         wait_s: Longest wait for the reservation.
         read_s: Longest the message may take to arrive once the read begins.
     """
 
     budget: _Budget
     reserve: int
+    largest: int
     wait_s: float
     read_s: float
 
@@ -340,12 +348,14 @@ class InferenceServicer:
     ``RequestError`` to refuse it; ``handlers`` wraps them for the server (reading, decoding,
     counting and statuses).
 
-    Infer messages are read under reservations of the largest message allowed, from
-    ``INFER_MESSAGE_BYTES``; a message must arrive within the request timeout (REST's body
-    timeout). The small RPCs (probes, metadata) have a budget of their own, so infer traffic
-    never starves the probes: a reservation of ``SMALL_MESSAGE_BYTES`` each, as many at once as
-    ``--max-connections``, and a second to wait and a second to read (their message arrives
-    with their headers; a probe that takes longer has failed anyway).
+    A message is read under a reservation of the largest message gRPC lets in (it holds the
+    whole message as it arrives, whatever the method). Infer messages come from
+    ``INFER_MESSAGE_BYTES`` and must arrive within the request timeout (REST's body timeout).
+    The small RPCs that need their request (health checks, model readiness and metadata) have
+    ``SMALL_RPC_BYTES`` of their own, so infer traffic never holds them up, take at most
+    ``SMALL_MESSAGE_BYTES``, and have a second to wait and a second to read (their message
+    arrives with their headers; a probe that takes longer has failed anyway). The methods in
+    ``_UNREAD`` never read their empty request, so nothing holds them up.
 
     Args:
         app: The app REST serves (model, limits, batcher, metrics, prediction log).
@@ -360,12 +370,14 @@ class InferenceServicer:
         self._infer = _Reads(
             _Budget(max(INFER_MESSAGE_BYTES, self.message_limit), most),
             self.message_limit,
+            limits.max_body_bytes,
             limits.request_timeout_s,
             limits.request_timeout_s,
         )
         self._small = _Reads(
-            _Budget(most * SMALL_MESSAGE_BYTES, most),
-            SMALL_MESSAGE_BYTES,
+            _Budget(max(SMALL_RPC_BYTES, self.message_limit), most),
+            self.message_limit,
+            min(SMALL_MESSAGE_BYTES, limits.max_body_bytes),
             SMALL_READ_S,
             SMALL_READ_S,
         )
@@ -377,8 +389,15 @@ class InferenceServicer:
         """
         methods = {}
         for method, (endpoint, request_type) in _METHODS.items():
-            methods[method] = self._method(endpoint, _decoder(request_type), getattr(self, method))
-        health = self._method("health", bytes, self.health_check, response_serializer=None)
+            reads: _Reads | None = self._infer if method == "ModelInfer" else self._small
+            if method in _UNREAD:
+                reads = None
+            methods[method] = self._method(
+                endpoint, _decoder(request_type), getattr(self, method), reads
+            )
+        health = self._method(
+            "health", bytes, self.health_check, self._small, response_serializer=None
+        )
         return (
             grpc.method_handlers_generic_handler("inference.GRPCInferenceService", methods),
             grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": health}),
@@ -389,9 +408,9 @@ class InferenceServicer:
         endpoint: str,
         decode: Callable[[bytes], Any],
         answer: Callable[[Any], Any],
+        reads: _Reads | None,
         response_serializer: Callable[[Any], bytes] | None = _serialize,
     ) -> grpc.RpcMethodHandler:
-        reads = self._infer if endpoint == "infer" else self._small
         rpc = functools.partial(self._rpc, endpoint, decode, answer, reads)
         return grpc.stream_unary_rpc_method_handler(
             rpc, request_deserializer=None, response_serializer=response_serializer
@@ -402,7 +421,7 @@ class InferenceServicer:
         endpoint: str,
         decode: Callable[[bytes], Any],
         answer: Callable[[Any], Any],
-        reads: _Reads,
+        reads: _Reads | None,
         request_iterator: Any,
         context: Any,
     ) -> Any:
@@ -419,6 +438,9 @@ class InferenceServicer:
             code, http, message, result = await self._answer(
                 endpoint, decode, answer, reads, context
             )
+        except asyncio.CancelledError:  # the client left, or its deadline passed
+            metrics.observe_request(endpoint, 499, time.perf_counter() - t0, "grpc")
+            raise
         finally:
             metrics.inflight -= 1
         metrics.observe_request(endpoint, http, time.perf_counter() - t0, "grpc")
@@ -442,19 +464,20 @@ class InferenceServicer:
                 f"the request message did not arrive within {reads.read_s:g} s",
             ) from None
         if raw is grpc.aio.EOF:
-            if context.cancelled():  # the client left before its message arrived
-                raise _Abort(grpc.StatusCode.CANCELLED, "cancelled")
-            # gRPC refused a message over its size limit (its status is sent already), or
-            # the client half-closed without sending one
+            # The call ended first: the client left, or gRPC refused a message past
+            # ``message_limit`` (and sent RESOURCE_EXHAUSTED itself); the two look the same
+            # here, and both count as 499s. A client that half-closes without a message gets
+            # this status.
             raise _Abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"no request message within the limit of {self.message_limit} bytes",
+                grpc.StatusCode.CANCELLED,
+                "the call ended before its request message arrived (the client left, or the "
+                f"message was over gRPC's limit of {self.message_limit} bytes)",
+                499,
             )
-        limit = min(reads.reserve, self.app.limits.max_body_bytes)
-        if len(raw) > limit:
+        if len(raw) > reads.largest:
             raise _Abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"request of {len(raw)} bytes exceeds the limit of {limit}",
+                f"request of {len(raw)} bytes exceeds the limit of {reads.largest}",
             )
         return raw
 
@@ -463,17 +486,20 @@ class InferenceServicer:
         endpoint: str,
         decode: Callable[[bytes], Any],
         answer: Callable[[Any], Any],
-        reads: _Reads,
+        reads: _Reads | None,
         context: Any,
     ) -> tuple[grpc.StatusCode, int, str, Any]:
         """Read and decode the request and answer it: status, its HTTP count, message, response.
 
         The message is read under a reservation from ``reads.budget``, which is given back as
-        soon as the message's size is known (all but its size) and when the RPC ends.
+        soon as the message's size is known (all but its size) and when the RPC ends. Without
+        ``reads`` the request is not read (its method's request has no fields).
         """
-        budget = reads.budget
+        budget = None if reads is None else reads.budget
         held = 0
         try:
+            if reads is None or budget is None:
+                return grpc.StatusCode.OK, 200, "", answer(None)
             await budget.take(reads.reserve, reads.wait_s)
             held = reads.reserve
             raw = await self._read(reads, context)
@@ -495,7 +521,8 @@ class InferenceServicer:
             log.exception("internal error on gRPC %s", endpoint)
             return grpc.StatusCode.INTERNAL, 500, f"internal error: {type(exc).__name__}", None
         finally:
-            budget.give(held)
+            if budget is not None:
+                budget.give(held)
 
     def health_check(self, request: bytes) -> bytes:
         """The standard ``grpc.health.v1.Health/Check``, for Kubernetes' gRPC probes.
