@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -366,3 +367,35 @@ def spawned() -> Iterator[list[Subprocess]]:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait(10)
+
+
+# Raw HTTP/1.1 over a socket, for what http.client cannot send (pipelining, odd heads).
+def raw_request(body: bytes) -> bytes:
+    """An HTTP/1.1 infer request for the fixture model carrying ``body``."""
+    return (
+        b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (b"/v2/models/example-model/infer", len(body), body)
+    )
+
+
+def recv_some(sock: socket.socket) -> bytes:
+    """The next bytes the server sent; a closed connection raises."""
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("the server closed the connection before a whole response")
+    return chunk
+
+
+def read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple[int, Any]:
+    """Read one response; bytes past it stay in ``buffer`` for the next call."""
+    data = bytearray() if buffer is None else buffer
+    while b"\r\n\r\n" not in data:
+        data += recv_some(sock)
+    end = data.index(b"\r\n\r\n")
+    head = bytes(data[:end])
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(data) < end + 4 + length:
+        data += recv_some(sock)
+    body = bytes(data[end + 4 : end + 4 + length])
+    del data[: end + 4 + length]
+    return int(head.split()[1]), json.loads(body)

@@ -23,6 +23,9 @@ from .conftest import (
     InProcess,
     infer_body,
     make_app,
+    raw_request,
+    read_response,
+    recv_some,
     start_in_process,
     stop_in_process,
     valid_rows,
@@ -158,8 +161,8 @@ def test_a_failing_request_costs_only_its_own_answer_over_http(model_dir: Path) 
         calls = app.batcher.calls
         _block_loop(srv, 0.3)
         for sock, x in zip(socks, rows, strict=True):
-            sock.sendall(_raw_request(json.dumps(infer_body(x)).encode()))
-        answers = [_read_response(sock) for sock in socks]
+            sock.sendall(raw_request(json.dumps(infer_body(x)).encode()))
+        answers = [read_response(sock) for sock in socks]
     finally:
         for sock in socks:
             sock.close()
@@ -186,35 +189,6 @@ def test_settings_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "--batch-max-wait-us: must be 0 to 10000 microseconds" in err
     assert "expected microseconds, got 'soon'" in err
-
-
-def _raw_request(body: bytes) -> bytes:
-    return (
-        b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (INFER.encode(), len(body), body)
-    )
-
-
-def _recv(sock: socket.socket) -> bytes:
-    chunk = sock.recv(65536)
-    if not chunk:
-        raise ConnectionError("the server closed the connection before a whole response")
-    return chunk
-
-
-def _read_response(sock: socket.socket, buffer: bytearray | None = None) -> tuple[int, Any]:
-    """Read one response; bytes past it stay in ``buffer`` for the next call."""
-    data = bytearray() if buffer is None else buffer
-    while b"\r\n\r\n" not in data:
-        data += _recv(sock)
-    end = data.index(b"\r\n\r\n")
-    head = bytes(data[:end])
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(data) < end + 4 + length:
-        data += _recv(sock)
-    body = bytes(data[end + 4 : end + 4 + length])
-    del data[: end + 4 + length]
-    return int(head.split()[1]), json.loads(body)
 
 
 def _block_loop(srv: InProcess, seconds: float) -> threading.Event:
@@ -256,8 +230,8 @@ def test_concurrent_requests_with_bad_ones_among_them_each_get_their_own_answer(
         calls_before = srv.app.batcher.calls
         _block_loop(srv, 0.3)
         for sock, body in zip(socks, bodies, strict=True):
-            sock.sendall(_raw_request(body))
-        answers = [_read_response(sock) for sock in socks]
+            sock.sendall(raw_request(body))
+        answers = [read_response(sock) for sock in socks]
     finally:
         for sock in socks:
             sock.close()
@@ -329,14 +303,14 @@ def test_pipelined_requests_are_answered_in_order(batched: InProcess) -> None:
     x1, x2 = valid_rows(1, seed=5), valid_rows(2, seed=6)
     live = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
     payload = b"".join(
-        (_raw_request(json.dumps(infer_body(x1)).encode()), live,
-         _raw_request(json.dumps(infer_body(x2)).encode()))
+        (raw_request(json.dumps(infer_body(x1)).encode()), live,
+         raw_request(json.dumps(infer_body(x2)).encode()))
     )  # fmt: skip
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
         sock.sendall(payload)
         # When the responses are read / Then they come back in request order
         buffer = bytearray()
-        first, second, third = (_read_response(sock, buffer) for _ in range(3))
+        first, second, third = (read_response(sock, buffer) for _ in range(3))
     assert first[1]["outputs"][0]["shape"] == [1]
     assert second[1] == {"live": True}
     assert third[1]["outputs"][0]["shape"] == [2]
@@ -358,11 +332,11 @@ def test_a_refused_pipelined_request_is_answered_after_the_one_before_it(
     srv = start_in_process(make_app(model_dir, batching=Batching(enabled=enabled)))
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
-            sock.sendall(_raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + refused)
+            sock.sendall(raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + refused)
             # When the responses are read / Then the infer's 200 comes first, then the refusal
             buffer = bytearray()
-            first = _read_response(sock, buffer)
-            second = _read_response(sock, buffer)
+            first = read_response(sock, buffer)
+            second = read_response(sock, buffer)
             # and then the connection is closed
             assert not buffer
             assert sock.recv(65536) == b""
@@ -385,18 +359,18 @@ def test_100_continue_waits_for_the_replies_ahead_of_it(batched: InProcess) -> N
         % (INFER.encode(), len(body))
     )
     with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
-        sock.sendall(_raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + second)
+        sock.sendall(raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + second)
         # When the responses are read / Then the first request's 200 comes before 100 Continue
         buffer = bytearray()
-        first = _read_response(sock, buffer)
+        first = read_response(sock, buffer)
         assert first[0] == 200
         while b"\r\n\r\n" not in buffer:
-            buffer += _recv(sock)
+            buffer += recv_some(sock)
         assert bytes(buffer).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         del buffer[: len(b"HTTP/1.1 100 Continue\r\n\r\n")]
         # and the second request, its body sent on, is answered
         sock.sendall(body)
-        status, doc = _read_response(sock, buffer)
+        status, doc = read_response(sock, buffer)
     assert status == 200
     assert doc["outputs"][0]["shape"] == [2]
 
@@ -410,10 +384,10 @@ def test_a_request_timed_out_behind_a_waiting_one_is_answered_after_it(model_dir
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
             # When an infer request is followed by a head that never finishes
             partial = b"POST %s HTTP/1.1\r\nhost: x\r\n" % INFER.encode()
-            sock.sendall(_raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + partial)
+            sock.sendall(raw_request(json.dumps(infer_body(valid_rows(1))).encode()) + partial)
             # Then the infer's 200 comes first, then the 408, then the connection closes
             buffer = bytearray()
-            first, second = _read_response(sock, buffer), _read_response(sock, buffer)
+            first, second = read_response(sock, buffer), read_response(sock, buffer)
             assert sock.recv(65536) == b""
     finally:
         stop_in_process(srv)
@@ -458,11 +432,11 @@ def test_a_request_that_will_be_refused_gets_no_100_continue(
         if status in (404, 405):  # answered once the body is read, which nothing invites
             sock.settimeout(0.5)
             with pytest.raises(TimeoutError):
-                buffer += _recv(sock)
+                buffer += recv_some(sock)
             sock.settimeout(10)
             sock.sendall(b"0123456789")
         # Then the first response is the refusal, with no 100 Continue before it
-        got, doc = _read_response(sock, buffer)
+        got, doc = read_response(sock, buffer)
     assert got == status, doc
     assert "error" in doc
 
@@ -478,7 +452,7 @@ def test_requests_behind_a_refused_one_in_the_same_chunk_leave_nothing_in_flight
             b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n" + pad + pad + b"\r\n" + live * 5
         )
         # When the server answers / Then the refusal is the only answer and the connection closes
-        status, doc = _read_response(sock)
+        status, doc = read_response(sock)
         assert status == 431, doc
         assert sock.recv(65536) == b""
     # and no request is left counted in flight
@@ -498,7 +472,7 @@ def test_a_chunked_body_s_trailer_is_bounded_and_never_taken_as_a_header(
     with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
         sock.sendall(chunked + b"inference-header-content-length: 5\r\n\r\n")
         # When it is answered / Then the trailer changed nothing: the JSON body is scored
-        status, doc = _read_response(sock)
+        status, doc = read_response(sock)
     assert status == 200, doc
     assert doc["outputs"][0]["shape"] == [1]
     # Given trailer fields past the head limit
@@ -506,7 +480,7 @@ def test_a_chunked_body_s_trailer_is_bounded_and_never_taken_as_a_header(
         fields = b"".join(b"x-t%d: %s\r\n" % (i, b"a" * 1000) for i in range(20))
         sock.sendall(chunked + fields + b"\r\n")
         # Then the request is refused as a head over the limit would be, and not scored
-        status, doc = _read_response(sock)
+        status, doc = read_response(sock)
     assert status == 431, doc
     # Given one trailer field whose value never ends, sent 4 KiB at a time
     with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as sock:
@@ -517,6 +491,6 @@ def test_a_chunked_body_s_trailer_is_bounded_and_never_taken_as_a_header(
                 sock.sendall(b"v" * 4096)
                 sent += 4096
         # Then it is refused as it arrives, not buffered until the field ends
-        status, doc = _read_response(sock)
+        status, doc = read_response(sock)
     assert status == 431, doc
     assert sent < 256 * 1024, sent

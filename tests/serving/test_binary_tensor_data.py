@@ -182,6 +182,12 @@ def _cases() -> list[tuple[str, bytes, dict[str, str], str]]:
         ("negative length", *binary_request(head, raw, length=-1), "non-negative integer"),
         ("length with a sign", *binary_request(head, raw, length="+1"), "non-negative integer"),
         ("length with '_'", *binary_request(head, raw, length="1_0"), "non-negative integer"),
+        ("length of 5,000 digits", *binary_request(head, raw, length="9" * 5000), "5000 digits"),
+        (
+            "datatype not a string",
+            *binary_request({"inputs": [{**head["inputs"][0], "datatype": ["FP32"]}]}, raw),
+            "'datatype' must be a string",
+        ),
         ("data short", *binary_request(head, raw[:-4]), "needs 120 bytes"),
         ("bytes left over", *binary_request(head, raw, b"\0\0\0\0"), "belong to no input"),
         (

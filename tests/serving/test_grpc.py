@@ -764,3 +764,70 @@ def test_grpc_connections_over_the_cap_are_refused_and_the_rest_keep_serving(
         for channel in channels:
             channel.close()
         stop_in_process(srv)
+
+
+def test_calls_past_the_stream_cap_queue_on_the_client_and_all_succeed(model_dir: Path) -> None:
+    # Given a server whose connections take 8 streams at a time (the cap is --max-connections)
+    srv = start_in_process(make_app(model_dir, max_connections=8), grpc=True)
+    n = 300
+    rows = valid_rows(n)
+
+    async def burst() -> list[Any]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await stub.ServerLive(pb.ServerLiveRequest(), timeout=10)  # settings exchanged
+            # When one connection sends 300 calls at once
+            calls = [
+                stub.ModelInfer(features_request(rows[i : i + 1], raw=True, id=f"c{i}"), timeout=30)
+                for i in range(n)
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        answers = asyncio.run(burst())
+        # Then every call is answered with its own row's score: the client queued the calls
+        # past the cap (streams refused by the server would fail as UNAVAILABLE)
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        assert not errors, errors[:3]
+        assert [a.id for a in answers] == [f"c{i}" for i in range(n)]
+        expected = scores(_in_one_call(srv, rows))
+        assert np.array_equal(np.concatenate([scores(a) for a in answers]), expected)
+        text = srv.client().request("GET", "/metrics")[2].decode()
+        assert (
+            f'argosy_requests_total{{endpoint="infer",code="200",protocol="grpc"}} {n + 1}' in text
+        )
+    finally:
+        stop_in_process(srv)
+
+
+def _in_one_call(srv: InProcess, rows: np.ndarray) -> Any:
+    """The rows scored in one ModelInfer call (the reference for per-row calls)."""
+    with grpc.insecure_channel(f"127.0.0.1:{srv.server.grpc_port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        return stub.ModelInfer(features_request(rows, raw=True), timeout=10)
+
+
+def test_a_call_that_ends_just_before_its_abort_ends_quietly_as_cancelled(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a refused call whose client leaves between the check and the abort: gRPC's abort
+    # then raises its (non-public) ExecuteBatchError, which it logs as an ERROR when it escapes
+    servicer = InferenceServicer(make_app(model_dir))
+
+    class EndedContext:
+        def done(self) -> bool:
+            return False
+
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            raise RuntimeError('Failed "execute_batch": (<grpc._cython.cygrpc.SendStatus...>)')
+
+    def refuse(_: Any) -> Any:
+        raise RequestError("bad request")
+
+    # When the call is answered / Then it ends as a cancelled call (which gRPC logs at DEBUG)
+    # after being counted once as what it was, and nothing is logged as an error
+    with caplog.at_level(logging.ERROR), pytest.raises(asyncio.CancelledError):
+        asyncio.run(servicer._rpc("model_ready", bytes, refuse, None, None, EndedContext()))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    text = servicer.app.metrics.render().decode()
+    assert 'argosy_requests_total{endpoint="model_ready",code="400",protocol="grpc"} 1' in text

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 import tracemalloc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -528,3 +529,27 @@ def test_no_file_holds_more_than_batch_rows_and_every_row_is_written_once_in_ord
     assert list(pairs) == expected
     assert log.written_rows == len(expected)
     assert log.dropped_rows == log.failed_rows == 0
+
+
+class _Body(bytearray):
+    """A request body that can be watched: a weak reference says when nothing holds it."""
+
+
+def test_queued_rows_do_not_keep_the_request_body_alive(tmp_path: Path) -> None:
+    # Given a request whose matrix is a view of its 1 MiB body (binary tensor data, gRPC raw
+    # contents: np.frombuffer), a logger that will not flush for a minute
+    log = logger(root=str(tmp_path / "log"), flush_interval_s=60)
+    x = valid_rows(1)
+    body = _Body(b" " * (1 << 20) + x.astype("<f4").tobytes())
+    view = np.frombuffer(body, dtype="<f4", offset=1 << 20).reshape(1, -1)
+    watched = weakref.ref(body)
+    scores = np.array([0.25], dtype=np.float32)
+    # When its row is queued and the request is done with its body
+    log.submit("r", None, view, scores, np.zeros(1, dtype=np.int8))
+    del body, view
+    # Then the queued row holds its own copy: the body is freed before the flush
+    assert watched() is None
+    log.start()
+    assert log.close(10)
+    table = ds.dataset(tmp_path / "log", format="parquet", partitioning="hive").to_table()
+    assert [table[f][0].as_py() for f in FEATURES] == pytest.approx(x[0].tolist())

@@ -277,3 +277,79 @@ def test_inconsistent_metadata_fails_to_load(change: dict[str, Any], needle: str
     doc = {"name": "m", "features": ["a"], "threshold": 0.5, "sha256": "00", **change}
     with pytest.raises(ModelDirError, match=needle):
         Metadata.from_dict(doc)
+
+
+def _with_value(datatype: str, value: Any, others: Any = 1) -> bytes:
+    """A per-feature request whose numeric feature f10 carries ``value`` among integers."""
+    body = named_body(valid_rows(2))
+    for tensor in body["inputs"]:
+        if tensor["name"] == "f10":
+            tensor.update(datatype=datatype, data=[value, others])
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value", "accepted"),
+    [
+        *[
+            (t, v, ok)
+            for t, info in [(t, np.iinfo(t.lower())) for t in ("INT8", "INT16", "INT32", "INT64")]
+            + [(t, np.iinfo(t.lower())) for t in ("UINT8", "UINT16", "UINT32", "UINT64")]
+            for v, ok in [
+                (int(info.min), True),
+                (int(info.max), True),
+                (int(info.min) - 1, False),
+                (int(info.max) + 1, False),
+            ]
+        ],
+        ("FP16", 65504.0, True),
+        ("FP16", 1e5, False),
+        ("FP16", -1e5, False),
+    ],
+)
+def test_json_numbers_must_fit_their_declared_datatype(
+    model_dir: Path, datatype: str, value: Any, accepted: bool
+) -> None:
+    # Given a JSON value at or just past the range of its tensor's declared datatype (binary
+    # and gRPC data cannot hold such a value: REST must refuse what gRPC cannot send)
+    model = load_model(model_dir)
+    body = _with_value(datatype, value)
+    # When it is decoded / Then a value in range is taken as it is, one past it is a 400
+    if accepted:
+        req = decode_infer_request(body, model, 10)
+        assert req.x[0, FEATURES.index("f10")] == np.float32(value)
+    else:
+        with pytest.raises(RequestError, match=f"a value is out of range for {datatype}"):
+            decode_infer_request(body, model, 10)
+    # and the same holds next to a null (the value-by-value path)
+    if datatype in {"INT8", "UINT64", "FP16"}:
+        with_null = _with_value(datatype, value, None)
+        if accepted:
+            assert decode_infer_request(with_null, model, 10).x[0, FEATURES.index("f10")] == (
+                np.float32(value)
+            )
+        else:
+            with pytest.raises(RequestError, match="out of range"):
+                decode_infer_request(with_null, model, 10)
+
+
+def test_a_fraction_in_an_integer_tensor_is_refused_as_one(model_dir: Path) -> None:
+    model = load_model(model_dir)
+    for data in ([1.5, 1], [2**64 - 1, 0.5]):
+        body = _with_value("UINT64", data[0], data[1])
+        with pytest.raises(RequestError, match="non-integer values for datatype UINT64"):
+            decode_infer_request(body, model, 10)
+
+
+@pytest.mark.parametrize("datatype", [["FP32"], {"FP32": 1}, 32, None, True])
+@pytest.mark.parametrize("form", ["features", "per-feature"])
+def test_a_datatype_that_is_not_a_string_is_refused_as_such(
+    model_dir: Path, datatype: Any, form: str
+) -> None:
+    # Given a request whose datatype is a JSON array, object, number, null or boolean
+    body = named_body(valid_rows(1)) if form == "per-feature" else infer_body(valid_rows(1))
+    body["inputs"][-1]["datatype"] = datatype
+    # When it is decoded / Then it is a 400 saying what a datatype is (a list or an object
+    # used to be looked up in a set: a TypeError, a 500)
+    with pytest.raises(RequestError, match="'datatype' must be a string"):
+        decode_infer_request(json.dumps(body).encode(), load_model(model_dir), 10)

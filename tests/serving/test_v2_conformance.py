@@ -10,6 +10,7 @@ id, outputs[{name, shape, datatype, data}]}, errors {"error": string}.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ from .conftest import (
     MODEL_VERSION,
     THRESHOLD,
     Client,
+    InProcess,
     infer_body,
+    read_response,
+    recv_some,
     valid_rows,
 )
 
@@ -386,3 +390,102 @@ def test_json_response_is_the_protocol_document_byte_for_byte(
         np.array(json.loads(body)["outputs"][0]["data"], dtype=values[outputs[0]][1].dtype),
         values[outputs[0]][1],
     )
+
+
+def _no_more_bytes(sock: socket.socket, buffer: bytearray) -> bool:
+    """Nothing is left to read: no byte came past the responses read, within 0.3 s."""
+    if buffer:
+        return False
+    sock.settimeout(0.3)
+    try:
+        return not sock.recv(65536)  # b"": the server closed the connection
+    except TimeoutError:
+        return True
+
+
+_OFFERS = {
+    "h2c": b"connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
+    b"http2-settings: AAMAAABkAAQAAP__\r\n",
+    "websocket": b"connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n",
+}
+
+
+@pytest.mark.parametrize("offer", sorted(_OFFERS))
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_upgrade_offer_is_ignored_and_its_request_answered_once(
+    server: InProcess, client: Client, offer: str, framing: str
+) -> None:
+    # Given an infer request offering a protocol upgrade, as `curl --http2` sends over plain
+    # HTTP (RFC 9110 7.8: a server may ignore it), with its body and a request pipelined after
+    body = json.dumps(infer_body(valid_rows(2))).encode()
+    if framing == "chunked":
+        framed = b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        framed = b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    request = b"POST %s HTTP/1.1\r\nhost: x\r\n%s%s" % (INFER.encode(), _OFFERS[offer], framed)
+    then = b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n" + _OFFERS[offer] + b"\r\n"
+    expected = client.json("POST", INFER, infer_body(valid_rows(2)))[1]["outputs"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request + then)
+        # When the responses are read
+        buffer = bytearray()
+        first = read_response(sock, buffer)
+        second = read_response(sock, buffer)
+        # Then the infer request is answered with its body's scores, once, and so is the next
+        assert first[0] == 200, first
+        assert first[1]["outputs"] == expected
+        assert second == (200, {"ready": True})
+        assert _no_more_bytes(sock, buffer)
+    # and no refusal was counted for either
+    metrics = client.request("GET", "/metrics")[2].decode()
+    assert 'endpoint="http"' not in metrics
+
+
+def test_an_upgrade_offer_with_connection_close_is_answered_then_closed(
+    server: InProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nconnection: close, upgrade\r\nupgrade: h2c\r\n\r\n"
+            b"GET /v2/health/live HTTP/1.1\r\n\r\n"
+        )
+        buffer = bytearray()
+        assert read_response(sock, buffer) == (200, {"live": True})
+        sock.settimeout(2)
+        assert not buffer
+        assert sock.recv(65536) == b""  # closed: the pipelined request is not answered
+
+
+def test_connect_is_refused_once_and_the_tunnel_bytes_are_not_read(server: InProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n\x16\x03\x01"
+        )
+        buffer = bytearray()
+        status, doc = read_response(sock, buffer)
+        assert status == 404
+        assert "example.com:443" in doc["error"]
+        sock.settimeout(2)
+        assert not buffer
+        assert sock.recv(65536) == b""
+
+
+def test_an_http_1_0_client_gets_no_100_continue(server: InProcess) -> None:
+    # Given an HTTP/1.0 request that expects 100-continue (RFC 9110 10.1.1: ignored for 1.0)
+    body = json.dumps(infer_body(valid_rows(1))).encode()
+    head = b"POST %s HTTP/1.0\r\nexpect: 100-continue\r\ncontent-length: %d\r\n\r\n" % (
+        INFER.encode(),
+        len(body),
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        # When it waits before sending its body / Then no interim response comes
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            recv_some(sock)
+        # and once the body is sent, the request is answered
+        sock.settimeout(10)
+        sock.sendall(body)
+        status, doc = read_response(sock)
+    assert status == 200
+    assert doc["outputs"][0]["shape"] == [1]

@@ -445,7 +445,14 @@ class InferenceServicer:
             metrics.inflight -= 1
         metrics.observe_request(endpoint, http, time.perf_counter() - t0, "grpc")
         if code is not grpc.StatusCode.OK and not context.done():
-            await context.abort(code, message)
+            try:
+                await context.abort(code, message)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:  # gRPC's ExecuteBatchError, which is not public API
+                # The call ended after the check (the client left, or its deadline passed):
+                # there is no one to send the status to; ended as a cancelled call, quietly.
+                raise asyncio.CancelledError from None
         return result
 
     async def _read(self, reads: _Reads, context: Any) -> bytes:
@@ -674,7 +681,11 @@ class GrpcServer:
         limits = self.app.limits
         request_ms = int(limits.request_timeout_s * 1000)
         # The REST limits, in gRPC's terms: message size (the body cap, plus room for framing),
-        # streams per connection, the idle timeout; no port sharing. No maximum_concurrent_rpcs:
+        # streams per connection, the idle timeout; no port sharing. Streams are counted as
+        # HTTP/2 counts them (no "overload protection", which counts a stream until its call
+        # object is freed, after the client has seen it end): the client sees the same count
+        # and queues calls past the limit, where otherwise it would open streams that the
+        # server refuses (UNAVAILABLE) under ordinary concurrency. No maximum_concurrent_rpcs:
         # grpc counts an RPC from its headers on, so streams whose message never arrives would
         # hold every slot and starve the health checks; the servicer bounds the messages it
         # reads (``_Budget``) and the infer RPCs waiting for a batch instead. No BDP probing:
@@ -689,6 +700,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", servicer.message_limit),
                 ("grpc.max_concurrent_streams", limits.max_connections),
+                ("grpc.http.overload_protection", 0),
                 ("grpc.max_allowed_incoming_connections", limits.max_connections),
                 ("grpc.max_connection_idle_ms", int(limits.keepalive_timeout_s * 1000)),
                 ("grpc.max_connection_age_ms", request_ms),

@@ -356,6 +356,13 @@ class PredictionLogger:
                 if row_ids is not None:
                     row_ids = [t for t, k in zip(row_ids, keep, strict=True) if k]
                 n = len(scores)
+        owner = x
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        if owner.base is not None:
+            # A view of the request's own bytes (binary tensor data, gRPC raw contents): held
+            # until the flush, it would keep the whole body (up to --max-body-bytes) alive.
+            x = x.copy()
         # An object array, not a tuple: numpy arrays are invisible to the garbage collector, so
         # the entry holding it is untracked at the first collection (a tuple inside a tuple
         # takes two).

@@ -369,7 +369,13 @@ class App:
         hlen = None
         if header_length is not None:
             # Digits only: int() would also take a sign, spaces and underscores ("1_1").
-            hlen = int(header_length) if header_length.isdigit() else -1
+            digits = header_length.isdigit()
+            if digits and len(header_length.lstrip(b"0")) > 20:  # past any body (2**64 bytes)
+                raise RequestError(  # before int(), which refuses more than 4,300 digits
+                    f"{BINARY_EXTENSION}: Inference-Header-Content-Length of "
+                    f"{len(header_length)} digits is past the body of {len(body)} bytes"
+                )
+            hlen = int(header_length) if digits else -1
             if hlen < 0:
                 raise RequestError(
                     f"{BINARY_EXTENSION}: Inference-Header-Content-Length must be a "
@@ -549,6 +555,10 @@ class _Conn(asyncio.Protocol):
         self.chunk_progress = False  # data or the end of a chunk came in this chunk of bytes
         self.trailer_streamed = 0  # bytes of whole chunks that went into a chunked trailer
         self.expect_continue = False  # a 100 Continue is owed once the replies ahead are out
+        self.framing = b""  # the request's Content-Length or Transfer-Encoding header line
+        # A request that offered a protocol upgrade, whose body is still to be read: its method
+        # and keep-alive (``_feed``).
+        self.upgrade_offer: tuple[bytes, bool] | None = None
 
     # asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -581,9 +591,7 @@ class _Conn(asyncio.Protocol):
         in_chunk = self.chunk_open
         self.chunk_progress = False
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.reject(400, "protocol upgrade is not supported")
+            self._feed(data)
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed HTTP request: {exc}")
         if self.closing:
@@ -598,6 +606,28 @@ class _Conn(asyncio.Protocol):
             self.trailer_streamed += len(data)
             if self.trailer_streamed > self.limits.max_head_bytes:
                 self._refuse_head(len(self.url) + self.head_fields + self.trailer_streamed)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data``; an offer to upgrade the protocol is ignored (RFC 9110 7.8).
+
+        httptools ends a request that offers an upgrade (``Connection: upgrade`` with
+        ``Upgrade: h2c``, as ``curl --http2`` sends) after its head, as if it had no body, and
+        stops where the new protocol would begin. The request is not answered then
+        (``on_message_complete``): a fresh parser reads on from there, behind a head that
+        gives only the request's framing, so its body and the requests after it are read as
+        HTTP/1.1 and the request is answered once, with its body. CONNECT is answered (404)
+        and the connection closed: what follows it is a tunnel's bytes.
+        """
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                if self.closing or self.upgrade_offer is None:
+                    return
+                framing = self.framing or b"content-length: 0\r\n"
+                data = b"POST / HTTP/1.1\r\n%s\r\n%s" % (framing, data[exc.args[0] :])
+                self.parser = httptools.HttpRequestParser(self)
 
     def _count_head(self, data: bytes) -> None:
         """Add this chunk's share of an unfinished head; refuse the request past the limit.
@@ -627,6 +657,11 @@ class _Conn(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.closing:  # the parser goes on through a refused chunk: its requests are not read
             return
+        if self.upgrade_offer is not None:  # the framing head ``_feed`` put before its body
+            self.in_head = True
+            self.head_fields = 0
+            return
+        self.framing = b""
         self.url = b""
         self.body = []
         self.body_len = 0
@@ -639,6 +674,8 @@ class _Conn(asyncio.Protocol):
         self.app.metrics.inflight += 1
 
     def on_url(self, url: bytes) -> None:
+        if self.upgrade_offer is not None:  # ``_feed``'s framing head: the request has its URL
+            return
         self.url += url
         if len(self.url) > self.limits.max_head_bytes and not self.closing:
             self.reject(
@@ -668,6 +705,8 @@ class _Conn(asyncio.Protocol):
                 self._refuse_head(len(self.url) + self.head_fields)
             return
         lower = name.lower()
+        if lower == b"content-length" or lower == b"transfer-encoding":
+            self.framing = b"%s: %s\r\n" % (lower, value)
         if lower == b"content-length":
             try:
                 length = int(value)
@@ -684,8 +723,8 @@ class _Conn(asyncio.Protocol):
         elif lower == b"expect" and value.lower() == b"100-continue" and not self.closing:
             # Sent from on_headers_complete; an interim response must not overtake a reply
             # still owed to an earlier request: with one pending, ``_fill`` sends it once the
-            # replies ahead have gone out.
-            self.expect_continue = True
+            # replies ahead have gone out. An HTTP/1.0 client gets no 1xx (RFC 9110 10.1.1).
+            self.expect_continue = self.parser.get_http_version() != "1.0"
 
     def _continue(self) -> None:
         self.expect_continue = False
@@ -717,10 +756,21 @@ class _Conn(asyncio.Protocol):
         if self.closing:
             return
         t0 = time.perf_counter()
+        offer = self.upgrade_offer
+        if offer is not None:  # read on past ``_feed``'s framing head: the offer's own request
+            self.upgrade_offer = None
+            method, keep_alive = offer
+        else:
+            method = self.parser.get_method()
+            keep_alive = self.parser.should_keep_alive()
+            if self.parser.should_upgrade():
+                if method != b"CONNECT":  # answered once its body is read (``_feed``)
+                    self.upgrade_offer = (method, keep_alive)
+                    return
+                keep_alive = False
+        keep_alive = keep_alive and not self.app.shutting_down
         path = self.url.split(b"?", 1)[0]
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        method = self.parser.get_method()
-        keep_alive = self.parser.should_keep_alive() and not self.app.shutting_down
         self.busy = False
         self.expect_continue = False  # the body arrived without it
         slot = _Slot(t0, keep_alive, method == b"HEAD")

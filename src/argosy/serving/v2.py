@@ -72,6 +72,12 @@ _RAW_DTYPES = {
     "UINT32": np.dtype("<u4"),
     "UINT64": np.dtype("<u8"),
 }
+# The values a JSON number may take for each datatype with a narrower range than FP32 (binary,
+# raw and typed gRPC data hold the declared type already).
+_RANGES: dict[str, tuple[int | float, int | float]] = {
+    t: (int(np.iinfo(_RAW_DTYPES[t]).min), int(np.iinfo(_RAW_DTYPES[t]).max)) for t in _INT_TYPES
+}
+_RANGES["FP16"] = (-float(np.finfo(np.float16).max), float(np.finfo(np.float16).max))
 
 
 def _too_long(value: str) -> bool:
@@ -161,8 +167,10 @@ def _numeric(
 ) -> tuple[np.ndarray, list[int]]:
     """Decode a numeric tensor's data into a flat FP32 array and its declared shape."""
     datatype = tensor.get("datatype")
+    if type(datatype) is not str:
+        raise RequestError(f"input '{name}': 'datatype' must be a string such as \"FP32\"")
     if datatype not in _KNOWN_TYPES:
-        raise RequestError(f"input '{name}': unknown datatype {datatype!r}")
+        raise RequestError(f"input '{name}': unknown datatype {datatype[:40]!r}")
     if datatype not in _FLOAT_TYPES and datatype not in _INT_TYPES:
         raise RequestError(f"input '{name}': datatype {datatype} is not numeric; send FP32")
     shape = _shape(tensor, name)
@@ -181,8 +189,12 @@ def _numeric(
             arr = np.array(data)
         except (ValueError, OverflowError) as exc:  # ragged nesting, huge integers
             raise RequestError(f"input '{name}': 'data' is not a regular numeric array") from exc
+        if arr.dtype.kind == "f" and datatype in _INT_TYPES:
+            # Integers past INT64 next to others make numpy pick float64: value by value, so
+            # that only a real fraction is refused as one.
+            arr = np.array(data, dtype=object)
     kind = arr.dtype.kind
-    if kind == "O" or (kind == "f" and datatype in _INT_TYPES):
+    if kind == "O":  # value by value, each checked against the datatype's range
         arr = _with_nulls(arr, name, datatype)
     elif kind not in "iufb":  # JSON true/false are 1 and 0, alone as among numbers
         raise RequestError(f"input '{name}': 'data' holds non-numeric values for {datatype}")
@@ -190,6 +202,12 @@ def _numeric(
         raise RequestError(
             f"input '{name}': shape {shape} needs {expected} values, 'data' has {arr.size}"
         )
+    if datatype in _RANGES and kind != "O" and arr.size and not isinstance(data, np.ndarray):
+        lo, hi = _RANGES[datatype]
+        known = arr[~np.isnan(arr)] if arr.dtype.kind == "f" else arr
+        # Python scalars: an exact comparison of any integer with any float.
+        if known.size and (known.min().item() < lo or known.max().item() > hi):
+            raise RequestError(f"input '{name}': a value is out of range for {datatype}")
     # Values beyond FP32 become inf here and are rejected by validation (serve() silences
     # numpy's overflow warning once for the process instead of paying for errstate per request).
     flat = arr.astype(np.float32, copy=False).reshape(-1)
@@ -197,16 +215,23 @@ def _numeric(
 
 
 def _with_nulls(arr: np.ndarray, name: str, datatype: str) -> np.ndarray:
-    """Slow path: data with JSON nulls (missing values) or mixed types."""
-    if arr.dtype.kind == "f":  # float data declared as an integer type
-        raise RequestError(f"input '{name}': non-integer values for datatype {datatype}")
+    """Slow path: data with JSON nulls (missing values), mixed types or integers past INT64."""
     out = np.empty(arr.size, dtype=np.float64)
+    lo, hi = _RANGES.get(datatype, (-math.inf, math.inf))
     for i, value in enumerate(arr.reshape(-1)):
         if value is None:
             out[i] = np.nan
         elif isinstance(value, int | float):  # a bool too: JSON true/false are 1 and 0
             if datatype in _INT_TYPES and not isinstance(value, int):
-                raise RequestError(f"input '{name}': non-integer values for datatype {datatype}")
+                # orjson reads an integer past 64 bits as a float; one below INT64's minimum
+                # rounds to -2**63, which it reads from no integer in range as a float.
+                past = value.is_integer() and (value < lo or value > hi or value == -(2.0**63))
+                problem = (
+                    "a value is out of range for" if past else "non-integer values for datatype"
+                )
+                raise RequestError(f"input '{name}': {problem} {datatype}")
+            if value < lo or value > hi:  # exact, before an integer is rounded (NaN passes)
+                raise RequestError(f"input '{name}': a value is out of range for {datatype}")
             try:
                 out[i] = value
             except OverflowError as exc:
@@ -292,13 +317,16 @@ def _feature_column(
     return flat, shape
 
 
-def _row_ids(tensor: dict[str, Any], name: str) -> list[str]:
+def _row_ids(tensor: dict[str, Any], name: str, n: int) -> list[str]:
+    """The id tensor's ``n`` values as strings (counted before any is read)."""
     if tensor.get("datatype") != "BYTES":
         raise RequestError(f"input '{name}': datatype must be BYTES")
     shape = _shape(tensor, name)
     data = tensor.get("data")
     if not isinstance(data, list) or len(shape) != 1 or shape[0] != len(data):
         raise RequestError(f"input '{name}': expected shape [N] and N strings")
+    if len(data) != n:
+        raise RequestError(f"input '{name}': has {len(data)} values for {n} rows")
     out = []
     for value in data:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -388,7 +416,9 @@ def tensor_from_bytes(raw: bytes | memoryview, datatype: Any, name: str) -> np.n
                 raise RequestError(f"input '{name}': a BYTES value is not valid UTF-8") from None
             offset += size
         return out
-    raise RequestError(f"input '{name}': unknown datatype {datatype!r}")
+    if type(datatype) is not str:
+        raise RequestError(f"input '{name}': 'datatype' must be a string such as \"FP32\"")
+    raise RequestError(f"input '{name}': unknown datatype {datatype[:40]!r}")
 
 
 def _attach_binary(doc: Any, data: memoryview) -> None:
@@ -509,7 +539,7 @@ def one_row(doc: Any, model: LoadedModel) -> list[Any] | None:
     The online case, recognised in a few checks so that its values can be converted and
     validated together with the other requests of its batch (``rows_matrix``): exactly an
     ``inputs`` list (and optionally a string ``id`` within ``MAX_ID_BYTES``) holding one tensor
-    of exactly ``name`` ``features``, a floating-point ``datatype``, ``shape`` ``[1, F]`` and a
+    of exactly ``name`` ``features``, ``datatype`` FP32 or FP64, ``shape`` ``[1, F]`` and a
     flat ``data`` of F numbers at least one of which is a float. Any other document (None) goes
     through ``request_from_doc``. For a document this accepts, ``request_from_doc`` gives the
     same FP32 values (``tests/serving/test_batched_rows.py`` compares the two paths).
@@ -529,8 +559,9 @@ def one_row(doc: Any, model: LoadedModel) -> list[Any] | None:
         return None
     shape, data = tensor.get("shape"), tensor.get("data")
     width = len(model.feature_index)
+    datatype = tensor.get("datatype")
     if (
-        tensor.get("datatype") not in _FLOAT_TYPES
+        (datatype != "FP32" and datatype != "FP64")
         or type(shape) is not list
         or len(shape) != 2
         or type(shape[0]) is not int
@@ -651,9 +682,7 @@ def request_from_doc(doc: Any, model: LoadedModel, max_batch: int) -> InferReque
     row_ids = None
     if id_tensor is not None:
         assert id_name is not None  # noqa: S101  (an id tensor is only taken under its name)
-        row_ids = _row_ids(id_tensor, id_name)
-        if len(row_ids) != n:
-            raise RequestError(f"input '{id_name}': has {len(row_ids)} values for {n} rows")
+        row_ids = _row_ids(id_tensor, id_name, n)
 
     if "outputs" in doc or "parameters" in doc:
         outputs, binary = _requested_outputs(doc)
