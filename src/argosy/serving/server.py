@@ -555,7 +555,7 @@ class _Conn(asyncio.Protocol):
         self.chunk_progress = False  # data or the end of a chunk came in this chunk of bytes
         self.trailer_streamed = 0  # bytes of whole chunks that went into a chunked trailer
         self.expect_continue = False  # a 100 Continue is owed once the replies ahead are out
-        self.framing = b""  # the request's Content-Length or Transfer-Encoding header line
+        self.framing = b""  # the request's Content-Length and Transfer-Encoding header lines
         # A request that offered a protocol upgrade, whose body is still to be read: its method
         # and keep-alive (``_feed``).
         self.upgrade_offer: tuple[bytes, bool] | None = None
@@ -706,7 +706,7 @@ class _Conn(asyncio.Protocol):
             return
         lower = name.lower()
         if lower == b"content-length" or lower == b"transfer-encoding":
-            self.framing = b"%s: %s\r\n" % (lower, value)
+            self.framing += b"%s: %s\r\n" % (lower, value)  # each, as sent: parsed alike
         if lower == b"content-length":
             try:
                 length = int(value)
