@@ -117,6 +117,12 @@ CASES: list[tuple[str, bytes | dict[str, Any], int, str]] = [
         "unknown input",
     ),
     (
+        "output twice",
+        {**features([1, 30], ROW), "outputs": [{"name": "probability"}] * 2_000},
+        400,
+        "output 'probability' is requested twice",
+    ),
+    (
         "unknown output",
         {**features([1, 30], ROW), "outputs": [{"name": "label"}]},
         400,

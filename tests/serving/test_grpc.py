@@ -169,6 +169,11 @@ def _error(call: Any) -> grpc.RpcError:
             grpc.StatusCode.INVALID_ARGUMENT,
             "unknown output(s) ['logits']",
         ),
+        (
+            lambda r: [r.outputs.add(name="decision") for _ in range(2)],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "output 'decision' is requested twice",
+        ),
         (  # quoted in the message, which is cut to fit gRPC's 16 KB status metadata
             lambda r: setattr(r.inputs[0], "name", "n" * 100_000),
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -201,6 +206,7 @@ def _error(call: Any) -> grpc.RpcError:
         "raw size",
         "long id",
         "output",
+        "output twice",
         "long input name",
         "many dimensions",
         "binary_data_output",

@@ -719,6 +719,11 @@ def _requested_outputs(doc: dict[str, Any]) -> tuple[tuple[str, ...], tuple[bool
     unknown_out = [o for o in names if o not in OUTPUT_NAMES]
     if unknown_out:
         raise RequestError(f"unknown output(s) {unknown_out[:5]}; available: {OUTPUT_NAMES}")
+    seen: set[str] = set()
+    for name in names:  # each output once: a repeated one would multiply the response
+        if name in seen:
+            raise RequestError(f"output '{name}' is requested twice; ask for each output once")
+        seen.add(name)
     binary = []
     for o in requested:
         flag = _flag(o.get("parameters"), "binary_data", f"output '{o['name']}'")
