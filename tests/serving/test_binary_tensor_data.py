@@ -183,6 +183,7 @@ def _cases() -> list[tuple[str, bytes, dict[str, str], str]]:
         ("length with a sign", *binary_request(head, raw, length="+1"), "non-negative integer"),
         ("length with '_'", *binary_request(head, raw, length="1_0"), "non-negative integer"),
         ("length of 5,000 digits", *binary_request(head, raw, length="9" * 5000), "5000 digits"),
+        ("length of 5,000 zeros", *binary_request(head, raw, length="0" * 5000), "not valid JSON"),
         (
             "datatype not a string",
             *binary_request({"inputs": [{**head["inputs"][0], "datatype": ["FP32"]}]}, raw),

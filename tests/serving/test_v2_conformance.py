@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ from .conftest import (
     Client,
     InProcess,
     infer_body,
+    make_app,
     read_response,
     recv_some,
+    start_in_process,
+    stop_in_process,
     valid_rows,
 )
 
@@ -489,3 +493,53 @@ def test_an_http_1_0_client_gets_no_100_continue(server: InProcess) -> None:
         status, doc = read_response(sock)
     assert status == 200
     assert doc["outputs"][0]["shape"] == [1]
+
+
+def _scored_rows(client: Client) -> int:
+    text = client.request("GET", "/metrics")[2].decode()
+    return int(text.split("argosy_prediction_score_count ")[1].split()[0])
+
+
+@pytest.mark.parametrize(
+    "closing",
+    [
+        b"GET /v2/health/live HTTP/1.1\r\nconnection: close, upgrade\r\nupgrade: h2c\r\n\r\n",
+        b"GET /v2/health/live HTTP/1.0\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    ],
+    ids=["close-offer", "http-1.0-offer", "connect"],
+)
+def test_nothing_after_a_last_request_is_read_while_a_reply_ahead_is_pending(
+    model_dir: Path, closing: bytes
+) -> None:
+    # Given a server whose batches wait 300 ms, and on one connection an infer request (so its
+    # reply is pending), a request that ends the connection (an upgrade offer with Connection:
+    # close or from HTTP/1.0, or a CONNECT) and more infer requests in the same segment, then
+    # more in a segment of their own while the first reply still waits
+    srv = start_in_process(make_app(model_dir, batching=Batching(max_wait_us=300_000)))
+    client = srv.client()
+    infer = json.dumps(infer_body(valid_rows(1))).encode()
+    post = b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (
+        INFER.encode(),
+        len(infer),
+        infer,
+    )
+    try:
+        before = _scored_rows(client)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(post + closing + post * 3)
+            time.sleep(0.1)
+            sock.sendall(post * 3)
+            # When the replies are read / Then the first two come, in order, and the
+            # connection closes
+            buffer = bytearray()
+            assert read_response(sock, buffer)[0] == 200
+            second = read_response(sock, buffer)[0]
+            assert second == (404 if closing.startswith(b"CONNECT") else 200)
+            sock.settimeout(5)
+            assert not buffer
+            assert sock.recv(65536) == b""
+        # and only the first infer request was scored: the ones after were never read
+        assert _scored_rows(client) == before + 1
+    finally:
+        stop_in_process(srv)

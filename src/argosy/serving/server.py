@@ -370,12 +370,13 @@ class App:
         if header_length is not None:
             # Digits only: int() would also take a sign, spaces and underscores ("1_1").
             digits = header_length.isdigit()
-            if digits and len(header_length.lstrip(b"0")) > 20:  # past any body (2**64 bytes)
-                raise RequestError(  # before int(), which refuses more than 4,300 digits
+            value = header_length.lstrip(b"0") or b"0"  # int() refuses past 4,300 digits
+            if digits and len(value) > 20:  # past any body (2**64 bytes)
+                raise RequestError(
                     f"{BINARY_EXTENSION}: Inference-Header-Content-Length of "
                     f"{len(header_length)} digits is past the body of {len(body)} bytes"
                 )
-            hlen = int(header_length) if digits else -1
+            hlen = int(value) if digits else -1
             if hlen < 0:
                 raise RequestError(
                     f"{BINARY_EXTENSION}: Inference-Header-Content-Length must be a "
@@ -760,6 +761,9 @@ class _Conn(asyncio.Protocol):
         if offer is not None:  # read on past ``_feed``'s framing head: the offer's own request
             self.upgrade_offer = None
             method, keep_alive = offer
+            # Not kept alive (``Connection: close``, HTTP/1.0): nothing after it is read, as
+            # httptools refuses bytes after any other such request (its head said neither).
+            self.closing = not keep_alive
         else:
             method = self.parser.get_method()
             keep_alive = self.parser.should_keep_alive()
@@ -768,6 +772,7 @@ class _Conn(asyncio.Protocol):
                     self.upgrade_offer = (method, keep_alive)
                     return
                 keep_alive = False
+                self.closing = True  # what follows CONNECT is a tunnel's bytes: never parsed
         keep_alive = keep_alive and not self.app.shutting_down
         path = self.url.split(b"?", 1)[0]
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
