@@ -157,6 +157,13 @@ def _shape(tensor: dict[str, Any], name: str) -> list[int]:
     return shape
 
 
+def _datatype_error(name: str, datatype: Any) -> RequestError:
+    """The refusal of a ``datatype`` that is none of V2's, or not a string at all."""
+    if type(datatype) is not str:
+        return RequestError(f"input '{name}': 'datatype' must be a string such as \"FP32\"")
+    return RequestError(f"input '{name}': unknown datatype {datatype[:40]!r}")
+
+
 def too_many_dims(name: str, n: int) -> str:
     """The message for an input of ``n`` dimensions, past ``MAX_DIMS``."""
     return f"input '{name}': shape has {n} dimensions; inputs here have 1 or 2 ([N] or [N, F])"
@@ -167,10 +174,8 @@ def _numeric(
 ) -> tuple[np.ndarray, list[int]]:
     """Decode a numeric tensor's data into a flat FP32 array and its declared shape."""
     datatype = tensor.get("datatype")
-    if type(datatype) is not str:
-        raise RequestError(f"input '{name}': 'datatype' must be a string such as \"FP32\"")
-    if datatype not in _KNOWN_TYPES:
-        raise RequestError(f"input '{name}': unknown datatype {datatype[:40]!r}")
+    if type(datatype) is not str or datatype not in _KNOWN_TYPES:
+        raise _datatype_error(name, datatype)
     if datatype not in _FLOAT_TYPES and datatype not in _INT_TYPES:
         raise RequestError(f"input '{name}': datatype {datatype} is not numeric; send FP32")
     shape = _shape(tensor, name)
@@ -416,9 +421,7 @@ def tensor_from_bytes(raw: bytes | memoryview, datatype: Any, name: str) -> np.n
                 raise RequestError(f"input '{name}': a BYTES value is not valid UTF-8") from None
             offset += size
         return out
-    if type(datatype) is not str:
-        raise RequestError(f"input '{name}': 'datatype' must be a string such as \"FP32\"")
-    raise RequestError(f"input '{name}': unknown datatype {datatype[:40]!r}")
+    raise _datatype_error(name, datatype)
 
 
 def _attach_binary(doc: Any, data: memoryview) -> None:
